@@ -1,0 +1,62 @@
+//! The state every request shares, built once from the configuration.
+
+use std::{sync::Arc, time::Duration};
+
+use secrecy::SecretString;
+
+use crate::{
+    auth::{access_token::AccessTokens, password::PasswordHasher, refresh_token::ChainKey},
+    config::Config,
+    db::DbPool,
+};
+
+pub type SharedState = Arc<AppState>;
+
+pub struct AppState {
+    pub pool: DbPool,
+    pub tokens: AccessTokens,
+    pub hasher: PasswordHasher,
+    pub sessions: SessionPolicy,
+    pub config: Config,
+}
+
+/// How long sessions and refresh tokens live.
+pub struct SessionPolicy {
+    pub chain_key: ChainKey,
+    /// A session ends after this long without a refresh.
+    pub idle_ttl: Duration,
+    /// A session ends this long after it began.
+    pub max_age: Duration,
+    /// An already rotated token still yields the current one for this long.
+    pub reuse_interval: Duration,
+}
+
+impl AppState {
+    /// `secret` is the resolved JWT key (from the config, or generated in development).
+    pub fn new(config: Config, secret: &SecretString, pool: DbPool) -> anyhow::Result<SharedState> {
+        let tokens = AccessTokens::new(
+            secret,
+            &config.jwt_issuer,
+            &config.jwt_audience,
+            config.access_token_ttl,
+        )?;
+        let hasher = PasswordHasher::new(
+            config.argon2_memory_kib,
+            config.argon2_iterations,
+            config.argon2_parallelism,
+        )?;
+        let sessions = SessionPolicy {
+            chain_key: ChainKey::from_secret(secret),
+            idle_ttl: config.refresh_token_ttl,
+            max_age: config.session_max_age,
+            reuse_interval: config.refresh_reuse_interval,
+        };
+        Ok(Arc::new(Self {
+            pool,
+            tokens,
+            hasher,
+            sessions,
+            config,
+        }))
+    }
+}

@@ -1,0 +1,123 @@
+//! Flows that check or set a password: signup, signin, changePassword.
+
+use diesel_async::AsyncConnection;
+use secrecy::{ExposeSecret, SecretString};
+
+use super::{Caller, Grant, sessions};
+use crate::{
+    app::AppState,
+    db::{self, models::NewUser, sessions::EndReason},
+    error::{AppError, AppResult, unique_violation},
+    users::validate,
+};
+
+pub struct SignupInput {
+    pub name: String,
+    pub username: String,
+    pub password: SecretString,
+}
+
+/// `signup`: creates the account and its first session in one transaction.
+pub async fn signup(state: &AppState, input: SignupInput, user_agent: Option<&str>) -> AppResult<Grant> {
+    let name = validate::name(&input.name)?;
+    let username = validate::username(&input.username)?;
+    validate::password("password", &input.password)?;
+    let password_hash = state.hasher.hash(&input.password).await?;
+
+    let mut conn = state.pool.get().await?;
+    let policy = &state.sessions;
+    let (user, session, token) = conn
+        .transaction::<_, AppError, _>(async |conn| {
+            let user = db::users::insert(
+                conn,
+                NewUser {
+                    name,
+                    username,
+                    password_hash: &password_hash,
+                },
+            )
+            .await
+            .map_err(|e| match unique_violation(&e) {
+                Some("users_username_lower_key") => AppError::UsernameTaken,
+                _ => e.into(),
+            })?;
+            let (session, token) = sessions::open(conn, policy, user.id, user_agent).await?;
+            Ok((user, session, token))
+        })
+        .await?;
+    sessions::grant(state, user, session.id, token)
+}
+
+/// `signin`: one answer and one cost for a wrong password and an unknown user.
+pub async fn signin(
+    state: &AppState,
+    username: &str,
+    password: &SecretString,
+    user_agent: Option<&str>,
+) -> AppResult<Grant> {
+    let mut conn = state.pool.get().await?;
+    // Usernames that could never exist still cost a hash: the time must not tell.
+    let found = if validate::username(username).is_ok() {
+        db::users::find_credentials(&mut conn, username).await?
+    } else {
+        None
+    };
+    // Do not hold a connection while hashing: the pool is smaller than the queue.
+    drop(conn);
+    let stored = found.as_ref().map(|(_, hash)| hash.as_str());
+    if !state.hasher.verify(password, stored).await? {
+        return Err(AppError::InvalidCredentials);
+    }
+    let (user, stored_hash) = found.expect("verify is false without an account");
+
+    let upgraded = if state.hasher.needs_rehash(&stored_hash) {
+        Some(state.hasher.hash(password).await?)
+    } else {
+        None
+    };
+    let mut conn = state.pool.get().await?;
+    let policy = &state.sessions;
+    let user_id = user.id;
+    let (session, token) = conn
+        .transaction::<_, AppError, _>(async |conn| {
+            if let Some(hash) = &upgraded {
+                db::users::set_password_hash(conn, user_id, hash).await?;
+            }
+            sessions::open(conn, policy, user_id, user_agent).await
+        })
+        .await?;
+    sessions::grant(state, user, session.id, token)
+}
+
+/// `changePassword`: needs the current password; ends every other session.
+pub async fn change_password(
+    state: &AppState,
+    caller: &Caller,
+    current: &SecretString,
+    new: &SecretString,
+) -> AppResult<()> {
+    let user_id = caller.user.id;
+    let stored = {
+        let mut conn = state.pool.get().await?;
+        db::users::password_hash(&mut conn, user_id).await?
+    };
+    if !state.hasher.verify(current, stored.as_deref()).await? {
+        return Err(AppError::InvalidCredentials);
+    }
+    validate::password("newPassword", new)?;
+    if new.expose_secret() == current.expose_secret() {
+        return Err(AppError::bad_input(
+            "newPassword",
+            "The new password must differ from the current one",
+        ));
+    }
+    let hash = state.hasher.hash(new).await?;
+    let keep = caller.session_id;
+    let mut conn = state.pool.get().await?;
+    conn.transaction::<_, AppError, _>(async |conn| {
+        db::users::set_password_hash(conn, user_id, &hash).await?;
+        db::sessions::end_all(conn, user_id, Some(keep), EndReason::PasswordChanged).await?;
+        Ok(())
+    })
+    .await
+}

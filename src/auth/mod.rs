@@ -1,0 +1,93 @@
+//! Authentication: who is calling, and the flows that create and end sessions.
+//!
+//! - `access_token`: signing and verifying JWTs.
+//! - `refresh_token`: opaque refresh tokens, their hashes and successors.
+//! - `password`: argon2id off the runtime.
+//! - `credentials`: signup, signin, changePassword.
+//! - `sessions`: opening, refreshing (rotation, reuse detection) and ending sessions.
+
+pub mod access_token;
+pub mod credentials;
+pub mod password;
+pub mod refresh_token;
+pub mod sessions;
+
+use secrecy::SecretString;
+use tokio::sync::OnceCell;
+use uuid::Uuid;
+
+use crate::{
+    app::AppState,
+    db::{self, models::User},
+    error::{AppError, AppResult},
+};
+use access_token::Claims;
+
+/// The authenticated caller: the account and the session its access token names.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub user: User,
+    pub session_id: Uuid,
+}
+
+impl Caller {
+    pub fn is_admin(&self) -> bool {
+        self.user.role == db::models::Role::Admin
+    }
+}
+
+/// What the HTTP edge learned from the `Authorization` header, put into each GraphQL
+/// request. The token is verified once per request at the edge (CPU only); the
+/// session check, which needs the database, runs at most once per request and only
+/// when a protected field asks for it, so public queries never pay for it.
+pub struct RequestAuth {
+    token: Option<Result<Claims, &'static str>>,
+    caller: OnceCell<Caller>,
+    /// `User-Agent`, recorded on sessions this request opens.
+    pub user_agent: Option<String>,
+}
+
+impl RequestAuth {
+    pub fn new(token: Option<Result<Claims, &'static str>>, user_agent: Option<String>) -> Self {
+        Self {
+            token,
+            caller: OnceCell::new(),
+            user_agent,
+        }
+    }
+
+    /// A request with no credentials.
+    pub fn anonymous() -> Self {
+        Self::new(None, None)
+    }
+
+    /// The caller, or `UNAUTHENTICATED` if the token is missing, invalid, or names a
+    /// session that has ended (logout, reuse detection, password change, deletion).
+    pub async fn caller(&self, state: &AppState) -> AppResult<&Caller> {
+        let claims = match &self.token {
+            None => return Err(AppError::Unauthenticated("no access token")),
+            Some(Err(reason)) => return Err(AppError::Unauthenticated(reason)),
+            Some(Ok(claims)) => claims,
+        };
+        self.caller
+            .get_or_try_init(|| async {
+                let mut conn = state.pool.get().await?;
+                db::users::find_by_live_session(&mut conn, claims.sub, claims.sid)
+                    .await?
+                    .map(|user| Caller {
+                        user,
+                        session_id: claims.sid,
+                    })
+                    .ok_or(AppError::Unauthenticated("session ended"))
+            })
+            .await
+    }
+}
+
+/// What a successful signup, signin or refresh hands the client.
+pub struct Grant {
+    pub access_token: String,
+    pub refresh_token: SecretString,
+    pub expires_in: i64,
+    pub user: User,
+}

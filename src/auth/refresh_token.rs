@@ -1,0 +1,84 @@
+//! Opaque refresh tokens: 256 random bits, base64url, stored only as SHA-256.
+//!
+//! Rotation must be repeatable: when a browser's two tabs (or a retry) present the
+//! same token within the reuse interval, both must get the same successor. Since the
+//! database holds only hashes, the successor is *derived* from its parent:
+//! `child = HMAC-SHA256(chain_key, parent)`. Anyone holding a token can thus obtain
+//! its successor only by presenting it to us inside the interval; after that, the
+//! presentation counts as reuse and ends the session.
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use hmac::{Hmac, KeyInit, Mac};
+use secrecy::{ExposeSecret, SecretBox, SecretString};
+use sha2::{Digest, Sha256};
+
+/// Length of a token's text: 32 bytes in unpadded base64url.
+pub const TOKEN_LEN: usize = 43;
+
+/// The key that derives a token's successor. Kept apart from the JWT key by deriving
+/// it under its own label, so neither use can stand in for the other.
+pub struct ChainKey(SecretBox<[u8; 32]>);
+
+impl ChainKey {
+    pub fn from_secret(secret: &SecretString) -> Self {
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(secret.expose_secret().as_bytes()).expect("HMAC takes any key length");
+        mac.update(b"authgraph refresh-token chain v1");
+        Self(SecretBox::new(Box::new(mac.finalize().into_bytes().into())))
+    }
+
+    /// The successor of `parent`.
+    pub fn child_of(&self, parent: &str) -> SecretString {
+        let mut mac = Hmac::<Sha256>::new_from_slice(self.0.expose_secret()).expect("HMAC takes any key length");
+        mac.update(parent.as_bytes());
+        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()).into()
+    }
+}
+
+/// A new random token for a new session.
+pub fn generate() -> SecretString {
+    let mut bytes = [0u8; 32];
+    rand::fill(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes).into()
+}
+
+/// What the database stores and looks tokens up by.
+pub fn hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// Whether a presented string could be one of our tokens at all; anything else is
+/// refused without a database round trip.
+pub fn is_well_formed(token: &str) -> bool {
+    token.len() == TOKEN_LEN
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn children_are_repeatable_well_formed_and_key_bound() {
+        let key = ChainKey::from_secret(&"k".repeat(32).into());
+        let parent = generate();
+        let child = key.child_of(parent.expose_secret());
+        assert!(is_well_formed(parent.expose_secret()) && is_well_formed(child.expose_secret()));
+        assert_eq!(
+            child.expose_secret(),
+            key.child_of(parent.expose_secret()).expose_secret()
+        );
+        let other = ChainKey::from_secret(&"j".repeat(32).into());
+        assert_ne!(
+            child.expose_secret(),
+            other.child_of(parent.expose_secret()).expose_secret()
+        );
+    }
+
+    #[test]
+    fn generated_tokens_differ() {
+        assert_ne!(generate().expose_secret(), generate().expose_secret());
+    }
+}

@@ -1,0 +1,225 @@
+//! Sessions and their refresh tokens: open, rotate, end.
+//!
+//! Rotation runs in one transaction that locks the presented token's row and then its
+//! session's row (always in that order; logout locks only sessions, so the two never
+//! deadlock). Concurrent refreshes of one token therefore run one after the other:
+//! the first rotates, the rest find the token used and, inside the reuse interval,
+//! are handed the same successor. A parent can have only one child (unique index on
+//! `parent_id`), so no interleaving can ever produce two.
+
+use chrono::{DateTime, Utc};
+use diesel_async::{AsyncConnection, AsyncPgConnection};
+use secrecy::{ExposeSecret, SecretString};
+use uuid::Uuid;
+
+use super::{Caller, Grant, refresh_token};
+use crate::{
+    app::{AppState, SessionPolicy},
+    db::{
+        self,
+        models::{NewRefreshToken, NewSession, Session, User},
+        sessions::EndReason,
+    },
+    error::{AppError, AppResult, RefreshFailure},
+};
+
+/// How many rotations past a reused token we follow to find the session's current
+/// one. Inside a 10 s interval a real client rotates once or twice.
+const MAX_CHAIN_WALK: usize = 16;
+
+/// Opens a session for `user` inside the caller's transaction, and returns its first
+/// refresh token.
+pub async fn open(
+    conn: &mut AsyncPgConnection,
+    policy: &SessionPolicy,
+    user_id: Uuid,
+    user_agent: Option<&str>,
+) -> AppResult<(Session, SecretString)> {
+    let now = Utc::now();
+    let max_expires_at = now + policy.max_age;
+    let expires_at = (now + policy.idle_ttl).min(max_expires_at);
+    let user_agent = user_agent.map(|ua| truncate(ua, 512));
+    let session = db::sessions::insert(
+        conn,
+        NewSession {
+            user_id,
+            expires_at,
+            max_expires_at,
+            user_agent,
+        },
+    )
+    .await?;
+    let token = refresh_token::generate();
+    db::refresh_tokens::insert(
+        conn,
+        NewRefreshToken {
+            session_id: session.id,
+            token_hash: &refresh_token::hash(token.expose_secret()),
+            parent_id: None,
+            expires_at,
+        },
+    )
+    .await?;
+    Ok((session, token))
+}
+
+/// Builds the client's grant for a session.
+pub fn grant(state: &AppState, user: User, session_id: Uuid, refresh_token: SecretString) -> AppResult<Grant> {
+    let access_token = state
+        .tokens
+        .issue(user.id, session_id, user.role)
+        .map_err(AppError::internal)?;
+    Ok(Grant {
+        access_token,
+        refresh_token,
+        expires_in: state.tokens.ttl_secs(),
+        user,
+    })
+}
+
+enum Rotation {
+    Rotated {
+        user: User,
+        session_id: Uuid,
+        token: SecretString,
+    },
+    Reused,
+}
+
+/// `refresh`: exchanges a refresh token for a new pair.
+pub async fn refresh(state: &AppState, presented: &SecretString) -> AppResult<Grant> {
+    let presented = presented.expose_secret();
+    if !refresh_token::is_well_formed(presented) {
+        return Err(AppError::InvalidRefreshToken(RefreshFailure::NotFound));
+    }
+    let policy = &state.sessions;
+    let mut conn = state.pool.get().await?;
+    let outcome = conn
+        .transaction::<_, AppError, _>(async |conn| rotate(conn, policy, presented).await)
+        .await?;
+    match outcome {
+        Rotation::Rotated {
+            user,
+            session_id,
+            token,
+        } => grant(state, user, session_id, token),
+        Rotation::Reused => {
+            tracing::warn!("refresh token reuse detected; session revoked");
+            Err(AppError::InvalidRefreshToken(RefreshFailure::Reused))
+        }
+    }
+}
+
+async fn rotate(conn: &mut AsyncPgConnection, policy: &SessionPolicy, presented: &str) -> AppResult<Rotation> {
+    let invalid = |reason| Err(AppError::InvalidRefreshToken(reason));
+    let Some(token) = db::refresh_tokens::lock_by_hash(conn, &refresh_token::hash(presented)).await? else {
+        return invalid(RefreshFailure::NotFound);
+    };
+    let session = db::sessions::lock(conn, token.session_id).await?;
+    let now = Utc::now();
+    if session.revoked_at.is_some() {
+        return invalid(RefreshFailure::Revoked);
+    }
+    if session.expires_at <= now {
+        return invalid(RefreshFailure::Expired);
+    }
+    let Some(user) = db::users::find(conn, session.user_id).await? else {
+        return invalid(RefreshFailure::Revoked);
+    };
+
+    let current = match token.used_at {
+        None if token.expires_at <= now => return invalid(RefreshFailure::Expired),
+        None => {
+            let child = policy.chain_key.child_of(presented);
+            let expires_at = (now + policy.idle_ttl).min(session.max_expires_at);
+            db::refresh_tokens::mark_used(conn, token.id).await?;
+            db::refresh_tokens::insert(
+                conn,
+                NewRefreshToken {
+                    session_id: session.id,
+                    token_hash: &refresh_token::hash(child.expose_secret()),
+                    parent_id: Some(token.id),
+                    expires_at,
+                },
+            )
+            .await?;
+            db::sessions::touch(conn, session.id, expires_at).await?;
+            child
+        }
+        Some(used_at) if within(used_at, now, policy) => current_successor(conn, policy, presented).await?,
+        Some(_) => {
+            db::sessions::end(conn, session.id, EndReason::Reuse).await?;
+            return Ok(Rotation::Reused);
+        }
+    };
+    Ok(Rotation::Rotated {
+        user,
+        session_id: session.id,
+        token: current,
+    })
+}
+
+fn within(used_at: DateTime<Utc>, now: DateTime<Utc>, policy: &SessionPolicy) -> bool {
+    (now - used_at).to_std().is_ok_and(|age| age <= policy.reuse_interval)
+}
+
+/// Follows the chain of successors from a used token to the one not used yet.
+async fn current_successor(
+    conn: &mut AsyncPgConnection,
+    policy: &SessionPolicy,
+    used: &str,
+) -> AppResult<SecretString> {
+    let mut candidate = policy.chain_key.child_of(used);
+    for _ in 0..MAX_CHAIN_WALK {
+        let row = db::refresh_tokens::find_by_hash(conn, &refresh_token::hash(candidate.expose_secret()))
+            .await?
+            .ok_or_else(|| AppError::internal(anyhow::anyhow!("a used refresh token has no derivable successor")))?;
+        if row.used_at.is_none() {
+            return Ok(candidate);
+        }
+        candidate = policy.chain_key.child_of(candidate.expose_secret());
+    }
+    Err(AppError::InvalidRefreshToken(RefreshFailure::Reused))
+}
+
+/// Which sessions `logout` ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, async_graphql::Enum)]
+pub enum LogoutScope {
+    /// Only the session of the access token that calls logout.
+    Current,
+    /// Every session of the user except the current one.
+    Others,
+    /// Every session of the user.
+    All,
+}
+
+/// `logout`: ends sessions; their access and refresh tokens stop working at once.
+pub async fn logout(state: &AppState, caller: &Caller, scope: LogoutScope) -> AppResult<()> {
+    let mut conn = state.pool.get().await?;
+    let (user_id, current) = (caller.user.id, caller.session_id);
+    match scope {
+        LogoutScope::Current => {
+            db::sessions::end(&mut conn, current, EndReason::Logout).await?;
+        }
+        LogoutScope::Others => {
+            db::sessions::end_all(&mut conn, user_id, Some(current), EndReason::Logout).await?;
+        }
+        LogoutScope::All => {
+            db::sessions::end_all(&mut conn, user_id, None, EndReason::Logout).await?;
+        }
+    }
+    Ok(())
+}
+
+/// `sessions`: the caller's live sessions.
+pub async fn list(state: &AppState, caller: &Caller) -> AppResult<Vec<Session>> {
+    let mut conn = state.pool.get().await?;
+    Ok(db::sessions::list_live(&mut conn, caller.user.id).await?)
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}

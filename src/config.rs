@@ -1,0 +1,283 @@
+//! Configuration, read once at start from flags and environment variables.
+//!
+//! Every setting is both a flag and an environment variable (clap's `env`), so the
+//! same binary is configured the same way by a developer's `.env`, a container's
+//! environment or a one-off flag. Values are checked here, at start, and an error names
+//! the variable that is wrong: a bad setting must stop the start, not the first request.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use secrecy::{ExposeSecret, SecretString};
+
+/// The command line: global configuration, then an optional subcommand (`serve` when
+/// none is given).
+#[derive(Debug, Parser)]
+#[command(name = "authgraph", version, about = "GraphQL accounts and sessions server")]
+pub struct Cli {
+    #[command(flatten)]
+    pub config: Config,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the GraphQL API (the default).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Print the GraphQL schema (SDL) that the server serves.
+    Schema,
+    /// Manage accounts.
+    #[command(subcommand)]
+    Users(UsersCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Give an account the USER or ADMIN role. There is no GraphQL way to do this.
+    SetRole {
+        username: String,
+        #[arg(value_enum, ignore_case = true)]
+        role: RoleArg,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+#[value(rename_all = "UPPER")]
+pub enum RoleArg {
+    User,
+    Admin,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AppEnv {
+    Development,
+    Production,
+}
+
+/// Everything the server reads from its environment.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address the HTTP server listens on.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8000")]
+    pub listen_addr: SocketAddr,
+
+    /// PostgreSQL URL. Unset or empty: start a private PostgreSQL under DATA_DIR.
+    #[arg(long, env = "DATABASE_URL", value_parser = parse_secret, hide_env_values = true)]
+    pub database_url: Option<SecretString>,
+
+    /// Folder for the embedded database and the generated development secret.
+    #[arg(long, env = "DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// OS user that runs the embedded PostgreSQL when authgraph runs as root.
+    #[arg(long, env = "PG_OS_USER", default_value = "postgres")]
+    pub pg_os_user: String,
+
+    /// HS256 key for access tokens (its UTF-8 bytes). At least 32 bytes in production;
+    /// generated and kept under DATA_DIR in development when unset.
+    #[arg(long, env = "JWT_ACCESS_SECRET", value_parser = parse_secret, hide_env_values = true)]
+    pub jwt_access_secret: Option<SecretString>,
+
+    /// `iss` claim of access tokens, checked on every request.
+    #[arg(long, env = "JWT_ISSUER", default_value = "authgraph")]
+    pub jwt_issuer: String,
+
+    /// `aud` claim of access tokens, checked on every request.
+    #[arg(long, env = "JWT_AUDIENCE", default_value = "authgraph")]
+    pub jwt_audience: String,
+
+    /// Lifetime of an access token (e.g. 90s, 15m, 1h).
+    #[arg(long, env = "ACCESS_TOKEN_TTL", default_value = "15m", value_parser = parse_duration)]
+    pub access_token_ttl: Duration,
+
+    /// A session ends after this long without a refresh.
+    #[arg(long, env = "REFRESH_TOKEN_TTL", default_value = "7d", value_parser = parse_duration)]
+    pub refresh_token_ttl: Duration,
+
+    /// A session ends this long after sign-in, however active.
+    #[arg(long, env = "SESSION_MAX_AGE", default_value = "30d", value_parser = parse_duration)]
+    pub session_max_age: Duration,
+
+    /// How long after a rotation the old refresh token still yields the session's
+    /// current token instead of counting as reuse (parallel tabs, retried requests).
+    #[arg(long, env = "REFRESH_REUSE_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub refresh_reuse_interval: Duration,
+
+    /// Argon2id memory cost in KiB (at least 19456).
+    #[arg(long, env = "ARGON2_MEMORY_KIB", default_value_t = 19_456)]
+    pub argon2_memory_kib: u32,
+
+    /// Argon2id passes (at least 2).
+    #[arg(long, env = "ARGON2_ITERATIONS", default_value_t = 2)]
+    pub argon2_iterations: u32,
+
+    /// Argon2id lanes (at least 1).
+    #[arg(long, env = "ARGON2_PARALLELISM", default_value_t = 1)]
+    pub argon2_parallelism: u32,
+
+    /// `development` (GraphiQL, generated secret) or `production`.
+    #[arg(long, env = "APP_ENV", value_enum, default_value = "development", ignore_case = true)]
+    pub app_env: AppEnv,
+
+    /// Origins allowed by CORS, comma-separated. Empty: no cross-origin access.
+    #[arg(long, env = "CORS_ORIGINS", value_delimiter = ',', default_value = "")]
+    pub cors_origins: Vec<String>,
+
+    /// Largest number of database connections.
+    #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 16)]
+    pub database_pool_size: usize,
+
+    /// How long a request waits for a database connection before SERVICE_UNAVAILABLE.
+    #[arg(long, env = "DATABASE_ACQUIRE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub database_acquire_timeout: Duration,
+
+    /// Log filter, e.g. `info` or `authgraph=debug,tower_http=info`.
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    pub log: String,
+}
+
+/// Smallest secret accepted for HS256: the key must be as long as the hash output.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+impl Config {
+    /// Configuration as if started with no flags (defaults plus whatever the
+    /// environment sets): the base that tests and tools adjust.
+    pub fn defaults() -> Self {
+        Cli::parse_from(["authgraph"]).config
+    }
+
+    /// The database URL, treating an empty value as unset.
+    pub fn database_url(&self) -> Option<&str> {
+        self.database_url
+            .as_ref()
+            .map(|s| s.expose_secret())
+            .filter(|s| !s.trim().is_empty())
+    }
+
+    pub fn is_production(&self) -> bool {
+        self.app_env == AppEnv::Production
+    }
+
+    /// Checks what clap's types cannot. The message names the variable to fix.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |var: &'static str, msg: String| Err(ConfigError { var, msg });
+        if self.argon2_memory_kib < 19_456 {
+            return err("ARGON2_MEMORY_KIB", "must be at least 19456".into());
+        }
+        if self.argon2_iterations < 2 {
+            return err("ARGON2_ITERATIONS", "must be at least 2".into());
+        }
+        if self.argon2_parallelism < 1 {
+            return err("ARGON2_PARALLELISM", "must be at least 1".into());
+        }
+        if self.access_token_ttl < Duration::from_secs(1) {
+            return err("ACCESS_TOKEN_TTL", "must be at least 1s".into());
+        }
+        if self.refresh_token_ttl < self.access_token_ttl {
+            return err("REFRESH_TOKEN_TTL", "must not be shorter than ACCESS_TOKEN_TTL".into());
+        }
+        if self.session_max_age < self.refresh_token_ttl {
+            return err("SESSION_MAX_AGE", "must not be shorter than REFRESH_TOKEN_TTL".into());
+        }
+        if self.database_pool_size == 0 {
+            return err("DATABASE_POOL_SIZE", "must be at least 1".into());
+        }
+        if let Some(secret) = &self.jwt_access_secret {
+            if secret.expose_secret().len() < MIN_SECRET_BYTES && self.is_production() {
+                return err(
+                    "JWT_ACCESS_SECRET",
+                    format!("must be at least {MIN_SECRET_BYTES} bytes in production"),
+                );
+            }
+        } else if self.is_production() {
+            return err(
+                "JWT_ACCESS_SECRET",
+                format!("is required in production (at least {MIN_SECRET_BYTES} random bytes)"),
+            );
+        }
+        for origin in self.cors_origins.iter().filter(|o| !o.is_empty()) {
+            if origin.parse::<axum::http::HeaderValue>().is_err() || !origin.contains("://") {
+                return err(
+                    "CORS_ORIGINS",
+                    format!("{origin:?} is not an origin like https://app.example.com"),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A configuration value that cannot be used, with the variable that holds it.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub msg: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.var, self.msg)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn parse_secret(s: &str) -> Result<SecretString, String> {
+    Ok(SecretString::from(s.to_owned()))
+}
+
+/// Parses `90s`, `15m`, `1h`, `7d` (or a bare number of seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 90s, 15m, 1h or 7d"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => return Ok(Duration::from_millis(n)),
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("{s:?} has an unknown unit (use ms, s, m, h or d)")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_in_every_unit() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(604_800)));
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert!(parse_duration("15 minutes").is_err());
+        assert!(parse_duration("m").is_err());
+    }
+
+    #[test]
+    fn production_without_a_strong_secret_names_the_variable() {
+        let mut config = Config::defaults();
+        config.app_env = AppEnv::Production;
+        assert_eq!(config.validate().unwrap_err().var, "JWT_ACCESS_SECRET");
+        config.jwt_access_secret = Some("short".to_owned().into());
+        assert_eq!(config.validate().unwrap_err().var, "JWT_ACCESS_SECRET");
+        config.jwt_access_secret = Some("x".repeat(32).into());
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn weak_argon2_parameters_are_refused() {
+        let mut config = Config::defaults();
+        config.argon2_memory_kib = 4096;
+        assert_eq!(config.validate().unwrap_err().var, "ARGON2_MEMORY_KIB");
+    }
+}

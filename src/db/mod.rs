@@ -1,0 +1,111 @@
+//! Database access: the pool, migrations, and the queries of each table.
+//!
+//! Queries are plain async functions over `&mut AsyncPgConnection`, so a service can
+//! run several of them in one transaction. Diesel with diesel-async talks to
+//! PostgreSQL through tokio-postgres: no libpq at build or run time.
+
+pub mod models;
+pub mod refresh_tokens;
+pub mod schema;
+pub mod sessions;
+pub mod users;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use diesel::{QueryableByName, sql_query, sql_types::Bool};
+use diesel_async::{
+    AsyncConnection, AsyncPgConnection, RunQueryDsl,
+    async_connection_wrapper::AsyncConnectionWrapper,
+    pooled_connection::{
+        AsyncDieselConnectionManager,
+        deadpool::{self, Object},
+    },
+};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+pub use diesel_async::AsyncPgConnection as PgConn;
+
+pub type DbPool = deadpool::Pool<AsyncPgConnection>;
+pub type PoolError = deadpool::PoolError;
+pub type PooledConn = Object<AsyncPgConnection>;
+
+/// The migrations in `migrations/`, compiled into the binary.
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+/// Key of the advisory lock held while migrating, so instances that start together
+/// migrate once, one after the other.
+const MIGRATION_LOCK_KEY: i64 = 0x6175_7468_6772_6170; // "authgrap"
+
+/// A pool that waits at most `acquire_timeout` for a connection (also for a new one
+/// to be made), so a database outage fails requests quickly instead of hanging them.
+pub fn pool(url: &str, max_size: usize, acquire_timeout: Duration) -> anyhow::Result<DbPool> {
+    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);
+    deadpool::Pool::builder(manager)
+        .max_size(max_size)
+        .wait_timeout(Some(acquire_timeout))
+        .create_timeout(Some(acquire_timeout))
+        .recycle_timeout(Some(acquire_timeout))
+        .runtime(::deadpool::Runtime::Tokio1)
+        .build()
+        .context("cannot build the database pool")
+}
+
+/// Applies pending migrations under an advisory lock. Diesel's harness is
+/// synchronous, so it runs on a blocking thread through diesel-async's wrapper.
+pub async fn run_migrations(url: &str) -> anyhow::Result<usize> {
+    let url = url.to_owned();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<usize> {
+        use diesel::connection::{Connection, SimpleConnection};
+        let mut conn = <AsyncConnectionWrapper<AsyncPgConnection> as Connection>::establish(&url)
+            .context("cannot connect to the database to migrate it")?;
+        conn.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))?;
+        let applied = conn
+            .run_pending_migrations(MIGRATIONS)
+            .map(|v| v.len())
+            .map_err(|e| anyhow::anyhow!("migration failed: {e}"));
+        conn.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"))?;
+        applied
+    })
+    .await?
+}
+
+#[derive(QueryableByName)]
+struct Exists {
+    #[diesel(sql_type = Bool)]
+    exists: bool,
+}
+
+/// Creates `name` on the server of `admin_url` unless it exists (used for the embedded
+/// cluster and by the test harness). `name` must be a plain identifier.
+pub async fn create_database(admin_url: &str, name: &str, template: Option<&str>) -> anyhow::Result<()> {
+    anyhow::ensure!(is_identifier(name), "bad database name {name:?}");
+    let mut conn = AsyncPgConnection::establish(admin_url)
+        .await
+        .context("cannot connect to PostgreSQL")?;
+    let found: Exists = sql_query("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1) AS exists")
+        .bind::<diesel::sql_types::Text, _>(name)
+        .get_result(&mut conn)
+        .await?;
+    if !found.exists {
+        let mut stmt = format!("CREATE DATABASE \"{name}\"");
+        if let Some(template) = template {
+            anyhow::ensure!(is_identifier(template), "bad template name {template:?}");
+            stmt.push_str(&format!(" TEMPLATE \"{template}\""));
+        }
+        sql_query(stmt).execute(&mut conn).await?;
+    }
+    Ok(())
+}
+
+fn is_identifier(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// True when the database answers a trivial query: the readiness probe.
+pub async fn ping(pool: &DbPool) -> bool {
+    let Ok(mut conn) = pool.get().await else {
+        return false;
+    };
+    sql_query("SELECT 1").execute(&mut conn).await.is_ok()
+}

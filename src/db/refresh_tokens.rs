@@ -1,0 +1,46 @@
+//! Queries on `refresh_tokens`. Tokens are looked up by the SHA-256 of their text.
+
+use diesel::{dsl::now, prelude::*};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
+
+use super::{
+    models::{NewRefreshToken, RefreshToken},
+    schema::refresh_tokens,
+};
+
+pub async fn insert(conn: &mut AsyncPgConnection, new: NewRefreshToken<'_>) -> QueryResult<RefreshToken> {
+    diesel::insert_into(refresh_tokens::table)
+        .values(new)
+        .returning(RefreshToken::as_returning())
+        .get_result(conn)
+        .await
+}
+
+/// Finds a token and locks its row until the transaction ends: concurrent refreshes
+/// of one token queue here, and each sees the outcome of the one before it.
+pub async fn lock_by_hash(conn: &mut AsyncPgConnection, hash: &[u8]) -> QueryResult<Option<RefreshToken>> {
+    refresh_tokens::table
+        .filter(refresh_tokens::token_hash.eq(hash))
+        .select(RefreshToken::as_select())
+        .for_update()
+        .first(conn)
+        .await
+        .optional()
+}
+
+pub async fn find_by_hash(conn: &mut AsyncPgConnection, hash: &[u8]) -> QueryResult<Option<RefreshToken>> {
+    refresh_tokens::table
+        .filter(refresh_tokens::token_hash.eq(hash))
+        .select(RefreshToken::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
+pub async fn mark_used(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<usize> {
+    diesel::update(refresh_tokens::table.find(id))
+        .set(refresh_tokens::used_at.eq(now))
+        .execute(conn)
+        .await
+}

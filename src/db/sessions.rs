@@ -1,0 +1,119 @@
+//! Queries on `sessions`.
+
+use chrono::{DateTime, Utc};
+use diesel::{dsl::now, prelude::*};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
+
+use super::{
+    models::{NewSession, Session},
+    schema::{refresh_tokens, sessions},
+};
+
+/// Why a session ended, kept in `revoked_reason` for audits.
+#[derive(Debug, Clone, Copy)]
+pub enum EndReason {
+    Logout,
+    Reuse,
+    PasswordChanged,
+}
+
+impl EndReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Logout => "LOGOUT",
+            Self::Reuse => "REUSE",
+            Self::PasswordChanged => "PASSWORD_CHANGED",
+        }
+    }
+}
+
+pub async fn insert(conn: &mut AsyncPgConnection, new: NewSession<'_>) -> QueryResult<Session> {
+    diesel::insert_into(sessions::table)
+        .values(new)
+        .returning(Session::as_returning())
+        .get_result(conn)
+        .await
+}
+
+/// Locks the session row for the rest of the transaction, so a refresh and a logout
+/// (or two refreshes) of one session happen one after the other.
+pub async fn lock(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<Session> {
+    sessions::table
+        .find(id)
+        .select(Session::as_select())
+        .for_update()
+        .first(conn)
+        .await
+}
+
+/// The user's sessions that can still be refreshed, newest first.
+pub async fn list_live(conn: &mut AsyncPgConnection, user_id: Uuid) -> QueryResult<Vec<Session>> {
+    sessions::table
+        .filter(sessions::user_id.eq(user_id))
+        .filter(sessions::revoked_at.is_null())
+        .filter(sessions::expires_at.gt(now))
+        .order(sessions::created_at.desc())
+        .select(Session::as_select())
+        .load(conn)
+        .await
+}
+
+/// Records a use of the session and moves its expiry.
+pub async fn touch(conn: &mut AsyncPgConnection, id: Uuid, expires_at: DateTime<Utc>) -> QueryResult<usize> {
+    diesel::update(sessions::table.find(id))
+        .set((sessions::last_used_at.eq(now), sessions::expires_at.eq(expires_at)))
+        .execute(conn)
+        .await
+}
+
+/// Ends one session, and with it its refresh tokens. Returns whether it was live.
+pub async fn end(conn: &mut AsyncPgConnection, id: Uuid, reason: EndReason) -> QueryResult<bool> {
+    Ok(end_many(conn, &[id], reason).await? > 0)
+}
+
+/// Ends every live session of the user, except `keep` when given.
+pub async fn end_all(
+    conn: &mut AsyncPgConnection,
+    user_id: Uuid,
+    keep: Option<Uuid>,
+    reason: EndReason,
+) -> QueryResult<usize> {
+    let mut target = sessions::table
+        .filter(sessions::user_id.eq(user_id))
+        .filter(sessions::revoked_at.is_null())
+        .into_boxed();
+    if let Some(keep) = keep {
+        target = target.filter(sessions::id.ne(keep));
+    }
+    // Boxed queries cannot be update targets; select the ids instead.
+    let ids: Vec<Uuid> = target.select(sessions::id).load(conn).await?;
+    end_many(conn, &ids, reason).await
+}
+
+async fn end_many(conn: &mut AsyncPgConnection, ids: &[Uuid], reason: EndReason) -> QueryResult<usize> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let ended = diesel::update(
+        sessions::table
+            .filter(sessions::id.eq_any(ids))
+            .filter(sessions::revoked_at.is_null()),
+    )
+    .set((
+        sessions::revoked_at.eq(now),
+        sessions::revoked_reason.eq(reason.as_str()),
+    ))
+    .execute(conn)
+    .await?;
+    // The session row alone decides; marking its tokens keeps the audit trail plain.
+    diesel::update(
+        refresh_tokens::table
+            .filter(refresh_tokens::session_id.eq_any(ids))
+            .filter(refresh_tokens::revoked_at.is_null()),
+    )
+    .set(refresh_tokens::revoked_at.eq(now))
+    .execute(conn)
+    .await?;
+    Ok(ended)
+}

@@ -1,0 +1,124 @@
+//! Queries on `users`.
+
+use chrono::{DateTime, Utc};
+use diesel::{dsl::now, prelude::*};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
+
+use super::{
+    models::{NewUser, Role, User, UserChanges},
+    schema::{sessions, users},
+};
+
+diesel::define_sql_function!(fn lower(x: diesel::sql_types::Text) -> diesel::sql_types::Text);
+
+pub async fn insert(conn: &mut AsyncPgConnection, new: NewUser<'_>) -> QueryResult<User> {
+    diesel::insert_into(users::table)
+        .values(new)
+        .returning(User::as_returning())
+        .get_result(conn)
+        .await
+}
+
+pub async fn find(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<Option<User>> {
+    users::table
+        .find(id)
+        .select(User::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// The account and its password hash, by username in any case.
+pub async fn find_credentials(conn: &mut AsyncPgConnection, username: &str) -> QueryResult<Option<(User, String)>> {
+    users::table
+        .filter(lower(users::username).eq(username.to_lowercase()))
+        .select((User::as_select(), users::password_hash))
+        .first(conn)
+        .await
+        .optional()
+}
+
+pub async fn password_hash(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<Option<String>> {
+    users::table
+        .find(id)
+        .select(users::password_hash)
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// The user of a live session: the guard's one query per request. Also checks that
+/// the session belongs to the user the token names.
+pub async fn find_by_live_session(
+    conn: &mut AsyncPgConnection,
+    user_id: Uuid,
+    session_id: Uuid,
+) -> QueryResult<Option<User>> {
+    sessions::table
+        .inner_join(users::table)
+        .filter(sessions::id.eq(session_id))
+        .filter(sessions::user_id.eq(user_id))
+        .filter(sessions::revoked_at.is_null())
+        .filter(sessions::expires_at.gt(now))
+        .select(User::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// Up to `limit` users after the keyset position `after`, oldest first.
+pub async fn page(
+    conn: &mut AsyncPgConnection,
+    after: Option<(DateTime<Utc>, Uuid)>,
+    limit: i64,
+) -> QueryResult<Vec<User>> {
+    let mut query = users::table
+        .select(User::as_select())
+        .order((users::created_at.asc(), users::id.asc()))
+        .limit(limit)
+        .into_boxed();
+    if let Some((created_at, id)) = after {
+        query = query.filter(
+            users::created_at
+                .gt(created_at)
+                .or(users::created_at.eq(created_at).and(users::id.gt(id))),
+        );
+    }
+    query.load(conn).await
+}
+
+pub async fn count(conn: &mut AsyncPgConnection) -> QueryResult<i64> {
+    users::table.count().get_result(conn).await
+}
+
+pub async fn update(conn: &mut AsyncPgConnection, id: Uuid, changes: UserChanges<'_>) -> QueryResult<Option<User>> {
+    diesel::update(users::table.find(id))
+        .set((changes, users::updated_at.eq(now)))
+        .returning(User::as_returning())
+        .get_result(conn)
+        .await
+        .optional()
+}
+
+pub async fn set_password_hash(conn: &mut AsyncPgConnection, id: Uuid, hash: &str) -> QueryResult<usize> {
+    diesel::update(users::table.find(id))
+        .set((users::password_hash.eq(hash), users::updated_at.eq(now)))
+        .execute(conn)
+        .await
+}
+
+pub async fn set_role(conn: &mut AsyncPgConnection, username: &str, role: Role) -> QueryResult<Option<User>> {
+    diesel::update(users::table.filter(lower(users::username).eq(username.to_lowercase())))
+        .set((users::role.eq(role), users::updated_at.eq(now)))
+        .returning(User::as_returning())
+        .get_result(conn)
+        .await
+        .optional()
+}
+
+/// Deletes the account; its sessions and refresh tokens go with it (ON DELETE CASCADE).
+pub async fn delete(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<bool> {
+    let n = diesel::delete(users::table.find(id)).execute(conn).await?;
+    Ok(n > 0)
+}

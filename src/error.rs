@@ -1,0 +1,169 @@
+//! The one error type of the server, and its GraphQL form.
+//!
+//! Every failure a client can see is one variant with one stable code in
+//! `extensions.code` (the codes are listed in `schema.graphql`'s contract). Services
+//! return `AppError`; resolvers return it too, and async-graphql turns it into a
+//! response error through the `From` impl below.
+//!
+//! `AppError` deliberately does not implement `Display`: async-graphql has a blanket
+//! `From<T: Display>` for its error type that copies the message verbatim and drops
+//! the code. Without `Display`, the only way out is our `From`, which logs internal
+//! causes with the request's span and sends a plain message.
+
+use std::fmt;
+
+use async_graphql::ErrorExtensions;
+
+/// Why a refresh token was refused; sent as `extensions.reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshFailure {
+    NotFound,
+    Expired,
+    Revoked,
+    Reused,
+}
+
+impl RefreshFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotFound => "NOT_FOUND",
+            Self::Expired => "EXPIRED",
+            Self::Revoked => "REVOKED",
+            Self::Reused => "REUSED",
+        }
+    }
+}
+
+pub enum AppError {
+    /// `UNAUTHENTICATED`: no usable access token on a protected field. The reason is
+    /// for the log only; the client learns nothing about which check failed.
+    Unauthenticated(&'static str),
+    /// `INVALID_CREDENTIALS`: wrong username or password, one message for both.
+    InvalidCredentials,
+    /// `INVALID_REFRESH_TOKEN` with `extensions.reason`.
+    InvalidRefreshToken(RefreshFailure),
+    /// `FORBIDDEN`: authenticated, but the account is not the caller's.
+    Forbidden,
+    /// `BAD_USER_INPUT` with `extensions.field`.
+    BadUserInput { field: &'static str, message: String },
+    /// `USERNAME_TAKEN`, decided by the unique index.
+    UsernameTaken,
+    /// `NOT_FOUND`: the id names no account.
+    NotFound,
+    /// `RATE_LIMITED` with `extensions.retryAfter` in seconds.
+    RateLimited { retry_after_secs: u64 },
+    /// `SERVICE_UNAVAILABLE`: the database cannot be reached now (pool timeout,
+    /// connection refused or lost). Worth a retry.
+    Unavailable(anyhow::Error),
+    /// `INTERNAL_SERVER_ERROR`: anything else. The cause is logged, never sent.
+    Internal(anyhow::Error),
+}
+
+pub type AppResult<T> = Result<T, AppError>;
+
+impl AppError {
+    pub fn bad_input(field: &'static str, message: impl Into<String>) -> Self {
+        Self::BadUserInput {
+            field,
+            message: message.into(),
+        }
+    }
+
+    pub fn internal(err: impl Into<anyhow::Error>) -> Self {
+        Self::Internal(err.into())
+    }
+
+    /// The stable code sent in `extensions.code`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Unauthenticated(_) => "UNAUTHENTICATED",
+            Self::InvalidCredentials => "INVALID_CREDENTIALS",
+            Self::InvalidRefreshToken(_) => "INVALID_REFRESH_TOKEN",
+            Self::Forbidden => "FORBIDDEN",
+            Self::BadUserInput { .. } => "BAD_USER_INPUT",
+            Self::UsernameTaken => "USERNAME_TAKEN",
+            Self::NotFound => "NOT_FOUND",
+            Self::RateLimited { .. } => "RATE_LIMITED",
+            Self::Unavailable(_) => "SERVICE_UNAVAILABLE",
+            Self::Internal(_) => "INTERNAL_SERVER_ERROR",
+        }
+    }
+
+    /// The message a client sees: fixed text, except validation messages, which are
+    /// ours and name no internals.
+    pub fn public_message(&self) -> String {
+        match self {
+            Self::Unauthenticated(_) => "Authentication required: send a valid access token".into(),
+            Self::InvalidCredentials => "Invalid username or password".into(),
+            Self::InvalidRefreshToken(_) => "Invalid refresh token".into(),
+            Self::Forbidden => "Not allowed to act on this account".into(),
+            Self::BadUserInput { message, .. } => message.clone(),
+            Self::UsernameTaken => "Username is already taken".into(),
+            Self::NotFound => "No such user".into(),
+            Self::RateLimited { .. } => "Too many attempts; try again later".into(),
+            Self::Unavailable(_) => "Service temporarily unavailable; try again".into(),
+            Self::Internal(_) => "Internal server error".into(),
+        }
+    }
+}
+
+impl fmt::Debug for AppError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unauthenticated(reason) => write!(f, "UNAUTHENTICATED ({reason})"),
+            Self::InvalidRefreshToken(reason) => write!(f, "INVALID_REFRESH_TOKEN ({})", reason.as_str()),
+            Self::BadUserInput { field, message } => write!(f, "BAD_USER_INPUT ({field}: {message})"),
+            Self::Unavailable(e) | Self::Internal(e) => write!(f, "{}: {e:#}", self.code()),
+            other => f.write_str(other.code()),
+        }
+    }
+}
+
+impl From<AppError> for async_graphql::Error {
+    fn from(err: AppError) -> Self {
+        match &err {
+            AppError::Internal(cause) => tracing::error!(error = format!("{cause:#}"), "internal error"),
+            AppError::Unavailable(cause) => tracing::warn!(error = format!("{cause:#}"), "database unavailable"),
+            AppError::Unauthenticated(reason) => tracing::debug!(reason, "unauthenticated"),
+            _ => {}
+        }
+        async_graphql::Error::new(err.public_message()).extend_with(|_, ext| {
+            ext.set("code", err.code());
+            match &err {
+                AppError::InvalidRefreshToken(reason) => ext.set("reason", reason.as_str()),
+                AppError::BadUserInput { field, .. } => ext.set("field", *field),
+                AppError::RateLimited { retry_after_secs } => ext.set("retryAfter", *retry_after_secs),
+                _ => {}
+            }
+        })
+    }
+}
+
+/// Database errors become `Unavailable` when the connection is the problem and
+/// `Internal` otherwise. Not-found and unique violations are decided where the query
+/// is made, because only there is it known what they mean.
+impl From<diesel::result::Error> for AppError {
+    fn from(err: diesel::result::Error) -> Self {
+        use diesel::result::{DatabaseErrorKind, Error};
+        match &err {
+            Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => Self::Unavailable(err.into()),
+            _ => Self::Internal(err.into()),
+        }
+    }
+}
+
+impl From<crate::db::PoolError> for AppError {
+    fn from(err: crate::db::PoolError) -> Self {
+        Self::Unavailable(anyhow::anyhow!("database pool: {err}"))
+    }
+}
+
+/// The name of the unique constraint a Diesel error violated, if any.
+pub fn unique_violation(err: &diesel::result::Error) -> Option<&str> {
+    match err {
+        diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, info) => {
+            info.constraint_name()
+        }
+        _ => None,
+    }
+}

@@ -1,0 +1,17 @@
+//! The guard on protected fields.
+
+use async_graphql::{Context, Guard, Result};
+
+use super::{request_auth, state};
+
+/// Lets a field resolve only for a caller with a valid access token of a live
+/// session; others get `UNAUTHENTICATED` on that field alone, so public fields in the
+/// same request still answer.
+pub struct Authenticated;
+
+impl Guard for Authenticated {
+    async fn check(&self, ctx: &Context<'_>) -> Result<()> {
+        request_auth(ctx).caller(state(ctx)).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,87 @@
+use async_graphql::{Context, ID, Object, Result};
+
+use super::{
+    guard::Authenticated,
+    request_auth, state,
+    types::{AuthPayload, ChangePasswordInput, SigninInput, SignupInput, UpdateUserInput, secret},
+};
+use crate::{
+    auth::{self, credentials, sessions::LogoutScope},
+    db::models::User,
+    users,
+};
+
+#[derive(Default)]
+pub struct MutationRoot;
+
+#[Object(name = "Mutation")]
+impl MutationRoot {
+    /// Public. Creates the account and its first session.
+    async fn signup(&self, ctx: &Context<'_>, input: SignupInput) -> Result<AuthPayload> {
+        let input = credentials::SignupInput {
+            name: input.name,
+            username: input.username,
+            password: secret(input.password),
+        };
+        let user_agent = request_auth(ctx).user_agent.as_deref();
+        Ok(credentials::signup(state(ctx), input, user_agent).await?.into())
+    }
+
+    /// Public. Opens a new session.
+    async fn signin(&self, ctx: &Context<'_>, input: SigninInput) -> Result<AuthPayload> {
+        let password = secret(input.password);
+        let user_agent = request_auth(ctx).user_agent.as_deref();
+        Ok(credentials::signin(state(ctx), &input.username, &password, user_agent)
+            .await?
+            .into())
+    }
+
+    /// Public. Rotates the refresh token (argument, or the httpOnly cookie when enabled).
+    async fn refresh(&self, ctx: &Context<'_>, refresh_token: Option<String>) -> Result<AuthPayload> {
+        let token = secret(refresh_token.unwrap_or_default());
+        Ok(auth::sessions::refresh(state(ctx), &token).await?.into())
+    }
+
+    /// Protected. Ends sessions; their access tokens stop working at once.
+    #[graphql(guard = "Authenticated")]
+    async fn logout(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default_with = "Some(LogoutScope::Current)")] scope: Option<LogoutScope>,
+    ) -> Result<bool> {
+        let caller = request_auth(ctx).caller(state(ctx)).await?;
+        auth::sessions::logout(state(ctx), caller, scope.unwrap_or(LogoutScope::Current)).await?;
+        Ok(true)
+    }
+
+    /// Protected. The caller's own account, or any account for an ADMIN.
+    #[graphql(guard = "Authenticated")]
+    async fn update_user(&self, ctx: &Context<'_>, id: ID, input: UpdateUserInput) -> Result<User> {
+        let caller = request_auth(ctx).caller(state(ctx)).await?;
+        Ok(users::update(
+            state(ctx),
+            caller,
+            &id,
+            input.name.as_deref(),
+            input.username.as_deref(),
+        )
+        .await?)
+    }
+
+    /// Protected. Needs the current password; ends every other session.
+    #[graphql(guard = "Authenticated")]
+    async fn change_password(&self, ctx: &Context<'_>, input: ChangePasswordInput) -> Result<bool> {
+        let caller = request_auth(ctx).caller(state(ctx)).await?;
+        let (current, new) = (secret(input.current_password), secret(input.new_password));
+        credentials::change_password(state(ctx), caller, &current, &new).await?;
+        Ok(true)
+    }
+
+    /// Protected. The caller's own account, or any account for an ADMIN; ends its sessions.
+    #[graphql(guard = "Authenticated")]
+    async fn delete_user(&self, ctx: &Context<'_>, id: ID) -> Result<bool> {
+        let caller = request_auth(ctx).caller(state(ctx)).await?;
+        users::delete(state(ctx), caller, &id).await?;
+        Ok(true)
+    }
+}

@@ -1,0 +1,60 @@
+use async_graphql::{Context, ID, Object, Result};
+
+use super::{
+    guard::Authenticated,
+    request_auth, state,
+    types::{PageInfo, SessionInfo, UserConnection, UserEdge},
+};
+use crate::{auth, db::models::User, users};
+
+#[derive(Default)]
+pub struct QueryRoot;
+
+#[Object(name = "Query")]
+impl QueryRoot {
+    /// Public. All users, oldest first, cursor-paginated (first: 1..100, default 20).
+    async fn users(&self, ctx: &Context<'_>, first: Option<i32>, after: Option<String>) -> Result<UserConnection> {
+        let page = users::page(state(ctx), first, after.as_deref()).await?;
+        let edges: Vec<UserEdge> = page
+            .users
+            .iter()
+            .map(|u| UserEdge {
+                cursor: users::cursor(u),
+                node: u.clone(),
+            })
+            .collect();
+        Ok(UserConnection {
+            page_info: PageInfo {
+                has_previous_page: page.has_previous_page,
+                has_next_page: page.has_next_page,
+                start_cursor: edges.first().map(|e| e.cursor.clone()),
+                end_cursor: edges.last().map(|e| e.cursor.clone()),
+            },
+            edges,
+            nodes: page.users,
+            total_count: i32::try_from(page.total_count).unwrap_or(i32::MAX),
+        })
+    }
+
+    /// Public. One user, or null.
+    async fn user(&self, ctx: &Context<'_>, id: ID) -> Result<Option<User>> {
+        Ok(users::get(state(ctx), &id).await?)
+    }
+
+    /// Protected. The caller.
+    #[graphql(guard = "Authenticated")]
+    async fn me(&self, ctx: &Context<'_>) -> Result<User> {
+        Ok(request_auth(ctx).caller(state(ctx)).await?.user.clone())
+    }
+
+    /// Protected. The caller's live sessions.
+    #[graphql(guard = "Authenticated")]
+    async fn sessions(&self, ctx: &Context<'_>) -> Result<Vec<SessionInfo>> {
+        let caller = request_auth(ctx).caller(state(ctx)).await?;
+        let rows = auth::sessions::list(state(ctx), caller).await?;
+        Ok(rows
+            .into_iter()
+            .map(|s| SessionInfo::new(s, caller.session_id))
+            .collect())
+    }
+}

@@ -1,0 +1,136 @@
+//! The GraphQL object and input types of the contract.
+
+use async_graphql::{ID, InputObject, Object, SimpleObject};
+use chrono::{DateTime, Utc};
+use secrecy::{ExposeSecret, SecretString};
+use uuid::Uuid;
+
+use crate::{
+    auth::Grant,
+    db::models::{Role, Session as SessionRow, User},
+};
+
+#[Object]
+impl User {
+    async fn id(&self) -> ID {
+        ID(self.id.to_string())
+    }
+    async fn name(&self) -> &str {
+        &self.name
+    }
+    async fn username(&self) -> &str {
+        &self.username
+    }
+    async fn role(&self) -> Role {
+        self.role
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.created_at
+    }
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.updated_at
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct AuthPayload {
+    /// Short-lived JWT for the Authorization: Bearer header.
+    pub access_token: String,
+    /// Opaque rotating token for `refresh`; null when it is delivered only as an httpOnly cookie.
+    pub refresh_token: Option<String>,
+    /// Always "Bearer".
+    pub token_type: String,
+    /// Seconds until accessToken expires.
+    pub expires_in: i32,
+    pub user: User,
+}
+
+impl From<Grant> for AuthPayload {
+    fn from(grant: Grant) -> Self {
+        Self {
+            access_token: grant.access_token,
+            refresh_token: Some(grant.refresh_token.expose_secret().to_owned()),
+            token_type: "Bearer".to_owned(),
+            expires_in: i32::try_from(grant.expires_in).unwrap_or(i32::MAX),
+            user: grant.user,
+        }
+    }
+}
+
+/// A signed-in device.
+#[derive(SimpleObject)]
+#[graphql(name = "Session")]
+pub struct SessionInfo {
+    pub id: ID,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub user_agent: Option<String>,
+    /// True for the session of the access token making this request.
+    pub current: bool,
+}
+
+impl SessionInfo {
+    pub fn new(row: SessionRow, current_session: Uuid) -> Self {
+        Self {
+            id: ID(row.id.to_string()),
+            created_at: row.created_at,
+            last_used_at: row.last_used_at,
+            expires_at: row.expires_at,
+            user_agent: row.user_agent,
+            current: row.id == current_session,
+        }
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct PageInfo {
+    pub has_previous_page: bool,
+    pub has_next_page: bool,
+    pub start_cursor: Option<String>,
+    pub end_cursor: Option<String>,
+}
+
+#[derive(SimpleObject)]
+pub struct UserEdge {
+    pub cursor: String,
+    pub node: User,
+}
+
+#[derive(SimpleObject)]
+pub struct UserConnection {
+    pub edges: Vec<UserEdge>,
+    pub nodes: Vec<User>,
+    pub page_info: PageInfo,
+    pub total_count: i32,
+}
+
+#[derive(InputObject)]
+pub struct SignupInput {
+    pub name: String,
+    pub username: String,
+    pub password: String,
+}
+
+#[derive(InputObject)]
+pub struct SigninInput {
+    pub username: String,
+    pub password: String,
+}
+
+#[derive(InputObject)]
+pub struct UpdateUserInput {
+    pub name: Option<String>,
+    pub username: Option<String>,
+}
+
+#[derive(InputObject)]
+pub struct ChangePasswordInput {
+    pub current_password: String,
+    pub new_password: String,
+}
+
+/// Moves a password out of its input string into a secret, so it is never printed.
+pub fn secret(s: String) -> SecretString {
+    SecretString::from(s)
+}

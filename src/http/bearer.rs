@@ -1,0 +1,23 @@
+//! Reading `Authorization: Bearer …` into the request's `RequestAuth`.
+
+use axum::http::{HeaderMap, header};
+
+use crate::{app::AppState, auth::RequestAuth};
+
+/// Verifies the bearer token, if any. A malformed header counts as an invalid token
+/// (not as no token): a client that meant to authenticate should hear that it failed.
+pub fn request_auth(state: &AppState, headers: &HeaderMap) -> RequestAuth {
+    let token = headers.get(header::AUTHORIZATION).map(|value| {
+        let value = value.to_str().map_err(|_| "malformed Authorization header")?;
+        let (scheme, token) = value.split_once(' ').ok_or("malformed Authorization header")?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err("not a bearer token");
+        }
+        state.tokens.verify(token.trim())
+    });
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    RequestAuth::new(token, user_agent)
+}

@@ -1,0 +1,19 @@
+//! authgraph: a GraphQL server for accounts and sessions.
+//!
+//! Request flow, one module per layer:
+//! `http` (router, middleware, bearer token) → `graphql` (thin resolvers, guard) →
+//! `auth` and `users` (rules, transactions) → `db` (Diesel schema, models, queries) →
+//! PostgreSQL, either the one in `DATABASE_URL` or a private cluster started by
+//! `embedded_postgres`. `server` wires them together for the binary.
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod embedded_postgres;
+pub mod error;
+pub mod graphql;
+pub mod http;
+pub mod secret;
+pub mod server;
+pub mod users;

@@ -1,0 +1,156 @@
+//! Start-up and shutdown of the binary: database, migrations, HTTP server, CLI.
+
+use std::io::IsTerminal;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::{
+    app::AppState,
+    config::{Cli, Command, Config, RoleArg, UsersCommand},
+    db::{self, models::Role},
+    embedded_postgres::{self, EmbeddedPostgres},
+    graphql, http, secret, users,
+};
+
+/// Name of the application database on the embedded cluster.
+const EMBEDDED_DATABASE: &str = "authgraph";
+
+/// The database in use: an external one, or the embedded cluster we started.
+pub struct Database {
+    pub url: String,
+    embedded: Option<EmbeddedPostgres>,
+}
+
+impl Database {
+    /// `DATABASE_URL` if set; otherwise starts (and if needed creates) the embedded
+    /// cluster under `DATA_DIR`.
+    pub async fn open(config: &Config) -> anyhow::Result<Self> {
+        if let Some(url) = config.database_url() {
+            return Ok(Self {
+                url: url.to_owned(),
+                embedded: None,
+            });
+        }
+        let opts = embedded_postgres::Options {
+            root: config.data_dir.clone(),
+            os_user: config.pg_os_user.clone(),
+            remove_on_exit: false,
+            unsafe_fast: false,
+        };
+        tracing::info!(data_dir = %config.data_dir.display(), "DATABASE_URL unset: starting the embedded PostgreSQL");
+        let pg = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&opts)).await??;
+        db::create_database(&pg.url("postgres"), EMBEDDED_DATABASE, None).await?;
+        Ok(Self {
+            url: pg.url(EMBEDDED_DATABASE),
+            embedded: Some(pg),
+        })
+    }
+
+    /// Stops the embedded cluster, if we started one.
+    pub async fn close(self) -> anyhow::Result<()> {
+        if let Some(pg) = self.embedded {
+            tokio::task::spawn_blocking(move || pg.stop()).await??;
+            tracing::info!("embedded PostgreSQL stopped");
+        }
+        Ok(())
+    }
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = cli.config;
+    if let Some(Command::Schema) = cli.command {
+        print!("{}", graphql::sdl());
+        return Ok(());
+    }
+    init_tracing(&config);
+    config.validate()?;
+    let database = Database::open(&config).await?;
+    let result = match cli.command {
+        None | Some(Command::Serve) => serve(config, &database).await,
+        Some(Command::Migrate) => migrate(&database.url).await.map(|_| ()),
+        Some(Command::Users(cmd)) => users_command(&config, &database.url, cmd).await,
+        Some(Command::Schema) => unreachable!("handled above"),
+    };
+    let closed = database.close().await;
+    result.and(closed)
+}
+
+async fn migrate(url: &str) -> anyhow::Result<usize> {
+    let applied = db::run_migrations(url).await?;
+    if applied > 0 {
+        tracing::info!(applied, "migrations applied");
+    }
+    Ok(applied)
+}
+
+async fn serve(config: Config, database: &Database) -> anyhow::Result<()> {
+    migrate(&database.url).await?;
+    let secret = secret::resolve(&config)?;
+    let pool = db::pool(
+        &database.url,
+        config.database_pool_size,
+        config.database_acquire_timeout,
+    )?;
+    let listen_addr = config.listen_addr;
+    let state = AppState::new(config, &secret, pool.clone())?;
+    let router = http::app(state);
+    let listener = TcpListener::bind(listen_addr)
+        .await
+        .with_context(|| format!("cannot listen on LISTEN_ADDR {listen_addr}"))?;
+    tracing::info!("listening on http://{}/graphql", listener.local_addr()?);
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("shutting down");
+    pool.close();
+    Ok(())
+}
+
+async fn users_command(config: &Config, url: &str, cmd: UsersCommand) -> anyhow::Result<()> {
+    migrate(url).await?;
+    let pool = db::pool(url, 1, config.database_acquire_timeout)?;
+    match cmd {
+        UsersCommand::SetRole { username, role } => {
+            let role = match role {
+                RoleArg::User => Role::User,
+                RoleArg::Admin => Role::Admin,
+            };
+            let user = users::set_role(&pool, &username, role).await?;
+            println!("{} is now {}", user.username, user.role.as_str());
+        }
+    }
+    pool.close();
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM: axum then stops accepting, finishes in-flight
+/// requests, and `serve` returns.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+fn init_tracing(config: &Config) {
+    use tracing_subscriber::{EnvFilter, fmt};
+    let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if config.is_production() {
+        builder.json().try_init()
+    } else {
+        builder.with_ansi(std::io::stderr().is_terminal()).try_init()
+    };
+}

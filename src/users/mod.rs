@@ -1,0 +1,143 @@
+//! Accounts: listing, reading, editing and deleting them, and who may do which.
+
+pub mod validate;
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::{
+    app::AppState,
+    auth::Caller,
+    db::{
+        self, DbPool,
+        models::{Role, User, UserChanges},
+    },
+    error::{AppError, AppResult, unique_violation},
+};
+
+pub const DEFAULT_PAGE_SIZE: i32 = 20;
+pub const MAX_PAGE_SIZE: i32 = 100;
+
+/// One page of `users`, oldest first.
+pub struct UserPage {
+    pub users: Vec<User>,
+    pub has_next_page: bool,
+    pub has_previous_page: bool,
+    pub total_count: i64,
+}
+
+/// `users(first, after)`: keyset pagination on (created_at, id), so pages never skip
+/// or repeat a user when others sign up meanwhile.
+pub async fn page(state: &AppState, first: Option<i32>, after: Option<&str>) -> AppResult<UserPage> {
+    let first = first.unwrap_or(DEFAULT_PAGE_SIZE);
+    if !(1..=MAX_PAGE_SIZE).contains(&first) {
+        return Err(AppError::bad_input(
+            "first",
+            format!("first must be between 1 and {MAX_PAGE_SIZE}"),
+        ));
+    }
+    let position = after.map(decode_cursor).transpose()?;
+    let mut conn = state.pool.get().await?;
+    let mut users = db::users::page(&mut conn, position, i64::from(first) + 1).await?;
+    let total_count = db::users::count(&mut conn).await?;
+    let has_next_page = users.len() > first as usize;
+    users.truncate(first as usize);
+    Ok(UserPage {
+        users,
+        has_next_page,
+        has_previous_page: position.is_some(),
+        total_count,
+    })
+}
+
+/// The opaque cursor of a user in `users`.
+pub fn cursor(user: &User) -> String {
+    URL_SAFE_NO_PAD.encode(format!("v1:{}:{}", user.created_at.timestamp_micros(), user.id))
+}
+
+fn decode_cursor(cursor: &str) -> AppResult<(DateTime<Utc>, Uuid)> {
+    let bad = || AppError::bad_input("after", "after is not a cursor from this API");
+    let text = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
+    let text = std::str::from_utf8(&text).map_err(|_| bad())?;
+    let mut parts = text.splitn(3, ':');
+    let (Some("v1"), Some(micros), Some(id)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(bad());
+    };
+    let micros: i64 = micros.parse().map_err(|_| bad())?;
+    let created_at = DateTime::from_timestamp_micros(micros).ok_or_else(bad)?;
+    let id = id.parse().map_err(|_| bad())?;
+    Ok((created_at, id))
+}
+
+/// Parses a GraphQL `ID` argument as a user id.
+pub fn parse_id(id: &str) -> AppResult<Uuid> {
+    id.parse()
+        .map_err(|_| AppError::bad_input("id", "id is not a valid user id"))
+}
+
+/// `user(id)`: public.
+pub async fn get(state: &AppState, id: &str) -> AppResult<Option<User>> {
+    let id = parse_id(id)?;
+    let mut conn = state.pool.get().await?;
+    Ok(db::users::find(&mut conn, id).await?)
+}
+
+/// Only the account's owner or an admin may change or delete it. Checked before
+/// looking the id up, so a stranger cannot learn which ids exist.
+fn authorize(caller: &Caller, target: Uuid) -> AppResult<()> {
+    if caller.user.id == target || caller.is_admin() {
+        Ok(())
+    } else {
+        Err(AppError::Forbidden)
+    }
+}
+
+/// `updateUser`: name and username; the role is not editable here.
+pub async fn update(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    name: Option<&str>,
+    username: Option<&str>,
+) -> AppResult<User> {
+    let id = parse_id(id)?;
+    authorize(caller, id)?;
+    let changes = UserChanges {
+        name: name.map(validate::name).transpose()?,
+        username: username.map(validate::username).transpose()?,
+    };
+    let mut conn = state.pool.get().await?;
+    let updated = if changes.name.is_none() && changes.username.is_none() {
+        db::users::find(&mut conn, id).await?
+    } else {
+        db::users::update(&mut conn, id, changes)
+            .await
+            .map_err(|e| match unique_violation(&e) {
+                Some("users_username_lower_key") => AppError::UsernameTaken,
+                _ => e.into(),
+            })?
+    };
+    updated.ok_or(AppError::NotFound)
+}
+
+/// `deleteUser`: removes the account; its sessions end with it (cascade), so its
+/// access tokens stop working at once.
+pub async fn delete(state: &AppState, caller: &Caller, id: &str) -> AppResult<()> {
+    let id = parse_id(id)?;
+    authorize(caller, id)?;
+    let mut conn = state.pool.get().await?;
+    if db::users::delete(&mut conn, id).await? {
+        Ok(())
+    } else {
+        Err(AppError::NotFound)
+    }
+}
+
+/// The admin CLI's `users set-role`: the only way to grant or remove ADMIN.
+pub async fn set_role(pool: &DbPool, username: &str, role: Role) -> anyhow::Result<User> {
+    let mut conn = pool.get().await?;
+    db::users::set_role(&mut conn, username, role)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no user named {username:?}"))
+}

@@ -1,0 +1,99 @@
+//! Input rules for accounts. Each failure is `BAD_USER_INPUT` naming the input field.
+
+use std::{collections::HashSet, sync::LazyLock};
+
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::error::{AppError, AppResult};
+
+/// Refused as passwords whatever their length; compared case-insensitively.
+static COMMON_PASSWORDS: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
+    include_str!("common_passwords.txt")
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .collect()
+});
+
+/// 1–100 characters after trimming; returns the trimmed name.
+pub fn name(name: &str) -> AppResult<&str> {
+    let trimmed = name.trim();
+    let len = trimmed.chars().count();
+    if !(1..=100).contains(&len) {
+        return Err(AppError::bad_input("name", "Name must be 1 to 100 characters"));
+    }
+    if trimmed.chars().any(char::is_control) {
+        return Err(AppError::bad_input("name", "Name must not contain control characters"));
+    }
+    Ok(trimmed)
+}
+
+/// 3–32 of letters, digits, `_`, `.`, `-` (ASCII, so case-folding is unambiguous).
+pub fn username(username: &str) -> AppResult<&str> {
+    let ok_chars = username
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if !(3..=32).contains(&username.len()) || !ok_chars {
+        return Err(AppError::bad_input(
+            "username",
+            "Username must be 3 to 32 letters, digits, '_', '.' or '-'",
+        ));
+    }
+    Ok(username)
+}
+
+/// 8–128 characters, not one of the most common passwords. No composition rules
+/// (NIST SP 800-63B): length and a blocklist do more than forced symbols.
+pub fn password(field: &'static str, password: &SecretString) -> AppResult<()> {
+    let pw = password.expose_secret();
+    let len = pw.chars().count();
+    if !(8..=128).contains(&len) {
+        return Err(AppError::bad_input(field, "Password must be 8 to 128 characters"));
+    }
+    if COMMON_PASSWORDS.contains(pw.to_lowercase().as_str()) {
+        return Err(AppError::bad_input(field, "Password is too common; choose another"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field(err: AppError) -> &'static str {
+        match err {
+            AppError::BadUserInput { field, .. } => field,
+            other => panic!("expected BAD_USER_INPUT, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn names_are_trimmed_and_bounded() {
+        assert_eq!(name("  Ada Lovelace ").unwrap(), "Ada Lovelace");
+        assert_eq!(field(name("   ").unwrap_err()), "name");
+        assert_eq!(field(name(&"x".repeat(101)).unwrap_err()), "name");
+        assert!(name(&"é".repeat(100)).is_ok());
+    }
+
+    #[test]
+    fn usernames_allow_only_the_documented_characters() {
+        for ok in ["ada", "ada.lovelace", "ADA_1815", "a-b", &"x".repeat(32)] {
+            assert!(username(ok).is_ok(), "{ok}");
+        }
+        for bad in ["ab", "ada lovelace", "adä", "ada@x", &"x".repeat(33)] {
+            assert_eq!(field(username(bad).unwrap_err()), "username", "{bad}");
+        }
+    }
+
+    #[test]
+    fn passwords_need_length_and_must_not_be_common() {
+        let pw = |s: &str| SecretString::from(s.to_owned());
+        assert!(password("password", &pw("correct horse battery")).is_ok());
+        assert_eq!(field(password("password", &pw("short")).unwrap_err()), "password");
+        assert_eq!(
+            field(password("newPassword", &pw(&"x".repeat(129))).unwrap_err()),
+            "newPassword"
+        );
+        assert_eq!(field(password("password", &pw("PASSWORD1")).unwrap_err()), "password");
+        assert_eq!(field(password("password", &pw("iloveyou")).unwrap_err()), "password");
+    }
+}
