@@ -6,7 +6,10 @@
 //! bounds how many run at once (more would only queue inside the OS scheduler and
 //! multiply memory use).
 
-use std::sync::Arc;
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
 
 use anyhow::anyhow;
 use argon2::{
@@ -27,6 +30,8 @@ pub struct PasswordHasher {
     /// sign-in verifies against it when the username is unknown, so that an unknown
     /// user costs the same time as a wrong password.
     dummy_hash: Arc<str>,
+    /// Argon2 computations finished, hashes and verifications alike.
+    computed: Arc<AtomicU64>,
 }
 
 impl PasswordHasher {
@@ -47,13 +52,13 @@ impl PasswordHasher {
             params,
             permits: Arc::new(Semaphore::new(cores)),
             dummy_hash: dummy_hash.into(),
+            computed: Arc::new(AtomicU64::new(0)),
         })
     }
 
-    /// Jobs waiting for a permit or running: the hashing queue's depth.
-    pub fn busy(&self) -> usize {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        cores.saturating_sub(self.permits.available_permits())
+    /// How many argon2 computations have finished since start.
+    pub fn computed(&self) -> u64 {
+        self.computed.load(Ordering::Relaxed)
     }
 
     /// Hashes a new password (PHC string, random salt).
@@ -114,9 +119,11 @@ impl PasswordHasher {
             .acquire()
             .await
             .map_err(|e| AppError::internal(anyhow!("hasher closed: {e}")))?;
-        tokio::task::spawn_blocking(job)
+        let result = tokio::task::spawn_blocking(job)
             .await
-            .map_err(|e| AppError::internal(anyhow!("hashing task failed: {e}")))?
+            .map_err(|e| AppError::internal(anyhow!("hashing task failed: {e}")))?;
+        self.computed.fetch_add(1, Ordering::Relaxed);
+        result
     }
 }
 

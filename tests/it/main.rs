@@ -1,0 +1,12 @@
+//! Integration tests: the real router (or the real binary) over real PostgreSQL.
+//! One test binary, so the whole suite shares one throwaway cluster.
+
+mod support;
+
+mod accounts;
+mod auth_flow;
+mod foundation;
+mod refresh;
+mod schema;
+mod server_process;
+mod users;

@@ -1,0 +1,249 @@
+//! The test harness: one throwaway PostgreSQL for the whole run, a template database
+//! migrated once, and for each test its own database cloned from the template and
+//! the real router on top of it.
+//!
+//! The cluster is started by the same module the server uses (`embedded_postgres`), in
+//! a temporary folder, and its watchdog stops it and removes the folder when this
+//! process exits, however it exits, so a failing test leaves nothing behind. Set
+//! `TEST_DATABASE_URL` (a superuser URL) to use an existing server instead; tests then
+//! create databases named `authgraph_test_*` on it.
+
+#![allow(dead_code)]
+
+use std::{
+    sync::{
+        OnceLock,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::Duration,
+};
+
+use authgraph::{
+    app::{AppState, SharedState},
+    config::Config,
+    db,
+    embedded_postgres::{self, EmbeddedPostgres},
+    http,
+};
+use axum::{
+    Router,
+    body::Body,
+    http::{Request, Response, header},
+};
+use http_body_util::BodyExt;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+/// The JWT key of every test app; tests that forge tokens use it (or not) on purpose.
+pub const SECRET: &str = "test-secret-test-secret-test-secret!";
+/// A password that passes validation.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// Builds the URL of a named database on the test server.
+type UrlOf = Box<dyn Fn(&str) -> String + Send + Sync>;
+
+struct Cluster {
+    /// Keeps the embedded cluster alive for the whole run; `None` with TEST_DATABASE_URL.
+    _pg: Option<EmbeddedPostgres>,
+    url_of: UrlOf,
+    template: String,
+    prefix: String,
+}
+
+static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+static NEXT_DB: AtomicU32 = AtomicU32::new(0);
+
+fn cluster() -> &'static Cluster {
+    // Started on a thread of its own: tests run inside tokio runtimes, which cannot
+    // block on another runtime, and the template is migrated on a runtime made here.
+    CLUSTER.get_or_init(|| {
+        std::thread::spawn(start_cluster)
+            .join()
+            .expect("test cluster failed to start")
+    })
+}
+
+fn start_cluster() -> Cluster {
+    let prefix = format!("authgraph_test_{}", std::process::id());
+    let (pg, url_of): (_, UrlOf) = match std::env::var("TEST_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => {
+            let base = url
+                .rsplit_once('/')
+                .map(|(b, _)| b.to_owned())
+                .expect("TEST_DATABASE_URL has no database");
+            (None, Box::new(move |db| format!("{base}/{db}")))
+        }
+        _ => {
+            let root = tempfile::Builder::new()
+                .prefix("authgraph-test-")
+                .tempdir()
+                .expect("temp dir")
+                .keep();
+            let pg = EmbeddedPostgres::start(&embedded_postgres::Options {
+                root,
+                os_user: std::env::var("PG_OS_USER").unwrap_or_else(|_| "postgres".into()),
+                remove_on_exit: true,
+                unsafe_fast: true,
+            })
+            .expect("start the test PostgreSQL");
+            let base = pg.url("DBNAME");
+            (Some(pg), Box::new(move |db| base.replacen("DBNAME", db, 1)))
+        }
+    };
+    let template = format!("{prefix}_template");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        db::create_database(&url_of("postgres"), &template, None).await.unwrap();
+        db::run_migrations(&url_of(&template)).await.unwrap();
+    });
+    Cluster {
+        _pg: pg,
+        url_of,
+        template,
+        prefix,
+    }
+}
+
+/// A fresh, migrated database of its own, by URL.
+pub async fn fresh_database() -> String {
+    let cluster = cluster();
+    let name = format!("{}_{}", cluster.prefix, NEXT_DB.fetch_add(1, Ordering::Relaxed));
+    db::create_database(&(cluster.url_of)("postgres"), &name, Some(&cluster.template))
+        .await
+        .expect("clone the template database");
+    (cluster.url_of)(&name)
+}
+
+/// Configuration for a test app: defaults, the test secret, and `database_url`.
+pub fn test_config(database_url: &str) -> Config {
+    let mut config = Config::defaults();
+    config.jwt_access_secret = Some(SecretString::from(SECRET));
+    config.database_url = Some(SecretString::from(database_url.to_owned()));
+    config.database_pool_size = 10;
+    config
+}
+
+/// The real router over a fresh database.
+pub struct TestApp {
+    pub state: SharedState,
+    pub router: Router,
+    pub database_url: String,
+}
+
+impl TestApp {
+    pub async fn new() -> Self {
+        Self::with_config(|_| {}).await
+    }
+
+    /// A test app whose configuration `adjust` changes first.
+    pub async fn with_config(adjust: impl FnOnce(&mut Config)) -> Self {
+        let database_url = fresh_database().await;
+        let mut config = test_config(&database_url);
+        adjust(&mut config);
+        config.validate().expect("valid test config");
+        let secret = config.jwt_access_secret.clone().unwrap();
+        let pool = db::pool(&database_url, config.database_pool_size, Duration::from_secs(5)).unwrap();
+        let state = AppState::new(config, &secret, pool).unwrap();
+        let router = http::app(state.clone());
+        Self {
+            state,
+            router,
+            database_url,
+        }
+    }
+
+    /// Sends any request through the router.
+    pub async fn request(&self, req: Request<Body>) -> Response<Body> {
+        self.router.clone().oneshot(req).await.unwrap()
+    }
+
+    /// `POST /graphql` with an optional bearer token; returns the JSON body.
+    pub async fn gql(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
+        let mut req = Request::post("/graphql").header(header::CONTENT_TYPE, "application/json");
+        if let Some(token) = token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let body = json!({ "query": query, "variables": variables }).to_string();
+        let res = self.request(req.body(Body::from(body)).unwrap()).await;
+        body_json(res).await
+    }
+
+    pub async fn signup(&self, username: &str) -> Auth {
+        let res = self
+            .gql(
+                None,
+                SIGNUP,
+                json!({ "input": { "name": format!("{username} name"), "username": username, "password": PASSWORD } }),
+            )
+            .await;
+        Auth::from_payload(&res, "signup")
+    }
+
+    pub async fn signin(&self, username: &str, password: &str) -> Value {
+        self.gql(
+            None,
+            SIGNIN,
+            json!({ "input": { "username": username, "password": password } }),
+        )
+        .await
+    }
+
+    pub async fn refresh(&self, refresh_token: &str) -> Value {
+        self.gql(None, REFRESH, json!({ "token": refresh_token })).await
+    }
+
+    /// Makes `username` an admin, as the CLI does.
+    pub async fn make_admin(&self, username: &str) {
+        authgraph::users::set_role(&self.state.pool, username, authgraph::db::models::Role::Admin)
+            .await
+            .unwrap();
+    }
+}
+
+pub const AUTH_FIELDS: &str = "accessToken refreshToken tokenType expiresIn user { id name username role }";
+pub const SIGNUP: &str = "mutation($input: SignupInput!) { signup(input: $input) { accessToken refreshToken tokenType expiresIn user { id name username role } } }";
+pub const SIGNIN: &str = "mutation($input: SigninInput!) { signin(input: $input) { accessToken refreshToken tokenType expiresIn user { id name username role } } }";
+pub const REFRESH: &str = "mutation($token: String) { refresh(refreshToken: $token) { accessToken refreshToken tokenType expiresIn user { id name username role } } }";
+
+/// The tokens and id a signup, signin or refresh returned.
+#[derive(Debug, Clone)]
+pub struct Auth {
+    pub access: String,
+    pub refresh: String,
+    pub user_id: String,
+}
+
+impl Auth {
+    /// Reads `data.<field>` of a response, failing the test on errors.
+    pub fn from_payload(res: &Value, field: &str) -> Self {
+        let payload = &res["data"][field];
+        assert!(payload.is_object(), "{field} failed: {res}");
+        Self {
+            access: payload["accessToken"].as_str().unwrap().to_owned(),
+            refresh: payload["refreshToken"].as_str().unwrap().to_owned(),
+            user_id: payload["user"]["id"].as_str().unwrap().to_owned(),
+        }
+    }
+}
+
+pub async fn body_json(res: Response<Body>) -> Value {
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    serde_json::from_slice(&bytes).unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&bytes)))
+}
+
+/// `errors[0].extensions.code`, or "" when the response has no error.
+pub fn error_code(res: &Value) -> &str {
+    res["errors"][0]["extensions"]["code"].as_str().unwrap_or("")
+}
+
+/// Asserts the response failed with `code`, and returns its first error.
+#[track_caller]
+pub fn expect_error<'a>(res: &'a Value, code: &str) -> &'a Value {
+    assert_eq!(error_code(res), code, "expected {code}, got {res}");
+    &res["errors"][0]
+}
