@@ -230,6 +230,15 @@ fn parse_secret(s: &str) -> Result<SecretString, String> {
 }
 
 /// Parses `90s`, `15m`, `1h`, `7d` (or a bare number of seconds).
+///
+/// ```
+/// use std::time::Duration;
+/// use authgraph::config::parse_duration;
+///
+/// assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+/// assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+/// assert!(parse_duration("soon").is_err());
+/// ```
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());

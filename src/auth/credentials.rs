@@ -65,10 +65,10 @@ pub async fn signin(
     // Do not hold a connection while hashing: the pool is smaller than the queue.
     drop(conn);
     let stored = found.as_ref().map(|(_, hash)| hash.as_str());
-    if !state.hasher.verify(password, stored).await? {
+    let verified = state.hasher.verify(password, stored).await?;
+    let (Some((user, stored_hash)), true) = (found, verified) else {
         return Err(AppError::InvalidCredentials);
-    }
-    let (user, stored_hash) = found.expect("verify is false without an account");
+    };
 
     let upgraded = if state.hasher.needs_rehash(&stored_hash) {
         Some(state.hasher.hash(password).await?)

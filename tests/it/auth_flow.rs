@@ -32,6 +32,25 @@ async fn signup_then_me_with_the_access_token() {
 }
 
 #[tokio::test]
+async fn the_whole_flow_from_signup_to_logout() {
+    let app = TestApp::new().await;
+    let signup = app.signup("ada").await;
+    let signin = Auth::from_payload(&app.signin("ada", PASSWORD).await, "signin");
+    let refreshed = Auth::from_payload(&app.refresh(&signin.refresh).await, "refresh");
+    let me = app.gql(Some(&refreshed.access), ME, json!({})).await;
+    assert_eq!(me["data"]["me"]["id"], signup.user_id.as_str());
+    let out = app.gql(Some(&refreshed.access), "mutation { logout }", json!({})).await;
+    assert_eq!(out["data"]["logout"], true);
+    expect_error(
+        &app.gql(Some(&refreshed.access), ME, json!({})).await,
+        "UNAUTHENTICATED",
+    );
+    expect_error(&app.refresh(&refreshed.refresh).await, "INVALID_REFRESH_TOKEN");
+    // The first session was not touched.
+    assert!(app.gql(Some(&signup.access), ME, json!({})).await["data"]["me"].is_object());
+}
+
+#[tokio::test]
 async fn the_access_token_is_a_standard_hs256_jwt() {
     let app = TestApp::new().await;
     let auth = app.signup("ada").await;
@@ -393,7 +412,15 @@ async fn an_expired_access_token_is_unauthenticated() {
     .await;
     let auth = app.signup("ada").await;
     assert!(app.gql(Some(&auth.access), ME, json!({})).await["data"]["me"].is_object());
-    // exp is checked with 5 s of leeway for clock skew.
-    tokio::time::sleep(Duration::from_millis(6_500)).await;
+    // exp is checked with 5 s of leeway for clock skew: wait until that has passed.
+    let mut v = Validation::new(Algorithm::HS256);
+    v.set_audience(&["authgraph"]);
+    let exp = decode::<Claims>(&auth.access, &DecodingKey::from_secret(SECRET.as_bytes()).unwrap(), &v)
+        .unwrap()
+        .claims
+        .exp;
+    while chrono::Utc::now().timestamp() <= exp + 5 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     expect_error(&app.gql(Some(&auth.access), ME, json!({})).await, "UNAUTHENTICATED");
 }

@@ -48,10 +48,19 @@ async fn readyz_is_503_when_the_database_is_unreachable() {
         .unwrap();
     assert_eq!(live.status(), StatusCode::OK);
     let ready = router
+        .clone()
         .oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
         .await
         .unwrap();
     assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // GraphQL answers promptly with a retryable code, and no connection details.
+    let query = Request::post("/graphql")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(r#"{"query":"{ users { totalCount } }"}"#))
+        .unwrap();
+    let res = crate::support::body_json(router.oneshot(query).await.unwrap()).await;
+    assert_eq!(crate::support::error_code(&res), "SERVICE_UNAVAILABLE", "{res}");
+    assert!(!res.to_string().contains("127.0.0.1"), "{res}");
 }
 
 #[tokio::test]
