@@ -17,10 +17,7 @@ const ASSETS: [(&str, &str); 4] = [
     ("graphiql.min.js", "graphiql/graphiql.min.js"),
     ("graphiql.min.css", "graphiql/graphiql.min.css"),
     ("react.production.min.js", "react/umd/react.production.min.js"),
-    (
-        "react-dom.production.min.js",
-        "react-dom/umd/react-dom.production.min.js",
-    ),
+    ("react-dom.production.min.js", "react-dom/umd/react-dom.production.min.js"),
 ];
 
 fn main() {

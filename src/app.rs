@@ -2,10 +2,10 @@
 
 use std::{sync::Arc, time::Duration};
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::{
-    auth::{access_token::AccessTokens, password::PasswordHasher, refresh_token::ChainKey},
+    auth::{access_token::AccessTokens, password::PasswordHasher, rate_limit::RateLimits, refresh_token::ChainKey},
     config::Config,
     db::DbPool,
 };
@@ -17,12 +17,15 @@ pub struct AppState {
     pub tokens: AccessTokens,
     pub hasher: PasswordHasher,
     pub sessions: SessionPolicy,
+    pub rate_limits: RateLimits,
     pub config: Config,
 }
 
 /// How long sessions and refresh tokens live.
 pub struct SessionPolicy {
-    pub chain_key: ChainKey,
+    /// Derives refresh-token successors: the current key first, then earlier ones, so
+    /// a replay inside the reuse interval still finds its successor after a key change.
+    pub chain_keys: Vec<ChainKey>,
     /// A session ends after this long without a refresh.
     pub idle_ttl: Duration,
     /// A session ends this long after it began.
@@ -34,29 +37,19 @@ pub struct SessionPolicy {
 impl AppState {
     /// `secret` is the resolved JWT key (from the config, or generated in development).
     pub fn new(config: Config, secret: &SecretString, pool: DbPool) -> anyhow::Result<SharedState> {
-        let tokens = AccessTokens::new(
-            secret,
-            &config.jwt_issuer,
-            &config.jwt_audience,
-            config.access_token_ttl,
-        )?;
-        let hasher = PasswordHasher::new(
-            config.argon2_memory_kib,
-            config.argon2_iterations,
-            config.argon2_parallelism,
-        )?;
+        let previous: Vec<SecretString> =
+            config.jwt_access_secret_previous.iter().filter(|s| !s.expose_secret().is_empty()).cloned().collect();
+        let tokens =
+            AccessTokens::new(secret, &previous, &config.jwt_issuer, &config.jwt_audience, config.access_token_ttl)?;
+        let hasher =
+            PasswordHasher::new(config.argon2_memory_kib, config.argon2_iterations, config.argon2_parallelism)?;
         let sessions = SessionPolicy {
-            chain_key: ChainKey::from_secret(secret),
+            chain_keys: std::iter::once(secret).chain(&previous).map(ChainKey::from_secret).collect(),
             idle_ttl: config.refresh_token_ttl,
             max_age: config.session_max_age,
             reuse_interval: config.refresh_reuse_interval,
         };
-        Ok(Arc::new(Self {
-            pool,
-            tokens,
-            hasher,
-            sessions,
-            config,
-        }))
+        let rate_limits = RateLimits::from_config(&config);
+        Ok(Arc::new(Self { pool, tokens, hasher, sessions, rate_limits, config }))
     }
 }

@@ -134,6 +134,75 @@ pub struct Config {
     #[arg(long, env = "DATABASE_ACQUIRE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub database_acquire_timeout: Duration,
 
+    /// Earlier JWT keys, comma-separated: tokens they signed verify until they expire.
+    #[arg(long, env = "JWT_ACCESS_SECRET_PREVIOUS", value_delimiter = ',', value_parser = parse_secret, hide_env_values = true)]
+    pub jwt_access_secret_previous: Vec<SecretString>,
+
+    /// Deepest nesting of an operation's fields.
+    #[arg(long, env = "GRAPHQL_MAX_DEPTH", default_value_t = 10)]
+    pub graphql_max_depth: usize,
+
+    /// Highest cost of an operation (one per field, times the page size of lists).
+    #[arg(long, env = "GRAPHQL_MAX_COST", default_value_t = 1000)]
+    pub graphql_max_cost: usize,
+
+    /// Most aliases in an operation (`__typename` is free).
+    #[arg(long, env = "GRAPHQL_MAX_ALIASES", default_value_t = 15)]
+    pub graphql_max_aliases: usize,
+
+    /// Most top-level fields in an operation.
+    #[arg(long, env = "GRAPHQL_MAX_ROOT_FIELDS", default_value_t = 10)]
+    pub graphql_max_root_fields: usize,
+
+    /// Most directives in an operation.
+    #[arg(long, env = "GRAPHQL_MAX_DIRECTIVES", default_value_t = 10)]
+    pub graphql_max_directives: usize,
+
+    /// Most lexical tokens in a query document.
+    #[arg(long, env = "GRAPHQL_MAX_TOKENS", default_value_t = 2000)]
+    pub graphql_max_tokens: usize,
+
+    /// Largest query document in bytes.
+    #[arg(long, env = "GRAPHQL_MAX_QUERY_BYTES", default_value_t = 32 * 1024)]
+    pub graphql_max_query_bytes: usize,
+
+    /// Most operations in one batched HTTP request.
+    #[arg(long, env = "GRAPHQL_MAX_BATCH", default_value_t = 10)]
+    pub graphql_max_batch: usize,
+
+    /// Schema introspection. Default: on in development, off in production.
+    #[arg(long, env = "GRAPHQL_INTROSPECTION")]
+    pub graphql_introspection: Option<bool>,
+
+    /// "Did you mean …?" suggestions in errors. Default: on in development, off in production.
+    #[arg(long, env = "GRAPHQL_SUGGESTIONS")]
+    pub graphql_suggestions: Option<bool>,
+
+    /// Failed sign-ins per account within SIGNIN_FAILURE_WINDOW before RATE_LIMITED.
+    #[arg(long, env = "SIGNIN_FAILURES_PER_ACCOUNT", default_value_t = 10)]
+    pub signin_failures_per_account: u32,
+
+    /// Failed sign-ins per client IP within SIGNIN_FAILURE_WINDOW before RATE_LIMITED.
+    #[arg(long, env = "SIGNIN_FAILURES_PER_IP", default_value_t = 100)]
+    pub signin_failures_per_ip: u32,
+
+    /// Sliding window for counting failed sign-ins.
+    #[arg(long, env = "SIGNIN_FAILURE_WINDOW", default_value = "15m", value_parser = parse_duration)]
+    pub signin_failure_window: Duration,
+
+    /// Sign-ups per client IP within SIGNUP_WINDOW before RATE_LIMITED.
+    #[arg(long, env = "SIGNUPS_PER_IP", default_value_t = 20)]
+    pub signups_per_ip: u32,
+
+    /// Sliding window for counting sign-ups.
+    #[arg(long, env = "SIGNUP_WINDOW", default_value = "1h", value_parser = parse_duration)]
+    pub signup_window: Duration,
+
+    /// Proxies whose X-Forwarded-For is believed (IPs or CIDRs, comma-separated). Empty:
+    /// the client IP is the TCP peer.
+    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',', default_value = "")]
+    pub trusted_proxies: Vec<String>,
+
     /// Log filter, e.g. `info` or `authgraph=debug,tower_http=info`.
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     pub log: String,
@@ -151,14 +220,21 @@ impl Config {
 
     /// The database URL, treating an empty value as unset.
     pub fn database_url(&self) -> Option<&str> {
-        self.database_url
-            .as_ref()
-            .map(|s| s.expose_secret())
-            .filter(|s| !s.trim().is_empty())
+        self.database_url.as_ref().map(|s| s.expose_secret()).filter(|s| !s.trim().is_empty())
     }
 
     pub fn is_production(&self) -> bool {
         self.app_env == AppEnv::Production
+    }
+
+    /// Introspection is for development unless switched on explicitly.
+    pub fn introspection(&self) -> bool {
+        self.graphql_introspection.unwrap_or(!self.is_production())
+    }
+
+    /// Field suggestions leak schema names; development only unless switched on.
+    pub fn suggestions(&self) -> bool {
+        self.graphql_suggestions.unwrap_or(!self.is_production())
     }
 
     /// Checks what clap's types cannot. The message names the variable to fix.
@@ -187,10 +263,7 @@ impl Config {
         }
         if let Some(secret) = &self.jwt_access_secret {
             if secret.expose_secret().len() < MIN_SECRET_BYTES && self.is_production() {
-                return err(
-                    "JWT_ACCESS_SECRET",
-                    format!("must be at least {MIN_SECRET_BYTES} bytes in production"),
-                );
+                return err("JWT_ACCESS_SECRET", format!("must be at least {MIN_SECRET_BYTES} bytes in production"));
             }
         } else if self.is_production() {
             return err(
@@ -198,12 +271,20 @@ impl Config {
                 format!("is required in production (at least {MIN_SECRET_BYTES} random bytes)"),
             );
         }
+        for (i, secret) in self.jwt_access_secret_previous.iter().enumerate() {
+            if secret.expose_secret().len() < MIN_SECRET_BYTES && self.is_production() {
+                return err(
+                    "JWT_ACCESS_SECRET_PREVIOUS",
+                    format!("entry {} must be at least {MIN_SECRET_BYTES} bytes in production", i + 1),
+                );
+            }
+        }
+        if let Err(msg) = crate::http::client_ip::parse_proxies(&self.trusted_proxies) {
+            return err("TRUSTED_PROXIES", msg);
+        }
         for origin in self.cors_origins.iter().filter(|o| !o.is_empty()) {
             if origin.parse::<axum::http::HeaderValue>().is_err() || !origin.contains("://") {
-                return err(
-                    "CORS_ORIGINS",
-                    format!("{origin:?} is not an origin like https://app.example.com"),
-                );
+                return err("CORS_ORIGINS", format!("{origin:?} is not an origin like https://app.example.com"));
             }
         }
         Ok(())
@@ -243,9 +324,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 90s, 15m, 1h or 7d"))?;
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration like 90s, 15m, 1h or 7d"))?;
     let secs = match unit {
         "" | "s" => n,
         "ms" => return Ok(Duration::from_millis(n)),

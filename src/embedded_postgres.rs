@@ -80,10 +80,7 @@ impl EmbeddedPostgres {
         let bin_dir = find_bin_dir()?;
         let run_as = if unsafe { libc::geteuid() } == 0 {
             Some(lookup_user(&opts.os_user).with_context(|| {
-                format!(
-                    "PostgreSQL refuses to run as root, and OS user {:?} (PG_OS_USER) was not found",
-                    opts.os_user
-                )
+                format!("PostgreSQL refuses to run as root, and OS user {:?} (PG_OS_USER) was not found", opts.os_user)
             })?)
         } else {
             None
@@ -117,14 +114,7 @@ impl EmbeddedPostgres {
         }
         make_private_dir(&socket_dir, run_as)?;
 
-        let pg = Self {
-            bin_dir,
-            cluster_dir,
-            socket_dir,
-            run_as,
-            watchdog: None,
-            _lock: lock,
-        };
+        let pg = Self { bin_dir, cluster_dir, socket_dir, run_as, watchdog: None, _lock: lock };
         pg.init_if_needed()?;
         pg.write_settings(opts.unsafe_fast)?;
         let mut pg = pg;
@@ -185,28 +175,14 @@ impl EmbeddedPostgres {
         let out = self
             .command("initdb")
             .args(["-D", path_str(&staging)?])
-            .args([
-                "-U",
-                SUPERUSER,
-                "-A",
-                "trust",
-                "-E",
-                "UTF8",
-                "--no-locale",
-                "--no-instructions",
-            ])
+            .args(["-U", SUPERUSER, "-A", "trust", "-E", "UTF8", "--no-locale", "--no-instructions"])
             .output()
             .context("cannot run initdb")?;
         if !out.status.success() {
             bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr).trim());
         }
-        let mut conf = fs::OpenOptions::new()
-            .append(true)
-            .open(staging.join("postgresql.conf"))?;
-        writeln!(
-            conf,
-            "\n# Settings written by authgraph at each start.\ninclude_if_exists = 'authgraph.conf'"
-        )?;
+        let mut conf = fs::OpenOptions::new().append(true).open(staging.join("postgresql.conf"))?;
+        writeln!(conf, "\n# Settings written by authgraph at each start.\ninclude_if_exists = 'authgraph.conf'")?;
         fs::rename(&staging, &self.cluster_dir)?;
         Ok(())
     }
@@ -242,13 +218,8 @@ impl EmbeddedPostgres {
     }
 
     fn pg_ctl(&self, args: &[&str]) -> anyhow::Result<()> {
-        let out = self
-            .command("pg_ctl")
-            .arg("-D")
-            .arg(&self.cluster_dir)
-            .args(args)
-            .output()
-            .context("cannot run pg_ctl")?;
+        let out =
+            self.command("pg_ctl").arg("-D").arg(&self.cluster_dir).args(args).output().context("cannot run pg_ctl")?;
         if !out.status.success() {
             bail!(
                 "pg_ctl {} failed: {}{}",
@@ -264,10 +235,7 @@ impl EmbeddedPostgres {
         let out = self.command("postgres").arg("--version").output()?;
         let text = String::from_utf8_lossy(&out.stdout);
         // "postgres (PostgreSQL) 15.18 (Debian ...)"
-        let version = text
-            .split_whitespace()
-            .nth(2)
-            .context("cannot read postgres --version")?;
+        let version = text.split_whitespace().nth(2).context("cannot read postgres --version")?;
         Ok(version.split('.').next().unwrap_or(version).to_owned())
     }
 
@@ -330,9 +298,8 @@ if [ "$3" = 1 ]; then rm -rf "$2"; fi
 /// `pg_config --bindir`, then `/usr/lib/postgresql/*/bin`, newest version first.
 pub fn find_bin_dir() -> anyhow::Result<PathBuf> {
     let has_all = |dir: &Path| ["initdb", "pg_ctl", "postgres"].iter().all(|b| dir.join(b).is_file());
-    let mut candidates: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
+    let mut candidates: Vec<PathBuf> =
+        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
     if let Ok(out) = Command::new("pg_config").arg("--bindir").output()
         && out.status.success()
     {
@@ -350,10 +317,7 @@ pub fn find_bin_dir() -> anyhow::Result<PathBuf> {
         if has_all(&dir) {
             // A PATH entry may hold links into the real folder; resolve them so every
             // binary comes from one installation.
-            return Ok(fs::canonicalize(dir.join("initdb"))?
-                .parent()
-                .map(Path::to_path_buf)
-                .unwrap_or(dir));
+            return Ok(fs::canonicalize(dir.join("initdb"))?.parent().map(Path::to_path_buf).unwrap_or(dir));
         }
     }
     bail!(
@@ -388,8 +352,7 @@ fn make_private_dir(dir: &Path, owner: Option<(u32, u32)>) -> anyhow::Result<()>
 }
 
 fn path_str(path: &Path) -> anyhow::Result<&str> {
-    path.to_str()
-        .with_context(|| format!("path {} is not UTF-8", path.display()))
+    path.to_str().with_context(|| format!("path {} is not UTF-8", path.display()))
 }
 
 fn percent_encode(s: &str) -> String {

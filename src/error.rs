@@ -63,10 +63,7 @@ pub type AppResult<T> = Result<T, AppError>;
 
 impl AppError {
     pub fn bad_input(field: &'static str, message: impl Into<String>) -> Self {
-        Self::BadUserInput {
-            field,
-            message: message.into(),
-        }
+        Self::BadUserInput { field, message: message.into() }
     }
 
     pub fn internal(err: impl Into<anyhow::Error>) -> Self {
@@ -177,20 +174,14 @@ mod tests {
         let err: async_graphql::Error = AppError::internal(anyhow::anyhow!("relation \"users\" does not exist")).into();
         assert_eq!(err.message, "Internal server error");
         let ext = serde_json::to_string(&err.extensions).unwrap();
-        assert!(
-            ext.contains("INTERNAL_SERVER_ERROR") && !ext.contains("relation"),
-            "{ext}"
-        );
+        assert!(ext.contains("INTERNAL_SERVER_ERROR") && !ext.contains("relation"), "{ext}");
     }
 
     #[test]
     fn extensions_carry_code_and_detail() {
         let err: async_graphql::Error = AppError::InvalidRefreshToken(RefreshFailure::Reused).into();
         let ext = serde_json::to_value(&err.extensions).unwrap();
-        assert_eq!(
-            ext,
-            serde_json::json!({ "code": "INVALID_REFRESH_TOKEN", "reason": "REUSED" })
-        );
+        assert_eq!(ext, serde_json::json!({ "code": "INVALID_REFRESH_TOKEN", "reason": "REUSED" }));
         let err: async_graphql::Error = AppError::RateLimited { retry_after_secs: 42 }.into();
         let ext = serde_json::to_value(&err.extensions).unwrap();
         assert_eq!(ext, serde_json::json!({ "code": "RATE_LIMITED", "retryAfter": 42 }));

@@ -36,10 +36,7 @@ pub fn resolve(config: &Config) -> anyhow::Result<SecretString> {
 fn load_or_create(path: &Path) -> anyhow::Result<SecretString> {
     if let Ok(existing) = fs::read_to_string(path) {
         let existing = existing.trim().to_owned();
-        anyhow::ensure!(
-            existing.len() >= crate::config::MIN_SECRET_BYTES,
-            "the stored key is too short"
-        );
+        anyhow::ensure!(existing.len() >= crate::config::MIN_SECRET_BYTES, "the stored key is too short");
         return Ok(existing.into());
     }
     if let Some(parent) = path.parent() {
@@ -53,11 +50,7 @@ fn load_or_create(path: &Path) -> anyhow::Result<SecretString> {
     rand::fill(&mut bytes);
     let secret = URL_SAFE_NO_PAD.encode(bytes);
     // create_new: if two processes race, one fails here instead of both writing.
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
+    let mut file = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
     file.write_all(secret.as_bytes())?;
     file.sync_all()?;
     Ok(secret.into())

@@ -1,12 +1,12 @@
 //! Start-up and shutdown of the binary: database, migrations, HTTP server, CLI.
 
-use std::io::IsTerminal;
+use std::{io::IsTerminal, net::SocketAddr, time::Duration};
 
 use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::{
-    app::AppState,
+    app::{AppState, SharedState},
     config::{Cli, Command, Config, RoleArg, UsersCommand},
     db::{self, models::Role},
     embedded_postgres::{self, EmbeddedPostgres},
@@ -27,10 +27,7 @@ impl Database {
     /// cluster under `DATA_DIR`.
     pub async fn open(config: &Config) -> anyhow::Result<Self> {
         if let Some(url) = config.database_url() {
-            return Ok(Self {
-                url: url.to_owned(),
-                embedded: None,
-            });
+            return Ok(Self { url: url.to_owned(), embedded: None });
         }
         let opts = embedded_postgres::Options {
             root: config.data_dir.clone(),
@@ -41,10 +38,7 @@ impl Database {
         tracing::info!(data_dir = %config.data_dir.display(), "DATABASE_URL unset: starting the embedded PostgreSQL");
         let pg = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&opts)).await??;
         db::create_database(&pg.url("postgres"), EMBEDDED_DATABASE, None).await?;
-        Ok(Self {
-            url: pg.url(EMBEDDED_DATABASE),
-            embedded: Some(pg),
-        })
+        Ok(Self { url: pg.url(EMBEDDED_DATABASE), embedded: Some(pg) })
     }
 
     /// Stops the embedded cluster, if we started one.
@@ -87,24 +81,34 @@ async fn migrate(url: &str) -> anyhow::Result<usize> {
 async fn serve(config: Config, database: &Database) -> anyhow::Result<()> {
     migrate(&database.url).await?;
     let secret = secret::resolve(&config)?;
-    let pool = db::pool(
-        &database.url,
-        config.database_pool_size,
-        config.database_acquire_timeout,
-    )?;
+    let pool = db::pool(&database.url, config.database_pool_size, config.database_acquire_timeout)?;
     let listen_addr = config.listen_addr;
     let state = AppState::new(config, &secret, pool.clone())?;
-    let router = http::app(state);
-    let listener = TcpListener::bind(listen_addr)
-        .await
-        .with_context(|| format!("cannot listen on LISTEN_ADDR {listen_addr}"))?;
+    let router = http::app(state.clone());
+    let listener =
+        TcpListener::bind(listen_addr).await.with_context(|| format!("cannot listen on LISTEN_ADDR {listen_addr}"))?;
     tracing::info!("listening on http://{}/graphql", listener.local_addr()?);
-    axum::serve(listener, router)
+    let pruner = tokio::spawn(prune_periodically(state.clone()));
+    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     tracing::info!("shutting down");
+    pruner.abort();
     pool.close();
     Ok(())
+}
+
+/// Deletes rate-limit events that no window counts any more.
+async fn prune_periodically(state: SharedState) {
+    let mut tick = tokio::time::interval(Duration::from_secs(600));
+    loop {
+        tick.tick().await;
+        let Ok(mut conn) = state.pool.get().await else { continue };
+        let age = state.rate_limits.longest_window();
+        if let Err(err) = db::rate_limit_events::prune(&mut conn, age).await {
+            tracing::warn!(error = %err, "pruning rate-limit events failed");
+        }
+    }
 }
 
 async fn users_command(config: &Config, url: &str, cmd: UsersCommand) -> anyhow::Result<()> {
@@ -144,10 +148,17 @@ async fn shutdown_signal() {
     }
 }
 
+/// The log filter: `RUST_LOG`, except that the PostgreSQL driver never logs below
+/// info, since at debug it prints every query's parameters (password hashes, token
+/// hashes) whatever `RUST_LOG` asks for.
+pub fn log_filter(config: &Config) -> tracing_subscriber::EnvFilter {
+    let directives = format!("{},tokio_postgres=info", config.log);
+    tracing_subscriber::EnvFilter::try_new(directives).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+}
+
 fn init_tracing(config: &Config) {
-    use tracing_subscriber::{EnvFilter, fmt};
-    let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    use tracing_subscriber::fmt;
+    let builder = fmt().with_env_filter(log_filter(config)).with_writer(std::io::stderr);
     let _ = if config.is_production() {
         builder.json().try_init()
     } else {

@@ -5,13 +5,15 @@
 //! algorithm chosen by the token), and checks `typ`, `exp`, `iss` and `aud`. A valid
 //! signature is not enough to get in: the guard also checks the session is live.
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
 use anyhow::Context;
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::Utc;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, decode_header, encode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::db::models::Role;
@@ -39,7 +41,10 @@ pub struct Claims {
 #[derive(Clone)]
 pub struct AccessTokens {
     encoding: EncodingKey,
-    decoding: DecodingKey,
+    /// `kid` of the current key, written into every token.
+    kid: String,
+    /// Every key that verifies, by `kid`: the current one and `JWT_ACCESS_SECRET_PREVIOUS`.
+    decoding: HashMap<String, DecodingKey>,
     validation: Validation,
     issuer: String,
     audience: String,
@@ -47,8 +52,20 @@ pub struct AccessTokens {
 }
 
 impl AccessTokens {
-    pub fn new(secret: &SecretString, issuer: &str, audience: &str, ttl: Duration) -> anyhow::Result<Self> {
+    pub fn new(
+        secret: &SecretString,
+        previous: &[SecretString],
+        issuer: &str,
+        audience: &str,
+        ttl: Duration,
+    ) -> anyhow::Result<Self> {
         let key = secret.expose_secret().as_bytes();
+        let mut decoding = HashMap::new();
+        for (i, s) in std::iter::once(secret).chain(previous).enumerate() {
+            let bytes = s.expose_secret().as_bytes();
+            let var = if i == 0 { "JWT_ACCESS_SECRET" } else { "JWT_ACCESS_SECRET_PREVIOUS" };
+            decoding.entry(key_id(bytes)).or_insert(DecodingKey::from_secret(bytes).context(var)?);
+        }
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[issuer]);
         validation.set_audience(&[audience]);
@@ -57,7 +74,8 @@ impl AccessTokens {
         validation.validate_nbf = true;
         Ok(Self {
             encoding: EncodingKey::from_secret(key).context("JWT_ACCESS_SECRET")?,
-            decoding: DecodingKey::from_secret(key).context("JWT_ACCESS_SECRET")?,
+            kid: key_id(key),
+            decoding,
             validation,
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
@@ -84,6 +102,7 @@ impl AccessTokens {
         };
         let mut header = Header::new(Algorithm::HS256);
         header.typ = Some(TOKEN_TYPE.to_owned());
+        header.kid = Some(self.kid.clone());
         encode(&header, &claims, &self.encoding).context("signing an access token")
     }
 
@@ -101,16 +120,22 @@ impl AccessTokens {
         if !typ_ok {
             return Err("not an access token");
         }
-        decode::<Claims>(token, &self.decoding, &self.validation)
-            .map(|data| data.claims)
-            .map_err(|e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => "expired token",
-                jsonwebtoken::errors::ErrorKind::InvalidSignature => "bad signature",
-                jsonwebtoken::errors::ErrorKind::InvalidIssuer => "wrong issuer",
-                jsonwebtoken::errors::ErrorKind::InvalidAudience => "wrong audience",
-                _ => "invalid token",
-            })
+        let key = header.kid.as_deref().and_then(|kid| self.decoding.get(kid)).ok_or("unknown signing key")?;
+        decode::<Claims>(token, key, &self.validation).map(|data| data.claims).map_err(|e| match e.kind() {
+            jsonwebtoken::errors::ErrorKind::ExpiredSignature => "expired token",
+            jsonwebtoken::errors::ErrorKind::InvalidSignature => "bad signature",
+            jsonwebtoken::errors::ErrorKind::InvalidIssuer => "wrong issuer",
+            jsonwebtoken::errors::ErrorKind::InvalidAudience => "wrong audience",
+            _ => "invalid token",
+        })
     }
+}
+
+/// A key's public name: the first 8 bytes of its SHA-256, base64url. Says which key
+/// signed a token without saying anything useful about the key.
+fn key_id(key: &[u8]) -> String {
+    let digest = Sha256::digest(key);
+    URL_SAFE_NO_PAD.encode(&digest[..8])
 }
 
 #[cfg(test)]
@@ -118,13 +143,7 @@ mod tests {
     use super::*;
 
     fn tokens(secret: &str) -> AccessTokens {
-        AccessTokens::new(
-            &secret.to_owned().into(),
-            "authgraph",
-            "authgraph",
-            Duration::from_secs(60),
-        )
-        .unwrap()
+        AccessTokens::new(&secret.to_owned().into(), &[], "authgraph", "authgraph", Duration::from_secs(60)).unwrap()
     }
 
     #[test]
@@ -140,10 +159,8 @@ mod tests {
     fn a_token_signed_with_another_key_is_refused() {
         let token = tokens("another key, also thirty-two bytes!").issue(Uuid::new_v4(), Uuid::new_v4(), Role::User);
         assert_eq!(
-            tokens("0123456789abcdef0123456789abcdef")
-                .verify(&token.unwrap())
-                .unwrap_err(),
-            "bad signature"
+            tokens("0123456789abcdef0123456789abcdef").verify(&token.unwrap()).unwrap_err(),
+            "unknown signing key"
         );
     }
 }

@@ -3,7 +3,7 @@
 use diesel_async::AsyncConnection;
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{Caller, Grant, sessions};
+use super::{Caller, Client, Grant, sessions};
 use crate::{
     app::AppState,
     db::{self, models::NewUser, sessions::EndReason},
@@ -18,29 +18,27 @@ pub struct SignupInput {
 }
 
 /// `signup`: creates the account and its first session in one transaction.
-pub async fn signup(state: &AppState, input: SignupInput, user_agent: Option<&str>) -> AppResult<Grant> {
+pub async fn signup(state: &AppState, input: SignupInput, client: &Client) -> AppResult<Grant> {
     let name = validate::name(&input.name)?;
     let username = validate::username(&input.username)?;
     validate::password("password", &input.password)?;
+    {
+        let mut conn = state.pool.get().await?;
+        state.rate_limits.take_signup(&mut conn, client.ip).await?;
+    }
     let password_hash = state.hasher.hash(&input.password).await?;
 
     let mut conn = state.pool.get().await?;
+    let user_agent = client.user_agent.as_deref();
     let policy = &state.sessions;
     let (user, session, token) = conn
         .transaction::<_, AppError, _>(async |conn| {
-            let user = db::users::insert(
-                conn,
-                NewUser {
-                    name,
-                    username,
-                    password_hash: &password_hash,
-                },
-            )
-            .await
-            .map_err(|e| match unique_violation(&e) {
-                Some("users_username_lower_key") => AppError::UsernameTaken,
-                _ => e.into(),
-            })?;
+            let user = db::users::insert(conn, NewUser { name, username, password_hash: &password_hash })
+                .await
+                .map_err(|e| match unique_violation(&e) {
+                    Some("users_username_lower_key") => AppError::UsernameTaken,
+                    _ => e.into(),
+                })?;
             let (session, token) = sessions::open(conn, policy, user.id, user_agent).await?;
             Ok((user, session, token))
         })
@@ -49,13 +47,9 @@ pub async fn signup(state: &AppState, input: SignupInput, user_agent: Option<&st
 }
 
 /// `signin`: one answer and one cost for a wrong password and an unknown user.
-pub async fn signin(
-    state: &AppState,
-    username: &str,
-    password: &SecretString,
-    user_agent: Option<&str>,
-) -> AppResult<Grant> {
+pub async fn signin(state: &AppState, username: &str, password: &SecretString, client: &Client) -> AppResult<Grant> {
     let mut conn = state.pool.get().await?;
+    state.rate_limits.check_signin(&mut conn, username, client.ip).await?;
     // Usernames that could never exist still cost a hash: the time must not tell.
     let found = if validate::username(username).is_ok() {
         db::users::find_credentials(&mut conn, username).await?
@@ -67,17 +61,18 @@ pub async fn signin(
     let stored = found.as_ref().map(|(_, hash)| hash.as_str());
     let verified = state.hasher.verify(password, stored).await?;
     let (Some((user, stored_hash)), true) = (found, verified) else {
+        let mut conn = state.pool.get().await?;
+        state.rate_limits.record_signin_failure(&mut conn, username, client.ip).await?;
         return Err(AppError::InvalidCredentials);
     };
 
-    let upgraded = if state.hasher.needs_rehash(&stored_hash) {
-        Some(state.hasher.hash(password).await?)
-    } else {
-        None
-    };
+    let upgraded =
+        if state.hasher.needs_rehash(&stored_hash) { Some(state.hasher.hash(password).await?) } else { None };
     let mut conn = state.pool.get().await?;
+    state.rate_limits.record_signin_success(&mut conn, username).await?;
     let policy = &state.sessions;
     let user_id = user.id;
+    let user_agent = client.user_agent.as_deref();
     let (session, token) = conn
         .transaction::<_, AppError, _>(async |conn| {
             if let Some(hash) = &upgraded {
@@ -106,10 +101,7 @@ pub async fn change_password(
     }
     validate::password("newPassword", new)?;
     if new.expose_secret() == current.expose_secret() {
-        return Err(AppError::bad_input(
-            "newPassword",
-            "The new password must differ from the current one",
-        ));
+        return Err(AppError::bad_input("newPassword", "The new password must differ from the current one"));
     }
     let hash = state.hasher.hash(new).await?;
     let keep = caller.session_id;

@@ -9,8 +9,11 @@
 pub mod access_token;
 pub mod credentials;
 pub mod password;
+pub mod rate_limit;
 pub mod refresh_token;
 pub mod sessions;
+
+use std::net::IpAddr;
 
 use secrecy::SecretString;
 use tokio::sync::OnceCell;
@@ -43,22 +46,26 @@ impl Caller {
 pub struct RequestAuth {
     token: Option<Result<Claims, &'static str>>,
     caller: OnceCell<Caller>,
+    pub client: Client,
+}
+
+/// Where a request comes from.
+#[derive(Debug, Clone, Default)]
+pub struct Client {
     /// `User-Agent`, recorded on sessions this request opens.
     pub user_agent: Option<String>,
+    /// The client's address (see `http::client_ip`), for rate limits.
+    pub ip: Option<IpAddr>,
 }
 
 impl RequestAuth {
-    pub fn new(token: Option<Result<Claims, &'static str>>, user_agent: Option<String>) -> Self {
-        Self {
-            token,
-            caller: OnceCell::new(),
-            user_agent,
-        }
+    pub fn new(token: Option<Result<Claims, &'static str>>, client: Client) -> Self {
+        Self { token, caller: OnceCell::new(), client }
     }
 
     /// A request with no credentials.
     pub fn anonymous() -> Self {
-        Self::new(None, None)
+        Self::new(None, Client::default())
     }
 
     /// The caller, or `UNAUTHENTICATED` if the token is missing, invalid, or names a
@@ -74,10 +81,7 @@ impl RequestAuth {
                 let mut conn = state.pool.get().await?;
                 db::users::find_by_live_session(&mut conn, claims.sub, claims.sid)
                     .await?
-                    .map(|user| Caller {
-                        user,
-                        session_id: claims.sid,
-                    })
+                    .map(|user| Caller { user, session_id: claims.sid })
                     .ok_or(AppError::Unauthenticated("session ended"))
             })
             .await

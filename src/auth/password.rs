@@ -81,11 +81,7 @@ impl PasswordHasher {
         let hash: Arc<str> = stored.map_or_else(|| self.dummy_hash.clone(), Arc::from);
         let password = password.clone();
         let matches = self
-            .run(move || {
-                Ok(Argon2::default()
-                    .verify_password(password.expose_secret().as_bytes(), &*hash)
-                    .is_ok())
-            })
+            .run(move || Ok(Argon2::default().verify_password(password.expose_secret().as_bytes(), &*hash).is_ok()))
             .await?;
         Ok(known && matches)
     }
@@ -114,11 +110,7 @@ impl PasswordHasher {
     }
 
     async fn run<T: Send + 'static>(&self, job: impl FnOnce() -> AppResult<T> + Send + 'static) -> AppResult<T> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|e| AppError::internal(anyhow!("hasher closed: {e}")))?;
+        let _permit = self.permits.acquire().await.map_err(|e| AppError::internal(anyhow!("hasher closed: {e}")))?;
         let result = tokio::task::spawn_blocking(job)
             .await
             .map_err(|e| AppError::internal(anyhow!("hashing task failed: {e}")))?;
@@ -154,14 +146,10 @@ mod tests {
     #[test]
     fn weaker_hashes_need_rehash() {
         let h = hasher();
-        let weak = Argon2::new(
-            Algorithm::Argon2id,
-            Version::V0x13,
-            Params::new(8192, 1, 1, None).unwrap(),
-        )
-        .hash_password(b"pw")
-        .unwrap()
-        .to_string();
+        let weak = Argon2::new(Algorithm::Argon2id, Version::V0x13, Params::new(8192, 1, 1, None).unwrap())
+            .hash_password(b"pw")
+            .unwrap()
+            .to_string();
         assert!(h.needs_rehash(&weak));
         assert!(h.needs_rehash("not a hash"));
     }

@@ -50,10 +50,7 @@ pub fn hash(token: &str) -> [u8; 32] {
 /// Whether a presented string could be one of our tokens at all; anything else is
 /// refused without a database round trip.
 pub fn is_well_formed(token: &str) -> bool {
-    token.len() == TOKEN_LEN
-        && token
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    token.len() == TOKEN_LEN && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 #[cfg(test)]
@@ -66,15 +63,9 @@ mod tests {
         let parent = generate();
         let child = key.child_of(parent.expose_secret());
         assert!(is_well_formed(parent.expose_secret()) && is_well_formed(child.expose_secret()));
-        assert_eq!(
-            child.expose_secret(),
-            key.child_of(parent.expose_secret()).expose_secret()
-        );
+        assert_eq!(child.expose_secret(), key.child_of(parent.expose_secret()).expose_secret());
         let other = ChainKey::from_secret(&"j".repeat(32).into());
-        assert_ne!(
-            child.expose_secret(),
-            other.child_of(parent.expose_secret()).expose_secret()
-        );
+        assert_ne!(child.expose_secret(), other.child_of(parent.expose_secret()).expose_secret());
     }
 
     #[test]

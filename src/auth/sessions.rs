@@ -39,16 +39,7 @@ pub async fn open(
     let max_expires_at = now + policy.max_age;
     let expires_at = (now + policy.idle_ttl).min(max_expires_at);
     let user_agent = user_agent.map(|ua| truncate(ua, 512));
-    let session = db::sessions::insert(
-        conn,
-        NewSession {
-            user_id,
-            expires_at,
-            max_expires_at,
-            user_agent,
-        },
-    )
-    .await?;
+    let session = db::sessions::insert(conn, NewSession { user_id, expires_at, max_expires_at, user_agent }).await?;
     let token = refresh_token::generate();
     db::refresh_tokens::insert(
         conn,
@@ -65,24 +56,12 @@ pub async fn open(
 
 /// Builds the client's grant for a session.
 pub fn grant(state: &AppState, user: User, session_id: Uuid, refresh_token: SecretString) -> AppResult<Grant> {
-    let access_token = state
-        .tokens
-        .issue(user.id, session_id, user.role)
-        .map_err(AppError::internal)?;
-    Ok(Grant {
-        access_token,
-        refresh_token,
-        expires_in: state.tokens.ttl_secs(),
-        user,
-    })
+    let access_token = state.tokens.issue(user.id, session_id, user.role).map_err(AppError::internal)?;
+    Ok(Grant { access_token, refresh_token, expires_in: state.tokens.ttl_secs(), user })
 }
 
 enum Rotation {
-    Rotated {
-        user: User,
-        session_id: Uuid,
-        token: SecretString,
-    },
+    Rotated { user: User, session_id: Uuid, token: SecretString },
     Reused,
 }
 
@@ -94,15 +73,9 @@ pub async fn refresh(state: &AppState, presented: &SecretString) -> AppResult<Gr
     }
     let policy = &state.sessions;
     let mut conn = state.pool.get().await?;
-    let outcome = conn
-        .transaction::<_, AppError, _>(async |conn| rotate(conn, policy, presented).await)
-        .await?;
+    let outcome = conn.transaction::<_, AppError, _>(async |conn| rotate(conn, policy, presented).await).await?;
     match outcome {
-        Rotation::Rotated {
-            user,
-            session_id,
-            token,
-        } => grant(state, user, session_id, token),
+        Rotation::Rotated { user, session_id, token } => grant(state, user, session_id, token),
         Rotation::Reused => {
             tracing::warn!("refresh token reuse detected; session revoked");
             Err(AppError::InvalidRefreshToken(RefreshFailure::Reused))
@@ -130,7 +103,7 @@ async fn rotate(conn: &mut AsyncPgConnection, policy: &SessionPolicy, presented:
     let current = match token.used_at {
         None if token.expires_at <= now => return invalid(RefreshFailure::Expired),
         None => {
-            let child = policy.chain_key.child_of(presented);
+            let child = policy.chain_keys[0].child_of(presented);
             let expires_at = (now + policy.idle_ttl).min(session.max_expires_at);
             db::refresh_tokens::mark_used(conn, token.id).await?;
             db::refresh_tokens::insert(
@@ -152,32 +125,38 @@ async fn rotate(conn: &mut AsyncPgConnection, policy: &SessionPolicy, presented:
             return Ok(Rotation::Reused);
         }
     };
-    Ok(Rotation::Rotated {
-        user,
-        session_id: session.id,
-        token: current,
-    })
+    Ok(Rotation::Rotated { user, session_id: session.id, token: current })
 }
 
 fn within(used_at: DateTime<Utc>, now: DateTime<Utc>, policy: &SessionPolicy) -> bool {
     (now - used_at).to_std().is_ok_and(|age| age <= policy.reuse_interval)
 }
 
-/// Follows the chain of successors from a used token to the one not used yet.
+/// Follows the chain of successors from a used token to the one not used yet. Each
+/// step tries the current chain key, then earlier ones (a key may have changed since
+/// that rotation).
 async fn current_successor(
     conn: &mut AsyncPgConnection,
     policy: &SessionPolicy,
     used: &str,
 ) -> AppResult<SecretString> {
-    let mut candidate = policy.chain_key.child_of(used);
+    let mut current = SecretString::from(used.to_owned());
     for _ in 0..MAX_CHAIN_WALK {
-        let row = db::refresh_tokens::find_by_hash(conn, &refresh_token::hash(candidate.expose_secret()))
-            .await?
-            .ok_or_else(|| AppError::internal(anyhow::anyhow!("a used refresh token has no derivable successor")))?;
-        if row.used_at.is_none() {
-            return Ok(candidate);
+        let mut next = None;
+        for key in &policy.chain_keys {
+            let candidate = key.child_of(current.expose_secret());
+            let hash = refresh_token::hash(candidate.expose_secret());
+            if let Some(row) = db::refresh_tokens::find_by_hash(conn, &hash).await? {
+                next = Some((candidate, row.used_at.is_none()));
+                break;
+            }
         }
-        candidate = policy.chain_key.child_of(candidate.expose_secret());
+        match next {
+            Some((candidate, true)) => return Ok(candidate),
+            Some((candidate, false)) => current = candidate,
+            // Its successor was made with a key no longer configured.
+            None => return Err(AppError::InvalidRefreshToken(RefreshFailure::Reused)),
+        }
     }
     Err(AppError::InvalidRefreshToken(RefreshFailure::Reused))
 }

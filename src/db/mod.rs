@@ -5,6 +5,7 @@
 //! PostgreSQL through tokio-postgres: no libpq at build or run time.
 
 pub mod models;
+pub mod rate_limit_events;
 pub mod refresh_tokens;
 pub mod schema;
 pub mod sessions;
@@ -80,9 +81,7 @@ struct Exists {
 /// cluster and by the test harness). `name` must be a plain identifier.
 pub async fn create_database(admin_url: &str, name: &str, template: Option<&str>) -> anyhow::Result<()> {
     anyhow::ensure!(is_identifier(name), "bad database name {name:?}");
-    let mut conn = AsyncPgConnection::establish(admin_url)
-        .await
-        .context("cannot connect to PostgreSQL")?;
+    let mut conn = AsyncPgConnection::establish(admin_url).await.context("cannot connect to PostgreSQL")?;
     let found: Exists = sql_query("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1) AS exists")
         .bind::<diesel::sql_types::Text, _>(name)
         .get_result(&mut conn)

@@ -39,8 +39,5 @@ pub async fn find_by_hash(conn: &mut AsyncPgConnection, hash: &[u8]) -> QueryRes
 }
 
 pub async fn mark_used(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<usize> {
-    diesel::update(refresh_tokens::table.find(id))
-        .set(refresh_tokens::used_at.eq(now))
-        .execute(conn)
-        .await
+    diesel::update(refresh_tokens::table.find(id)).set(refresh_tokens::used_at.eq(now)).execute(conn).await
 }

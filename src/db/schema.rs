@@ -2,6 +2,15 @@
 // Do not edit: change a migration, then run that test with UPDATE_SNAPSHOTS=1.
 
 diesel::table! {
+    rate_limit_events (id) {
+        id -> Int8,
+        bucket -> Text,
+        key -> Text,
+        at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     refresh_tokens (id) {
         id -> Uuid,
         session_id -> Uuid,
@@ -43,4 +52,4 @@ diesel::table! {
 diesel::joinable!(refresh_tokens -> sessions (session_id));
 diesel::joinable!(sessions -> users (user_id));
 
-diesel::allow_tables_to_appear_in_same_query!(refresh_tokens, sessions, users,);
+diesel::allow_tables_to_appear_in_same_query!(rate_limit_events, refresh_tokens, sessions, users,);

@@ -29,22 +29,13 @@ impl EndReason {
 }
 
 pub async fn insert(conn: &mut AsyncPgConnection, new: NewSession<'_>) -> QueryResult<Session> {
-    diesel::insert_into(sessions::table)
-        .values(new)
-        .returning(Session::as_returning())
-        .get_result(conn)
-        .await
+    diesel::insert_into(sessions::table).values(new).returning(Session::as_returning()).get_result(conn).await
 }
 
 /// Locks the session row for the rest of the transaction, so a refresh and a logout
 /// (or two refreshes) of one session happen one after the other.
 pub async fn lock(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<Session> {
-    sessions::table
-        .find(id)
-        .select(Session::as_select())
-        .for_update()
-        .first(conn)
-        .await
+    sessions::table.find(id).select(Session::as_select()).for_update().first(conn).await
 }
 
 /// The user's sessions that can still be refreshed, newest first.
@@ -79,10 +70,8 @@ pub async fn end_all(
     keep: Option<Uuid>,
     reason: EndReason,
 ) -> QueryResult<usize> {
-    let mut target = sessions::table
-        .filter(sessions::user_id.eq(user_id))
-        .filter(sessions::revoked_at.is_null())
-        .into_boxed();
+    let mut target =
+        sessions::table.filter(sessions::user_id.eq(user_id)).filter(sessions::revoked_at.is_null()).into_boxed();
     if let Some(keep) = keep {
         target = target.filter(sessions::id.ne(keep));
     }
@@ -95,17 +84,10 @@ async fn end_many(conn: &mut AsyncPgConnection, ids: &[Uuid], reason: EndReason)
     if ids.is_empty() {
         return Ok(0);
     }
-    let ended = diesel::update(
-        sessions::table
-            .filter(sessions::id.eq_any(ids))
-            .filter(sessions::revoked_at.is_null()),
-    )
-    .set((
-        sessions::revoked_at.eq(now),
-        sessions::revoked_reason.eq(reason.as_str()),
-    ))
-    .execute(conn)
-    .await?;
+    let ended = diesel::update(sessions::table.filter(sessions::id.eq_any(ids)).filter(sessions::revoked_at.is_null()))
+        .set((sessions::revoked_at.eq(now), sessions::revoked_reason.eq(reason.as_str())))
+        .execute(conn)
+        .await?;
     // The session row alone decides; marking its tokens keeps the audit trail plain.
     diesel::update(
         refresh_tokens::table

@@ -13,20 +13,11 @@ use super::{
 diesel::define_sql_function!(fn lower(x: diesel::sql_types::Text) -> diesel::sql_types::Text);
 
 pub async fn insert(conn: &mut AsyncPgConnection, new: NewUser<'_>) -> QueryResult<User> {
-    diesel::insert_into(users::table)
-        .values(new)
-        .returning(User::as_returning())
-        .get_result(conn)
-        .await
+    diesel::insert_into(users::table).values(new).returning(User::as_returning()).get_result(conn).await
 }
 
 pub async fn find(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<Option<User>> {
-    users::table
-        .find(id)
-        .select(User::as_select())
-        .first(conn)
-        .await
-        .optional()
+    users::table.find(id).select(User::as_select()).first(conn).await.optional()
 }
 
 /// The account and its password hash, by username in any case.
@@ -40,12 +31,7 @@ pub async fn find_credentials(conn: &mut AsyncPgConnection, username: &str) -> Q
 }
 
 pub async fn password_hash(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<Option<String>> {
-    users::table
-        .find(id)
-        .select(users::password_hash)
-        .first(conn)
-        .await
-        .optional()
+    users::table.find(id).select(users::password_hash).first(conn).await.optional()
 }
 
 /// The user of a live session: the guard's one query per request. Also checks that
@@ -79,11 +65,8 @@ pub async fn page(
         .limit(limit)
         .into_boxed();
     if let Some((created_at, id)) = after {
-        query = query.filter(
-            users::created_at
-                .gt(created_at)
-                .or(users::created_at.eq(created_at).and(users::id.gt(id))),
-        );
+        query =
+            query.filter(users::created_at.gt(created_at).or(users::created_at.eq(created_at).and(users::id.gt(id))));
     }
     query.load(conn).await
 }

@@ -5,6 +5,7 @@
 //! change to the API shows up as a reviewed diff.
 
 mod guard;
+pub mod limits;
 mod mutation;
 mod query;
 pub mod types;
@@ -21,10 +22,27 @@ pub use query::QueryRoot;
 
 pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
 
-/// The schema with the shared state attached. `state` is `None` only to print the SDL.
+/// The schema with the shared state, limits and production switches attached.
+/// `state` is `None` only to print the SDL.
 pub fn schema(state: Option<SharedState>) -> AppSchema {
     let mut builder = Schema::build(QueryRoot, MutationRoot, EmptySubscription);
     if let Some(state) = state {
+        let config = &state.config;
+        builder = builder.extension(limits::OperationLimits(Arc::new(limits::Limits {
+            max_depth: config.graphql_max_depth,
+            max_cost: config.graphql_max_cost,
+            max_aliases: config.graphql_max_aliases,
+            max_root_fields: config.graphql_max_root_fields,
+            max_directives: config.graphql_max_directives,
+            max_tokens: config.graphql_max_tokens,
+            max_query_bytes: config.graphql_max_query_bytes,
+        })));
+        if !config.introspection() {
+            builder = builder.disable_introspection();
+        }
+        if !config.suggestions() {
+            builder = builder.disable_suggestions();
+        }
         builder = builder.data(state);
     }
     builder.finish()
@@ -43,6 +61,5 @@ fn state<'a>(ctx: &Context<'a>) -> &'a crate::app::AppState {
 /// schema directly, which counts as anonymous.
 fn request_auth<'a>(ctx: &Context<'a>) -> &'a RequestAuth {
     static ANONYMOUS: std::sync::LazyLock<RequestAuth> = std::sync::LazyLock::new(RequestAuth::anonymous);
-    ctx.data_opt::<Arc<RequestAuth>>()
-        .map_or(&ANONYMOUS, |auth| auth.as_ref())
+    ctx.data_opt::<Arc<RequestAuth>>().map_or(&ANONYMOUS, |auth| auth.as_ref())
 }

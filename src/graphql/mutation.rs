@@ -18,22 +18,16 @@ pub struct MutationRoot;
 impl MutationRoot {
     /// Public. Creates the account and its first session.
     async fn signup(&self, ctx: &Context<'_>, input: SignupInput) -> Result<AuthPayload> {
-        let input = credentials::SignupInput {
-            name: input.name,
-            username: input.username,
-            password: secret(input.password),
-        };
-        let user_agent = request_auth(ctx).user_agent.as_deref();
-        Ok(credentials::signup(state(ctx), input, user_agent).await?.into())
+        let input =
+            credentials::SignupInput { name: input.name, username: input.username, password: secret(input.password) };
+        Ok(credentials::signup(state(ctx), input, &request_auth(ctx).client).await?.into())
     }
 
     /// Public. Opens a new session.
     async fn signin(&self, ctx: &Context<'_>, input: SigninInput) -> Result<AuthPayload> {
         let password = secret(input.password);
-        let user_agent = request_auth(ctx).user_agent.as_deref();
-        Ok(credentials::signin(state(ctx), &input.username, &password, user_agent)
-            .await?
-            .into())
+        let client = &request_auth(ctx).client;
+        Ok(credentials::signin(state(ctx), &input.username, &password, client).await?.into())
     }
 
     /// Public. Rotates the refresh token (argument, or the httpOnly cookie when enabled).
@@ -58,14 +52,7 @@ impl MutationRoot {
     #[graphql(guard = "Authenticated")]
     async fn update_user(&self, ctx: &Context<'_>, id: ID, input: UpdateUserInput) -> Result<User> {
         let caller = request_auth(ctx).caller(state(ctx)).await?;
-        Ok(users::update(
-            state(ctx),
-            caller,
-            &id,
-            input.name.as_deref(),
-            input.username.as_deref(),
-        )
-        .await?)
+        Ok(users::update(state(ctx), caller, &id, input.name.as_deref(), input.username.as_deref()).await?)
     }
 
     /// Protected. Needs the current password; ends every other session.

@@ -15,14 +15,8 @@ impl QueryRoot {
     /// Public. All users, oldest first, cursor-paginated (first: 1..100, default 20).
     async fn users(&self, ctx: &Context<'_>, first: Option<i32>, after: Option<String>) -> Result<UserConnection> {
         let page = users::page(state(ctx), first, after.as_deref()).await?;
-        let edges: Vec<UserEdge> = page
-            .users
-            .iter()
-            .map(|u| UserEdge {
-                cursor: users::cursor(u),
-                node: u.clone(),
-            })
-            .collect();
+        let edges: Vec<UserEdge> =
+            page.users.iter().map(|u| UserEdge { cursor: users::cursor(u), node: u.clone() }).collect();
         Ok(UserConnection {
             page_info: PageInfo {
                 has_previous_page: page.has_previous_page,
@@ -52,9 +46,6 @@ impl QueryRoot {
     async fn sessions(&self, ctx: &Context<'_>) -> Result<Vec<SessionInfo>> {
         let caller = request_auth(ctx).caller(state(ctx)).await?;
         let rows = auth::sessions::list(state(ctx), caller).await?;
-        Ok(rows
-            .into_iter()
-            .map(|s| SessionInfo::new(s, caller.session_id))
-            .collect())
+        Ok(rows.into_iter().map(|s| SessionInfo::new(s, caller.session_id)).collect())
     }
 }

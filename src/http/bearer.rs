@@ -2,11 +2,16 @@
 
 use axum::http::{HeaderMap, header};
 
-use crate::{app::AppState, auth::RequestAuth};
+use std::net::IpAddr;
+
+use crate::{
+    app::AppState,
+    auth::{Client, RequestAuth},
+};
 
 /// Verifies the bearer token, if any. A malformed header counts as an invalid token
 /// (not as no token): a client that meant to authenticate should hear that it failed.
-pub fn request_auth(state: &AppState, headers: &HeaderMap) -> RequestAuth {
+pub fn request_auth(state: &AppState, headers: &HeaderMap, ip: Option<IpAddr>) -> RequestAuth {
     let token = headers.get(header::AUTHORIZATION).map(|value| {
         let value = value.to_str().map_err(|_| "malformed Authorization header")?;
         let (scheme, token) = value.split_once(' ').ok_or("malformed Authorization header")?;
@@ -15,9 +20,6 @@ pub fn request_auth(state: &AppState, headers: &HeaderMap) -> RequestAuth {
         }
         state.tokens.verify(token.trim())
     });
-    let user_agent = headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    RequestAuth::new(token, user_agent)
+    let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    RequestAuth::new(token, Client { user_agent, ip })
 }

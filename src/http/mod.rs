@@ -1,29 +1,34 @@
 //! The HTTP edge: routes, middleware, and the bearer token's trip into GraphQL.
 
 mod bearer;
+pub mod client_ip;
 mod graphiql;
 
 use std::{sync::Arc, time::Duration};
 
-use async_graphql_axum::{GraphQLBatchRequest, GraphQLResponse};
+use async_graphql::{BatchRequest, BatchResponse, ParseRequestError};
+use async_graphql_axum::{GraphQLBatchRequest, GraphQLResponse, rejection::GraphQLRejection};
 use axum::{
-    Router,
-    extract::{DefaultBodyLimit, State},
+    Extension, Router,
+    extract::{DefaultBodyLimit, Request, State},
     http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header},
-    response::IntoResponse,
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
     routing::{get, post},
 };
 use tower_http::{
     cors::{AllowOrigin, CorsLayer},
     limit::RequestBodyLimitLayer,
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    set_header::SetResponseHeaderLayer,
     trace::TraceLayer,
 };
 
 use crate::{
     app::SharedState,
-    graphql::{self, AppSchema},
+    graphql::{self, AppSchema, limits::RequestBudget},
 };
+use client_ip::ClientIp;
 
 /// Largest request body accepted.
 pub const BODY_LIMIT: usize = 1024 * 1024;
@@ -42,41 +47,123 @@ pub fn app(state: SharedState) -> Router {
     let dev = !state.config.is_production();
     let cors = cors(&state.config.cors_origins);
     let mut router = Router::new();
+    let graphql = post(graphql_handler).layer(middleware::from_fn(csrf_guard));
     router = if dev {
-        router
-            .route("/graphql", get(graphiql::page).post(graphql_handler))
-            .route("/graphiql/{file}", get(graphiql::asset))
+        router.route("/graphql", get(graphiql::page).merge(graphql)).route("/graphiql/{file}", get(graphiql::asset))
     } else {
-        router.route("/graphql", post(graphql_handler))
+        router.route("/graphql", graphql)
     };
     let request_id = REQUEST_ID.clone();
+    let trusted_proxies = Arc::new(client_ip::parse_proxies(&state.config.trusted_proxies).unwrap_or_default());
     router
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(Http { state, schema })
+        .layer(middleware::from_fn_with_state(trusted_proxies, client_ip::layer))
+        .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
         .layer(cors)
         .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
-        .layer(
-            TraceLayer::new_for_http().make_span_with(move |req: &axum::http::Request<_>| {
-                let id = req
-                    .headers()
-                    .get(&request_id)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("-");
-                tracing::info_span!("request", id, method = %req.method(), path = %req.uri().path())
-            }),
-        )
+        .layer(TraceLayer::new_for_http().make_span_with(move |req: &axum::http::Request<_>| {
+            let id = req.headers().get(&request_id).and_then(|v| v.to_str().ok()).unwrap_or("-");
+            tracing::info_span!("request", id, method = %req.method(), path = %req.uri().path())
+        }))
         .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
 }
 
 /// `POST /graphql`: verifies the bearer token once, then runs the operation(s).
-async fn graphql_handler(State(http): State<Http>, headers: HeaderMap, req: GraphQLBatchRequest) -> GraphQLResponse {
-    // Shared by every operation of a batch: one token check, one session lookup.
-    let auth = Arc::new(bearer::request_auth(&http.state, &headers));
-    let req = req.into_inner().data(auth);
-    http.schema.execute_batch(req).await.into()
+async fn graphql_handler(
+    State(http): State<Http>,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
+    headers: HeaderMap,
+    req: Result<GraphQLBatchRequest, GraphQLRejection>,
+) -> Response {
+    let req = match req {
+        Ok(req) => req.into_inner(),
+        Err(GraphQLRejection(err)) => return bad_body(&err),
+    };
+    if let BatchRequest::Batch(items) = &req
+        && items.len() > http.state.config.graphql_max_batch
+    {
+        let message = format!(
+            "Batch of {} operations; the limit is {} (max batch)",
+            items.len(),
+            http.state.config.graphql_max_batch
+        );
+        return request_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", &message);
+    }
+    // Shared by every operation of a batch: one token check, one session lookup, one
+    // budget for the limits that span the request.
+    let auth = Arc::new(bearer::request_auth(&http.state, &headers, ip));
+    let req = req.data(auth).data(Arc::new(RequestBudget::default()));
+    let response = http.schema.execute_batch(req).await;
+    let responses: Vec<&async_graphql::Response> = match &response {
+        BatchResponse::Single(r) => vec![r],
+        BatchResponse::Batch(rs) => rs.iter().collect(),
+    };
+    let retry_after = responses
+        .into_iter()
+        .flat_map(|r| &r.errors)
+        .filter_map(|e| e.extensions.as_ref())
+        .filter(|ext| matches!(ext.get("code"), Some(async_graphql::Value::String(c)) if c == "RATE_LIMITED"))
+        .filter_map(|ext| match ext.get("retryAfter") {
+            Some(async_graphql::Value::Number(n)) => n.as_u64(),
+            _ => None,
+        })
+        .max();
+    let mut res = GraphQLResponse::from(response).into_response();
+    if let Some(secs) = retry_after {
+        res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    res
+}
+
+/// A body that is not a GraphQL request: 413 when over the limit (also for bodies
+/// without a Content-Length), 400 otherwise. The parser's message is not echoed.
+fn bad_body(err: &ParseRequestError) -> Response {
+    let too_large =
+        matches!(err, ParseRequestError::PayloadTooLarge) || err.to_string().contains("length limit exceeded");
+    if too_large {
+        let message = format!("Request body over {BODY_LIMIT} bytes");
+        return request_error(StatusCode::PAYLOAD_TOO_LARGE, "BAD_REQUEST", &message);
+    }
+    tracing::debug!(error = %err, "unreadable GraphQL request");
+    request_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", "Body is not a GraphQL request in JSON")
+}
+
+/// A GraphQL-shaped error for a request refused before any operation ran.
+fn request_error(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = serde_json::json!({ "errors": [{ "message": message, "extensions": { "code": code } }] });
+    (status, axum::Json(body)).into_response()
+}
+
+/// Refuses POSTs a browser could send cross-site without a CORS preflight: an HTML
+/// form or `fetch` with a "simple" content type (form-encoded, multipart, text/plain).
+/// JSON needs a preflight, which CORS_ORIGINS then governs. Other content types are
+/// let through only with a header that forces a preflight, as Apollo and GraphQL
+/// Yoga do.
+async fn csrf_guard(req: Request, next: Next) -> Response {
+    if req.method() == Method::POST {
+        let essence = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+            .unwrap_or_default();
+        let json = essence == "application/json" || essence == "application/graphql-response+json";
+        let preflighted = ["graphql-require-preflight", "apollo-require-preflight", "x-apollo-operation-name"]
+            .iter()
+            .any(|h| req.headers().contains_key(*h));
+        if !json && !preflighted {
+            return request_error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "BAD_REQUEST",
+                "Send GraphQL requests as Content-Type: application/json",
+            );
+        }
+    }
+    next.run(req).await
 }
 
 /// Liveness: the process answers.
@@ -86,25 +173,21 @@ async fn healthz() -> &'static str {
 
 /// Readiness: the database answers.
 async fn readyz(State(http): State<Http>) -> impl IntoResponse {
-    let ok = tokio::time::timeout(Duration::from_secs(2), crate::db::ping(&http.state.pool))
-        .await
-        .unwrap_or(false);
-    if ok {
-        (StatusCode::OK, "ready")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "database unavailable")
-    }
+    let ok = tokio::time::timeout(Duration::from_secs(2), crate::db::ping(&http.state.pool)).await.unwrap_or(false);
+    if ok { (StatusCode::OK, "ready") } else { (StatusCode::SERVICE_UNAVAILABLE, "database unavailable") }
 }
 
 fn cors(origins: &[String]) -> CorsLayer {
-    let origins: Vec<HeaderValue> = origins
-        .iter()
-        .filter(|o| !o.is_empty())
-        .filter_map(|o| o.parse().ok())
-        .collect();
+    let origins: Vec<HeaderValue> = origins.iter().filter(|o| !o.is_empty()).filter_map(|o| o.parse().ok()).collect();
     CorsLayer::new()
         .allow_origin(AllowOrigin::list(origins))
         .allow_methods([Method::GET, Method::POST])
-        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("graphql-require-preflight"),
+            HeaderName::from_static("apollo-require-preflight"),
+            HeaderName::from_static("x-apollo-operation-name"),
+        ])
         .max_age(Duration::from_secs(600))
 }

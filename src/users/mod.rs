@@ -32,10 +32,7 @@ pub struct UserPage {
 pub async fn page(state: &AppState, first: Option<i32>, after: Option<&str>) -> AppResult<UserPage> {
     let first = first.unwrap_or(DEFAULT_PAGE_SIZE);
     if !(1..=MAX_PAGE_SIZE).contains(&first) {
-        return Err(AppError::bad_input(
-            "first",
-            format!("first must be between 1 and {MAX_PAGE_SIZE}"),
-        ));
+        return Err(AppError::bad_input("first", format!("first must be between 1 and {MAX_PAGE_SIZE}")));
     }
     let position = after.map(decode_cursor).transpose()?;
     let mut conn = state.pool.get().await?;
@@ -43,12 +40,7 @@ pub async fn page(state: &AppState, first: Option<i32>, after: Option<&str>) -> 
     let total_count = db::users::count(&mut conn).await?;
     let has_next_page = users.len() > first as usize;
     users.truncate(first as usize);
-    Ok(UserPage {
-        users,
-        has_next_page,
-        has_previous_page: position.is_some(),
-        total_count,
-    })
+    Ok(UserPage { users, has_next_page, has_previous_page: position.is_some(), total_count })
 }
 
 /// The opaque cursor of a user in `users`.
@@ -72,8 +64,7 @@ fn decode_cursor(cursor: &str) -> AppResult<(DateTime<Utc>, Uuid)> {
 
 /// Parses a GraphQL `ID` argument as a user id.
 pub fn parse_id(id: &str) -> AppResult<Uuid> {
-    id.parse()
-        .map_err(|_| AppError::bad_input("id", "id is not a valid user id"))
+    id.parse().map_err(|_| AppError::bad_input("id", "id is not a valid user id"))
 }
 
 /// `user(id)`: public.
@@ -86,11 +77,7 @@ pub async fn get(state: &AppState, id: &str) -> AppResult<Option<User>> {
 /// Only the account's owner or an admin may change or delete it. Checked before
 /// looking the id up, so a stranger cannot learn which ids exist.
 fn authorize(caller: &Caller, target: Uuid) -> AppResult<()> {
-    if caller.user.id == target || caller.is_admin() {
-        Ok(())
-    } else {
-        Err(AppError::Forbidden)
-    }
+    if caller.user.id == target || caller.is_admin() { Ok(()) } else { Err(AppError::Forbidden) }
 }
 
 /// `updateUser`: name and username; the role is not editable here.
@@ -111,12 +98,10 @@ pub async fn update(
     let updated = if changes.name.is_none() && changes.username.is_none() {
         db::users::find(&mut conn, id).await?
     } else {
-        db::users::update(&mut conn, id, changes)
-            .await
-            .map_err(|e| match unique_violation(&e) {
-                Some("users_username_lower_key") => AppError::UsernameTaken,
-                _ => e.into(),
-            })?
+        db::users::update(&mut conn, id, changes).await.map_err(|e| match unique_violation(&e) {
+            Some("users_username_lower_key") => AppError::UsernameTaken,
+            _ => e.into(),
+        })?
     };
     updated.ok_or(AppError::NotFound)
 }
@@ -127,17 +112,11 @@ pub async fn delete(state: &AppState, caller: &Caller, id: &str) -> AppResult<()
     let id = parse_id(id)?;
     authorize(caller, id)?;
     let mut conn = state.pool.get().await?;
-    if db::users::delete(&mut conn, id).await? {
-        Ok(())
-    } else {
-        Err(AppError::NotFound)
-    }
+    if db::users::delete(&mut conn, id).await? { Ok(()) } else { Err(AppError::NotFound) }
 }
 
 /// The admin CLI's `users set-role`: the only way to grant or remove ADMIN.
 pub async fn set_role(pool: &DbPool, username: &str, role: Role) -> anyhow::Result<User> {
     let mut conn = pool.get().await?;
-    db::users::set_role(&mut conn, username, role)
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("no user named {username:?}"))
+    db::users::set_role(&mut conn, username, role).await?.ok_or_else(|| anyhow::anyhow!("no user named {username:?}"))
 }

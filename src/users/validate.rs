@@ -8,10 +8,7 @@ use crate::error::{AppError, AppResult};
 
 /// Refused as passwords whatever their length; compared case-insensitively.
 static COMMON_PASSWORDS: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
-    include_str!("common_passwords.txt")
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .collect()
+    include_str!("common_passwords.txt").lines().filter(|l| !l.starts_with('#') && !l.is_empty()).collect()
 });
 
 /// 1–100 characters after trimming; returns the trimmed name.
@@ -29,14 +26,9 @@ pub fn name(name: &str) -> AppResult<&str> {
 
 /// 3–32 of letters, digits, `_`, `.`, `-` (ASCII, so case-folding is unambiguous).
 pub fn username(username: &str) -> AppResult<&str> {
-    let ok_chars = username
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    let ok_chars = username.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
     if !(3..=32).contains(&username.len()) || !ok_chars {
-        return Err(AppError::bad_input(
-            "username",
-            "Username must be 3 to 32 letters, digits, '_', '.' or '-'",
-        ));
+        return Err(AppError::bad_input("username", "Username must be 3 to 32 letters, digits, '_', '.' or '-'"));
     }
     Ok(username)
 }
@@ -89,10 +81,7 @@ mod tests {
         let pw = |s: &str| SecretString::from(s.to_owned());
         assert!(password("password", &pw("correct horse battery")).is_ok());
         assert_eq!(field(password("password", &pw("short")).unwrap_err()), "password");
-        assert_eq!(
-            field(password("newPassword", &pw(&"x".repeat(129))).unwrap_err()),
-            "newPassword"
-        );
+        assert_eq!(field(password("newPassword", &pw(&"x".repeat(129))).unwrap_err()), "newPassword");
         assert_eq!(field(password("password", &pw("PASSWORD1")).unwrap_err()), "password");
         assert_eq!(field(password("password", &pw("iloveyou")).unwrap_err()), "password");
     }

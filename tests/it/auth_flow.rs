@@ -14,11 +14,7 @@ const ME: &str = "{ me { id username role } }";
 async fn signup_then_me_with_the_access_token() {
     let app = TestApp::new().await;
     let res = app
-        .gql(
-            None,
-            SIGNUP,
-            json!({ "input": { "name": "  Ada Lovelace ", "username": "Ada", "password": PASSWORD } }),
-        )
+        .gql(None, SIGNUP, json!({ "input": { "name": "  Ada Lovelace ", "username": "Ada", "password": PASSWORD } }))
         .await;
     let payload = &res["data"]["signup"];
     assert_eq!(payload["tokenType"], "Bearer");
@@ -41,10 +37,7 @@ async fn the_whole_flow_from_signup_to_logout() {
     assert_eq!(me["data"]["me"]["id"], signup.user_id.as_str());
     let out = app.gql(Some(&refreshed.access), "mutation { logout }", json!({})).await;
     assert_eq!(out["data"]["logout"], true);
-    expect_error(
-        &app.gql(Some(&refreshed.access), ME, json!({})).await,
-        "UNAUTHENTICATED",
-    );
+    expect_error(&app.gql(Some(&refreshed.access), ME, json!({})).await, "UNAUTHENTICATED");
     expect_error(&app.refresh(&refreshed.refresh).await, "INVALID_REFRESH_TOKEN");
     // The first session was not touched.
     assert!(app.gql(Some(&signup.access), ME, json!({})).await["data"]["me"].is_object());
@@ -61,19 +54,13 @@ async fn the_access_token_is_a_standard_hs256_jwt() {
     let mut validation = Validation::new(Algorithm::HS256);
     validation.set_audience(&["authgraph"]);
     validation.set_issuer(&["authgraph"]);
-    let claims = decode::<Claims>(
-        &auth.access,
-        &DecodingKey::from_secret(SECRET.as_bytes()).unwrap(),
-        &validation,
-    )
-    .unwrap()
-    .claims;
+    let claims = decode::<Claims>(&auth.access, &DecodingKey::from_secret(SECRET.as_bytes()).unwrap(), &validation)
+        .unwrap()
+        .claims;
     assert_eq!(claims.sub.to_string(), auth.user_id);
     assert_eq!(claims.role, "USER");
     assert_eq!(claims.exp - claims.iat, 900);
-    let sessions = app
-        .gql(Some(&auth.access), "{ sessions { id current } }", json!({}))
-        .await;
+    let sessions = app.gql(Some(&auth.access), "{ sessions { id current } }", json!({})).await;
     assert_eq!(sessions["data"]["sessions"][0]["id"], claims.sid.to_string());
 }
 
@@ -82,30 +69,12 @@ async fn signup_validates_each_field() {
     let app = TestApp::new().await;
     let cases = [
         (json!({ "name": " ", "username": "ada", "password": PASSWORD }), "name"),
-        (
-            json!({ "name": "x".repeat(101), "username": "ada", "password": PASSWORD }),
-            "name",
-        ),
-        (
-            json!({ "name": "Ada", "username": "ad", "password": PASSWORD }),
-            "username",
-        ),
-        (
-            json!({ "name": "Ada", "username": "ada lovelace", "password": PASSWORD }),
-            "username",
-        ),
-        (
-            json!({ "name": "Ada", "username": "ada", "password": "short" }),
-            "password",
-        ),
-        (
-            json!({ "name": "Ada", "username": "ada", "password": "x".repeat(129) }),
-            "password",
-        ),
-        (
-            json!({ "name": "Ada", "username": "ada", "password": "baseball" }),
-            "password",
-        ),
+        (json!({ "name": "x".repeat(101), "username": "ada", "password": PASSWORD }), "name"),
+        (json!({ "name": "Ada", "username": "ad", "password": PASSWORD }), "username"),
+        (json!({ "name": "Ada", "username": "ada lovelace", "password": PASSWORD }), "username"),
+        (json!({ "name": "Ada", "username": "ada", "password": "short" }), "password"),
+        (json!({ "name": "Ada", "username": "ada", "password": "x".repeat(129) }), "password"),
+        (json!({ "name": "Ada", "username": "ada", "password": "baseball" }), "password"),
     ];
     for (input, field) in cases {
         let res = app.gql(None, SIGNUP, json!({ "input": input })).await;
@@ -119,11 +88,7 @@ async fn usernames_are_unique_whatever_their_case() {
     let app = TestApp::new().await;
     app.signup("ada").await;
     let res = app
-        .gql(
-            None,
-            SIGNUP,
-            json!({ "input": { "name": "Imposter", "username": "ADA", "password": PASSWORD } }),
-        )
+        .gql(None, SIGNUP, json!({ "input": { "name": "Imposter", "username": "ADA", "password": PASSWORD } }))
         .await;
     expect_error(&res, "USERNAME_TAKEN");
 }
@@ -140,15 +105,9 @@ async fn concurrent_signups_of_one_username_create_one_account() {
         })
     });
     let results = futures::future::join_all(attempts).await;
-    let codes: Vec<String> = results
-        .iter()
-        .map(|r| error_code(r.as_ref().unwrap()).to_owned())
-        .collect();
+    let codes: Vec<String> = results.iter().map(|r| error_code(r.as_ref().unwrap()).to_owned()).collect();
     assert_eq!(codes.iter().filter(|c| c.is_empty()).count(), 1, "{codes:?}");
-    assert!(
-        codes.iter().filter(|c| !c.is_empty()).all(|c| c == "USERNAME_TAKEN"),
-        "{codes:?}"
-    );
+    assert!(codes.iter().filter(|c| !c.is_empty()).all(|c| c == "USERNAME_TAKEN"), "{codes:?}");
 }
 
 #[tokio::test]
@@ -158,9 +117,7 @@ async fn signin_opens_a_new_session_and_ignores_username_case() {
     let res = app.signin("ADA", PASSWORD).await;
     let second = Auth::from_payload(&res, "signin");
     assert_eq!(second.user_id, first.user_id);
-    let sessions = app
-        .gql(Some(&second.access), "{ sessions { id current } }", json!({}))
-        .await;
+    let sessions = app.gql(Some(&second.access), "{ sessions { id current } }", json!({})).await;
     let list = sessions["data"]["sessions"].as_array().unwrap();
     assert_eq!(list.len(), 2, "{sessions}");
     assert_eq!(list.iter().filter(|s| s["current"] == true).count(), 1);
@@ -184,11 +141,7 @@ async fn wrong_password_and_unknown_user_look_the_same_and_cost_a_hash_each() {
     );
     assert_eq!(a["message"], b["message"]);
     assert_eq!(a["message"], c["message"]);
-    assert_eq!(
-        after_wrong - before,
-        1,
-        "a wrong password costs one argon2 verification"
-    );
+    assert_eq!(after_wrong - before, 1, "a wrong password costs one argon2 verification");
     assert_eq!(after_unknown - after_wrong, 1, "an unknown user costs one too");
     assert_eq!(after_invalid - after_unknown, 1, "so does an impossible username");
 }
@@ -198,10 +151,7 @@ async fn protected_fields_fail_alone_without_a_token() {
     let app = TestApp::new().await;
     app.signup("ada").await;
     let res = app.gql(None, "{ users { totalCount } me { id } }", json!({})).await;
-    assert_eq!(
-        res["data"]["users"]["totalCount"], 1,
-        "public field still answers: {res}"
-    );
+    assert_eq!(res["data"]["users"]["totalCount"], 1, "public field still answers: {res}");
     let err = expect_error(&res, "UNAUTHENTICATED");
     assert_eq!(err["path"], json!(["me"]));
     for mutation in ["mutation { logout }", "mutation { deleteUser(id: \"x\") }"] {
@@ -233,19 +183,12 @@ async fn forged_and_malformed_tokens_are_unauthenticated() {
     let mut admin_claims = claims.clone();
     admin_claims["role"] = json!("ADMIN");
     let tampered = format!("{head}.{}.{sig}", b64(admin_claims));
-    let alg_none = format!(
-        "{}.{}.",
-        b64(json!({ "alg": "none", "typ": "at+jwt" })),
-        b64(claims.clone())
-    );
+    let alg_none = format!("{}.{}.", b64(json!({ "alg": "none", "typ": "at+jwt" })), b64(claims.clone()));
     let mut jwt_typ = jsonwebtoken::Header::new(Algorithm::HS256);
     jwt_typ.typ = Some("JWT".into());
-    let wrong_typ = jsonwebtoken::encode(
-        &jwt_typ,
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()).unwrap(),
-    )
-    .unwrap();
+    let wrong_typ =
+        jsonwebtoken::encode(&jwt_typ, &claims, &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()).unwrap())
+            .unwrap();
     let mut expired_claims = claims.clone();
     expired_claims["exp"] = json!(chrono::Utc::now().timestamp() - 60);
     let expired = jsonwebtoken::encode(
@@ -281,10 +224,7 @@ async fn logout_current_ends_only_this_session() {
     assert_eq!(res["data"]["logout"], true);
     expect_error(&app.gql(Some(&one.access), ME, json!({})).await, "UNAUTHENTICATED");
     let refused = app.refresh(&one.refresh).await;
-    assert_eq!(
-        expect_error(&refused, "INVALID_REFRESH_TOKEN")["extensions"]["reason"],
-        "REVOKED"
-    );
+    assert_eq!(expect_error(&refused, "INVALID_REFRESH_TOKEN")["extensions"]["reason"], "REVOKED");
     assert!(app.gql(Some(&two.access), ME, json!({})).await["data"]["me"].is_object());
 }
 
@@ -296,23 +236,18 @@ async fn logout_others_and_all() {
     let three = Auth::from_payload(&app.signin("ada", PASSWORD).await, "signin");
     let bob = app.signup("bob").await;
 
-    app.gql(Some(&one.access), "mutation { logout(scope: OTHERS) }", json!({}))
-        .await;
+    app.gql(Some(&one.access), "mutation { logout(scope: OTHERS) }", json!({})).await;
     assert!(app.gql(Some(&one.access), ME, json!({})).await["data"]["me"].is_object());
     for ended in [&two, &three] {
         expect_error(&app.gql(Some(&ended.access), ME, json!({})).await, "UNAUTHENTICATED");
     }
 
     let four = Auth::from_payload(&app.signin("ada", PASSWORD).await, "signin");
-    app.gql(Some(&four.access), "mutation { logout(scope: ALL) }", json!({}))
-        .await;
+    app.gql(Some(&four.access), "mutation { logout(scope: ALL) }", json!({})).await;
     for ended in [&one, &four] {
         expect_error(&app.gql(Some(&ended.access), ME, json!({})).await, "UNAUTHENTICATED");
     }
-    assert!(
-        app.gql(Some(&bob.access), ME, json!({})).await["data"]["me"].is_object(),
-        "other users untouched"
-    );
+    assert!(app.gql(Some(&bob.access), ME, json!({})).await["data"]["me"].is_object(), "other users untouched");
 }
 
 #[tokio::test]
@@ -338,10 +273,7 @@ async fn change_password_needs_the_current_one_and_ends_other_sessions() {
             json!({ "input": { "currentPassword": PASSWORD, "newPassword": "password1" } }),
         )
         .await;
-    assert_eq!(
-        expect_error(&weak, "BAD_USER_INPUT")["extensions"]["field"],
-        "newPassword"
-    );
+    assert_eq!(expect_error(&weak, "BAD_USER_INPUT")["extensions"]["field"], "newPassword");
 
     let ok = app
         .gql(
@@ -351,14 +283,8 @@ async fn change_password_needs_the_current_one_and_ends_other_sessions() {
         )
         .await;
     assert_eq!(ok["data"]["changePassword"], true, "{ok}");
-    assert!(
-        app.gql(Some(&here.access), ME, json!({})).await["data"]["me"].is_object(),
-        "this session lives"
-    );
-    expect_error(
-        &app.gql(Some(&elsewhere.access), ME, json!({})).await,
-        "UNAUTHENTICATED",
-    );
+    assert!(app.gql(Some(&here.access), ME, json!({})).await["data"]["me"].is_object(), "this session lives");
+    expect_error(&app.gql(Some(&elsewhere.access), ME, json!({})).await, "UNAUTHENTICATED");
     expect_error(&app.refresh(&elsewhere.refresh).await, "INVALID_REFRESH_TOKEN");
     expect_error(&app.signin("ada", PASSWORD).await, "INVALID_CREDENTIALS");
     Auth::from_payload(&app.signin("ada", new_password).await, "signin");
@@ -378,18 +304,9 @@ async fn signin_upgrades_a_weaker_stored_hash() {
     let id: uuid::Uuid = auth.user_id.parse().unwrap();
     let mut conn = app.state.pool.get().await.unwrap();
     use authgraph::db::schema::users;
-    diesel::update(users::table.find(id))
-        .set(users::password_hash.eq(&weak))
-        .execute(&mut conn)
-        .await
-        .unwrap();
+    diesel::update(users::table.find(id)).set(users::password_hash.eq(&weak)).execute(&mut conn).await.unwrap();
     Auth::from_payload(&app.signin("ada", PASSWORD).await, "signin");
-    let stored: String = users::table
-        .find(id)
-        .select(users::password_hash)
-        .first(&mut conn)
-        .await
-        .unwrap();
+    let stored: String = users::table.find(id).select(users::password_hash).first(&mut conn).await.unwrap();
     assert!(stored.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{stored}");
 }
 
@@ -415,10 +332,8 @@ async fn an_expired_access_token_is_unauthenticated() {
     // exp is checked with 5 s of leeway for clock skew: wait until that has passed.
     let mut v = Validation::new(Algorithm::HS256);
     v.set_audience(&["authgraph"]);
-    let exp = decode::<Claims>(&auth.access, &DecodingKey::from_secret(SECRET.as_bytes()).unwrap(), &v)
-        .unwrap()
-        .claims
-        .exp;
+    let exp =
+        decode::<Claims>(&auth.access, &DecodingKey::from_secret(SECRET.as_bytes()).unwrap(), &v).unwrap().claims.exp;
     while chrono::Utc::now().timestamp() <= exp + 5 {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -29,29 +29,18 @@ async fn readyz_is_503_when_the_database_is_unreachable() {
     // A pool pointing where no PostgreSQL listens: the process is alive, the
     // database is not.
     let app = TestApp::new().await;
-    let broken = authgraph::db::pool(
-        "postgresql://authgraph@127.0.0.1:1/none",
-        1,
-        std::time::Duration::from_millis(500),
-    )
-    .unwrap();
+    let broken =
+        authgraph::db::pool("postgresql://authgraph@127.0.0.1:1/none", 1, std::time::Duration::from_millis(500))
+            .unwrap();
     let mut config = app.state.config.clone();
     config.database_url = None;
     let secret = secrecy::SecretString::from(crate::support::SECRET);
     let state = authgraph::app::AppState::new(config, &secret, broken).unwrap();
     let router = authgraph::http::app(state);
     use tower::ServiceExt;
-    let live = router
-        .clone()
-        .oneshot(Request::get("/healthz").body(Body::empty()).unwrap())
-        .await
-        .unwrap();
+    let live = router.clone().oneshot(Request::get("/healthz").body(Body::empty()).unwrap()).await.unwrap();
     assert_eq!(live.status(), StatusCode::OK);
-    let ready = router
-        .clone()
-        .oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
-        .await
-        .unwrap();
+    let ready = router.clone().oneshot(Request::get("/readyz").body(Body::empty()).unwrap()).await.unwrap();
     assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
     // GraphQL answers promptly with a retryable code, and no connection details.
     let query = Request::post("/graphql")
@@ -66,44 +55,19 @@ async fn readyz_is_503_when_the_database_is_unreachable() {
 #[tokio::test]
 async fn graphiql_is_served_from_the_binary_in_development() {
     let app = TestApp::new().await;
-    let page = app
-        .request(
-            Request::get("/graphql")
-                .header(header::ACCEPT, "text/html")
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
+    let page =
+        app.request(Request::get("/graphql").header(header::ACCEPT, "text/html").body(Body::empty()).unwrap()).await;
     assert_eq!(page.status(), StatusCode::OK);
-    let html = String::from_utf8(
-        http_body_util::BodyExt::collect(page.into_body())
-            .await
-            .unwrap()
-            .to_bytes()
-            .to_vec(),
-    )
-    .unwrap();
+    let html = String::from_utf8(http_body_util::BodyExt::collect(page.into_body()).await.unwrap().to_bytes().to_vec())
+        .unwrap();
     assert!(html.contains("/graphiql/graphiql.min.js"), "{html}");
-    assert!(
-        !html.contains("http://") && !html.contains("https://"),
-        "no CDN: {html}"
-    );
-    for asset in [
-        "graphiql.min.js",
-        "graphiql.min.css",
-        "react.production.min.js",
-        "react-dom.production.min.js",
-        "init.js",
-    ] {
-        let res = app
-            .request(Request::get(format!("/graphiql/{asset}")).body(Body::empty()).unwrap())
-            .await;
+    assert!(!html.contains("http://") && !html.contains("https://"), "no CDN: {html}");
+    for asset in
+        ["graphiql.min.js", "graphiql.min.css", "react.production.min.js", "react-dom.production.min.js", "init.js"]
+    {
+        let res = app.request(Request::get(format!("/graphiql/{asset}")).body(Body::empty()).unwrap()).await;
         assert_eq!(res.status(), StatusCode::OK, "{asset}");
-        let len = http_body_util::BodyExt::collect(res.into_body())
-            .await
-            .unwrap()
-            .to_bytes()
-            .len();
+        let len = http_body_util::BodyExt::collect(res.into_body()).await.unwrap().to_bytes().len();
         assert!(len > 1000, "{asset} is embedded ({len} bytes)");
     }
 }
@@ -113,9 +77,7 @@ async fn graphiql_is_off_in_production() {
     let app = TestApp::with_config(|c| c.app_env = authgraph::config::AppEnv::Production).await;
     let page = app.request(Request::get("/graphql").body(Body::empty()).unwrap()).await;
     assert_ne!(page.status(), StatusCode::OK);
-    let asset = app
-        .request(Request::get("/graphiql/init.js").body(Body::empty()).unwrap())
-        .await;
+    let asset = app.request(Request::get("/graphiql/init.js").body(Body::empty()).unwrap()).await;
     assert_eq!(asset.status(), StatusCode::NOT_FOUND);
 }
 
@@ -140,21 +102,10 @@ async fn bodies_over_one_mebibyte_are_refused_with_413() {
 async fn every_response_carries_a_request_id() {
     let app = TestApp::new().await;
     let res = app.request(Request::get("/healthz").body(Body::empty()).unwrap()).await;
-    let id = res
-        .headers()
-        .get("x-request-id")
-        .expect("generated id")
-        .to_str()
-        .unwrap();
+    let id = res.headers().get("x-request-id").expect("generated id").to_str().unwrap();
     assert_eq!(id.len(), 36, "a UUID: {id}");
-    let res = app
-        .request(
-            Request::get("/healthz")
-                .header("x-request-id", "abc-123")
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
+    let res =
+        app.request(Request::get("/healthz").header("x-request-id", "abc-123").body(Body::empty()).unwrap()).await;
     assert_eq!(res.headers()["x-request-id"], "abc-123", "an incoming id is kept");
 }
 
@@ -172,10 +123,7 @@ async fn cors_allows_only_configured_origins() {
             .unwrap()
     };
     let ok = app.request(preflight("https://app.example.com")).await;
-    assert_eq!(
-        ok.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN],
-        "https://app.example.com"
-    );
+    assert_eq!(ok.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "https://app.example.com");
     let other = app.request(preflight("https://evil.example.com")).await;
     assert!(other.headers().get(header::ACCESS_CONTROL_ALLOW_ORIGIN).is_none());
 }

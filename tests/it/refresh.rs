@@ -12,9 +12,7 @@ use crate::support::{Auth, TestApp, expect_error};
 const ME: &str = "{ me { id } }";
 
 fn reason(res: &serde_json::Value) -> &str {
-    expect_error(res, "INVALID_REFRESH_TOKEN")["extensions"]["reason"]
-        .as_str()
-        .unwrap()
+    expect_error(res, "INVALID_REFRESH_TOKEN")["extensions"]["reason"].as_str().unwrap()
 }
 
 async fn token_rows(app: &TestApp) -> i64 {
@@ -78,10 +76,8 @@ async fn twenty_concurrent_refreshes_of_one_token_yield_one_successor() {
         tokio::spawn(async move { app.refresh(&token).await })
     });
     let results = futures::future::join_all(tasks).await;
-    let successors: std::collections::HashSet<String> = results
-        .iter()
-        .map(|r| Auth::from_payload(r.as_ref().unwrap(), "refresh").refresh)
-        .collect();
+    let successors: std::collections::HashSet<String> =
+        results.iter().map(|r| Auth::from_payload(r.as_ref().unwrap(), "refresh").refresh).collect();
     assert_eq!(successors.len(), 1, "{successors:?}");
     assert_eq!(token_rows(&app).await, 2, "the parent and exactly one child");
 }
@@ -100,18 +96,12 @@ async fn concurrent_refreshes_without_a_reuse_interval_let_exactly_one_through()
         let (app, token) = (app.clone(), first.refresh.clone());
         tokio::spawn(async move { app.refresh(&token).await })
     });
-    let results: Vec<_> = futures::future::join_all(tasks)
-        .await
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
+    let results: Vec<_> = futures::future::join_all(tasks).await.into_iter().map(Result::unwrap).collect();
     let ok = results.iter().filter(|r| r["data"]["refresh"].is_object()).count();
     // Zero interval: a presentation in the same instant may still count as inside it, so
     // more than one may get the (same) successor, but never two different ones.
-    let successors: std::collections::HashSet<&str> = results
-        .iter()
-        .filter_map(|r| r["data"]["refresh"]["refreshToken"].as_str())
-        .collect();
+    let successors: std::collections::HashSet<&str> =
+        results.iter().filter_map(|r| r["data"]["refresh"]["refreshToken"].as_str()).collect();
     assert!(ok >= 1 && successors.len() == 1, "{results:?}");
     assert!(token_rows(&app).await <= 2);
 }
@@ -121,10 +111,7 @@ async fn unknown_and_malformed_tokens_are_not_found() {
     let app = TestApp::new().await;
     app.signup("ada").await;
     let unknown = authgraph::auth::refresh_token::generate();
-    assert_eq!(
-        reason(&app.refresh(secrecy::ExposeSecret::expose_secret(&unknown)).await),
-        "NOT_FOUND"
-    );
+    assert_eq!(reason(&app.refresh(secrecy::ExposeSecret::expose_secret(&unknown)).await), "NOT_FOUND");
     assert_eq!(reason(&app.refresh("garbage").await), "NOT_FOUND");
     let no_argument = app.gql(None, "mutation { refresh { accessToken } }", json!({})).await;
     assert_eq!(reason(&no_argument), "NOT_FOUND");
@@ -150,17 +137,10 @@ async fn refresh_never_extends_a_session_past_its_maximum_age() {
     let auth = app.signup("ada").await;
     let mut conn = app.state.pool.get().await.unwrap();
     let cap = chrono::Utc::now() + chrono::Duration::minutes(5);
-    diesel::update(sessions::table)
-        .set(sessions::max_expires_at.eq(cap))
-        .execute(&mut conn)
-        .await
-        .unwrap();
+    diesel::update(sessions::table).set(sessions::max_expires_at.eq(cap)).execute(&mut conn).await.unwrap();
     Auth::from_payload(&app.refresh(&auth.refresh).await, "refresh");
-    let expires_at: chrono::DateTime<chrono::Utc> = sessions::table
-        .select(sessions::expires_at)
-        .first(&mut conn)
-        .await
-        .unwrap();
+    let expires_at: chrono::DateTime<chrono::Utc> =
+        sessions::table.select(sessions::expires_at).first(&mut conn).await.unwrap();
     assert!(expires_at <= cap, "{expires_at} > {cap}");
 }
 
@@ -169,16 +149,8 @@ async fn refresh_tokens_are_stored_only_as_hashes() {
     let app = TestApp::new().await;
     let auth = app.signup("ada").await;
     let mut conn = app.state.pool.get().await.unwrap();
-    let stored: Vec<Vec<u8>> = refresh_tokens::table
-        .select(refresh_tokens::token_hash)
-        .load(&mut conn)
-        .await
-        .unwrap();
+    let stored: Vec<Vec<u8>> = refresh_tokens::table.select(refresh_tokens::token_hash).load(&mut conn).await.unwrap();
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0], authgraph::auth::refresh_token::hash(&auth.refresh).to_vec());
-    assert!(
-        !stored[0]
-            .windows(8)
-            .any(|w| auth.refresh.as_bytes().windows(8).any(|t| t == w))
-    );
+    assert!(!stored[0].windows(8).any(|w| auth.refresh.as_bytes().windows(8).any(|t| t == w)));
 }

@@ -43,10 +43,7 @@ fn schema_graphql_matches_the_code() {
 
 #[test]
 fn the_binary_prints_the_same_schema() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_authgraph"))
-        .arg("schema")
-        .output()
-        .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_authgraph")).arg("schema").output().unwrap();
     assert!(out.status.success());
     assert_eq!(String::from_utf8(out.stdout).unwrap(), authgraph::graphql::sdl());
 }
@@ -76,10 +73,7 @@ fn schema_keeps_the_contract() {
             continue;
         };
         if mine.kind != theirs.kind {
-            problems.push(format!(
-                "{name} is a {} here, a {} in the contract",
-                mine.kind, theirs.kind
-            ));
+            problems.push(format!("{name} is a {} here, a {} in the contract", mine.kind, theirs.kind));
         }
         for (member, expected) in &theirs.members {
             let Some(actual) = mine.members.get(member) else {
@@ -87,10 +81,7 @@ fn schema_keeps_the_contract() {
                 continue;
             };
             if actual.ty != expected.ty {
-                problems.push(format!(
-                    "{name}.{member}: `{}` here, `{}` in the contract",
-                    actual.ty, expected.ty
-                ));
+                problems.push(format!("{name}.{member}: `{}` here, `{}` in the contract", actual.ty, expected.ty));
             }
             for (arg, ty) in &expected.args {
                 if actual.args.get(arg) != Some(ty) {
@@ -116,11 +107,7 @@ fn schema_keeps_the_contract() {
             }
         }
     }
-    assert!(
-        problems.is_empty(),
-        "schema breaks the contract:\n{}",
-        problems.join("\n")
-    );
+    assert!(problems.is_empty(), "schema breaks the contract:\n{}", problems.join("\n"));
 }
 
 struct TypeShape {
@@ -152,13 +139,7 @@ fn index(doc: &ServiceDocument) -> BTreeMap<String, TypeShape> {
                             .iter()
                             .map(|a| (a.node.name.node.to_string(), input_type(&a.node)))
                             .collect();
-                        (
-                            f.node.name.node.to_string(),
-                            Member {
-                                ty: f.node.ty.node.to_string(),
-                                args,
-                            },
-                        )
+                        (f.node.name.node.to_string(), Member { ty: f.node.ty.node.to_string(), args })
                     })
                     .collect(),
             ),
@@ -166,30 +147,14 @@ fn index(doc: &ServiceDocument) -> BTreeMap<String, TypeShape> {
                 "input",
                 o.fields
                     .iter()
-                    .map(|f| {
-                        (
-                            f.node.name.node.to_string(),
-                            Member {
-                                ty: input_type(&f.node),
-                                args: BTreeMap::new(),
-                            },
-                        )
-                    })
+                    .map(|f| (f.node.name.node.to_string(), Member { ty: input_type(&f.node), args: BTreeMap::new() }))
                     .collect(),
             ),
             TypeKind::Enum(e) => (
                 "enum",
                 e.values
                     .iter()
-                    .map(|v| {
-                        (
-                            v.node.value.node.to_string(),
-                            Member {
-                                ty: String::new(),
-                                args: BTreeMap::new(),
-                            },
-                        )
-                    })
+                    .map(|v| (v.node.value.node.to_string(), Member { ty: String::new(), args: BTreeMap::new() }))
                     .collect(),
             ),
             TypeKind::Interface(_) => ("interface", BTreeMap::new()),
@@ -272,11 +237,7 @@ async fn db_schema_matches_migrations() {
          // Do not edit: change a migration, then run that test with UPDATE_SNAPSHOTS=1.\n",
     );
     for (table, cols) in &tables {
-        let keys: Vec<&str> = cols
-            .iter()
-            .filter(|c| c.is_key == "true")
-            .map(|c| c.column_name.as_str())
-            .collect();
+        let keys: Vec<&str> = cols.iter().filter(|c| c.is_key == "true").map(|c| c.column_name.as_str()).collect();
         writeln!(out, "\ndiesel::table! {{\n    {table} ({}) {{", keys.join(", ")).unwrap();
         for c in cols {
             let ty = match c.udt_name.as_str() {
@@ -292,30 +253,16 @@ async fn db_schema_matches_migrations() {
                 "jsonb" => "Jsonb",
                 other => panic!("map the PostgreSQL type {other} in this test"),
             };
-            let ty = if c.is_nullable == "YES" {
-                format!("Nullable<{ty}>")
-            } else {
-                ty.to_owned()
-            };
+            let ty = if c.is_nullable == "YES" { format!("Nullable<{ty}>") } else { ty.to_owned() };
             writeln!(out, "        {} -> {ty},", c.column_name).unwrap();
         }
         out.push_str("    }\n}\n");
     }
     out.push('\n');
     for fk in &foreign_keys {
-        writeln!(
-            out,
-            "diesel::joinable!({} -> {} ({}));",
-            fk.table_name, fk.foreign_table, fk.column_name
-        )
-        .unwrap();
+        writeln!(out, "diesel::joinable!({} -> {} ({}));", fk.table_name, fk.foreign_table, fk.column_name).unwrap();
     }
     let names: Vec<&str> = tables.keys().copied().collect();
-    writeln!(
-        out,
-        "\ndiesel::allow_tables_to_appear_in_same_query!({},);",
-        names.join(", ")
-    )
-    .unwrap();
+    writeln!(out, "\ndiesel::allow_tables_to_appear_in_same_query!({},);", names.join(", ")).unwrap();
     check_snapshot("src/db/schema.rs", &out);
 }

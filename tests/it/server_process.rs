@@ -33,11 +33,7 @@ fn command(data_dir: &Path) -> Command {
 }
 
 fn start(data_dir: &Path) -> Server {
-    let mut child = command(data_dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = command(data_dir).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let addr = loop {
         let line = lines.next().expect("server exited before listening").unwrap();
@@ -87,10 +83,7 @@ async fn the_binary_serves_restarts_with_its_data_and_leaves_no_postgres_behind(
 
     // First start: a fresh DATA_DIR gets a new cluster.
     let mut server = start(&data_dir);
-    assert_eq!(
-        post(&server.addr, "{ __typename }", json!({})).await,
-        json!({ "data": { "__typename": "Query" } })
-    );
+    assert_eq!(post(&server.addr, "{ __typename }", json!({})).await, json!({ "data": { "__typename": "Query" } }));
     let signup = post(
         &server.addr,
         "mutation($i: SignupInput!) { signup(input: $i) { user { id } } }",
@@ -107,10 +100,7 @@ async fn the_binary_serves_restarts_with_its_data_and_leaves_no_postgres_behind(
     assert!(!pid_file.exists(), "PostgreSQL stopped with the server");
 
     // The admin CLI works on the same DATA_DIR.
-    let out = command(&data_dir)
-        .args(["users", "set-role", "ada", "ADMIN"])
-        .output()
-        .unwrap();
+    let out = command(&data_dir).args(["users", "set-role", "ada", "ADMIN"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("ada is now ADMIN"));
 
@@ -122,18 +112,12 @@ async fn the_binary_serves_restarts_with_its_data_and_leaves_no_postgres_behind(
         json!({ "i": { "username": "ada", "password": PASSWORD } }),
     )
     .await;
-    assert_eq!(
-        signin["data"]["signin"]["user"],
-        json!({ "username": "ada", "role": "ADMIN" }),
-        "{signin}"
-    );
+    assert_eq!(signin["data"]["signin"]["user"], json!({ "username": "ada", "role": "ADMIN" }), "{signin}");
 
     // kill -9: no chance to clean up, yet the watchdog stops PostgreSQL.
     signal(&server.child, libc::SIGKILL);
     server.child.wait().unwrap();
-    wait_until("the orphaned PostgreSQL stops", Duration::from_secs(30), || {
-        !pid_file.exists()
-    });
+    wait_until("the orphaned PostgreSQL stops", Duration::from_secs(30), || !pid_file.exists());
 
     // And the next start after a crash works.
     let mut server = start(&data_dir);
@@ -161,10 +145,7 @@ fn production_refuses_to_start_without_a_strong_secret() {
 #[test]
 fn a_bad_setting_names_its_variable() {
     let dir = tempfile::tempdir().unwrap();
-    let out = command(dir.path())
-        .env("ACCESS_TOKEN_TTL", "fifteen minutes")
-        .output()
-        .unwrap();
+    let out = command(dir.path()).env("ACCESS_TOKEN_TTL", "fifteen minutes").output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("ACCESS_TOKEN_TTL"));
 }

@@ -16,16 +16,9 @@ async fn seed(app: &TestApp, n: usize) -> Vec<String> {
     let mut ids = Vec::new();
     for i in 0..n {
         let username = format!("user{i:03}");
-        let user = db::users::insert(
-            &mut conn,
-            NewUser {
-                name: "Seed",
-                username: &username,
-                password_hash: "x",
-            },
-        )
-        .await
-        .unwrap();
+        let user = db::users::insert(&mut conn, NewUser { name: "Seed", username: &username, password_hash: "x" })
+            .await
+            .unwrap();
         ids.push(user.id.to_string());
     }
     ids
@@ -83,11 +76,7 @@ async fn page_size_and_cursor_are_checked() {
     assert_eq!(default["data"]["users"]["edges"].as_array().unwrap().len(), 1);
     for first in [0, 101, -1] {
         let res = app.gql(None, PAGE, json!({ "first": first })).await;
-        assert_eq!(
-            expect_error(&res, "BAD_USER_INPUT")["extensions"]["field"],
-            "first",
-            "{first}"
-        );
+        assert_eq!(expect_error(&res, "BAD_USER_INPUT")["extensions"]["field"], "first", "{first}");
     }
     let res = app.gql(None, PAGE, json!({ "after": "bm90IGEgY3Vyc29y" })).await;
     assert_eq!(expect_error(&res, "BAD_USER_INPUT")["extensions"]["field"], "after");
@@ -102,9 +91,7 @@ async fn user_by_id_is_public_and_null_when_absent() {
     let q = "query($id: ID!) { user(id: $id) { id username role } }";
     let found = app.gql(None, q, json!({ "id": ids[0] })).await;
     assert_eq!(found["data"]["user"]["username"], "user000");
-    let missing = app
-        .gql(None, q, json!({ "id": uuid::Uuid::new_v4().to_string() }))
-        .await;
+    let missing = app.gql(None, q, json!({ "id": uuid::Uuid::new_v4().to_string() })).await;
     assert_eq!(missing, json!({ "data": { "user": null } }));
     let bad = app.gql(None, q, json!({ "id": "not-a-uuid" })).await;
     assert_eq!(expect_error(&bad, "BAD_USER_INPUT")["extensions"]["field"], "id");

@@ -57,29 +57,18 @@ static NEXT_DB: AtomicU32 = AtomicU32::new(0);
 fn cluster() -> &'static Cluster {
     // Started on a thread of its own: tests run inside tokio runtimes, which cannot
     // block on another runtime, and the template is migrated on a runtime made here.
-    CLUSTER.get_or_init(|| {
-        std::thread::spawn(start_cluster)
-            .join()
-            .expect("test cluster failed to start")
-    })
+    CLUSTER.get_or_init(|| std::thread::spawn(start_cluster).join().expect("test cluster failed to start"))
 }
 
 fn start_cluster() -> Cluster {
     let prefix = format!("authgraph_test_{}", std::process::id());
     let (pg, url_of): (_, UrlOf) = match std::env::var("TEST_DATABASE_URL") {
         Ok(url) if !url.is_empty() => {
-            let base = url
-                .rsplit_once('/')
-                .map(|(b, _)| b.to_owned())
-                .expect("TEST_DATABASE_URL has no database");
+            let base = url.rsplit_once('/').map(|(b, _)| b.to_owned()).expect("TEST_DATABASE_URL has no database");
             (None, Box::new(move |db| format!("{base}/{db}")))
         }
         _ => {
-            let root = tempfile::Builder::new()
-                .prefix("authgraph-test-")
-                .tempdir()
-                .expect("temp dir")
-                .keep();
+            let root = tempfile::Builder::new().prefix("authgraph-test-").tempdir().expect("temp dir").keep();
             let pg = EmbeddedPostgres::start(&embedded_postgres::Options {
                 root,
                 os_user: std::env::var("PG_OS_USER").unwrap_or_else(|_| "postgres".into()),
@@ -92,21 +81,12 @@ fn start_cluster() -> Cluster {
         }
     };
     let template = format!("{prefix}_template");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     rt.block_on(async {
         db::create_database(&url_of("postgres"), &template, None).await.unwrap();
         db::run_migrations(&url_of(&template)).await.unwrap();
     });
-    Cluster {
-        _pg: pg,
-        url_of,
-        template,
-        prefix,
-    }
+    Cluster { _pg: pg, url_of, template, prefix }
 }
 
 /// A fresh, migrated database of its own, by URL.
@@ -150,11 +130,7 @@ impl TestApp {
         let pool = db::pool(&database_url, config.database_pool_size, Duration::from_secs(5)).unwrap();
         let state = AppState::new(config, &secret, pool).unwrap();
         let router = http::app(state.clone());
-        Self {
-            state,
-            router,
-            database_url,
-        }
+        Self { state, router, database_url }
     }
 
     /// Sends any request through the router.
@@ -185,12 +161,7 @@ impl TestApp {
     }
 
     pub async fn signin(&self, username: &str, password: &str) -> Value {
-        self.gql(
-            None,
-            SIGNIN,
-            json!({ "input": { "username": username, "password": password } }),
-        )
-        .await
+        self.gql(None, SIGNIN, json!({ "input": { "username": username, "password": password } })).await
     }
 
     pub async fn refresh(&self, refresh_token: &str) -> Value {
@@ -199,9 +170,7 @@ impl TestApp {
 
     /// Makes `username` an admin, as the CLI does.
     pub async fn make_admin(&self, username: &str) {
-        authgraph::users::set_role(&self.state.pool, username, authgraph::db::models::Role::Admin)
-            .await
-            .unwrap();
+        authgraph::users::set_role(&self.state.pool, username, authgraph::db::models::Role::Admin).await.unwrap();
     }
 }
 
