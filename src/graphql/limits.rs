@@ -34,6 +34,9 @@ pub struct Limits {
     pub max_directives: usize,
     pub max_tokens: usize,
     pub max_query_bytes: usize,
+    /// When false, `__schema` and `__type` are refused with an error (async-graphql
+    /// alone would answer null, which tools misread as an empty schema).
+    pub introspection: bool,
 }
 
 /// Mutations that check or set a password, or mint tokens: at most one per HTTP
@@ -149,6 +152,9 @@ fn check(limits: &Limits, m: &Measure) -> ServerResult<()> {
     let over = |what: &str, value: usize, max: usize| {
         Err(limit_error(format!("Operation {what} is {value}; the limit is {max} (max {what})")))
     };
+    if m.introspects && !limits.introspection {
+        return Err(limit_error("GraphQL introspection is disabled on this server".to_owned()));
+    }
     if m.exhausted {
         return over("cost", m.cost, limits.max_cost);
     }
@@ -179,6 +185,8 @@ fn select_operation<'a>(doc: &'a ExecutableDocument, name: Option<&str>) -> Opti
     match (&doc.operations, name) {
         (DocumentOperations::Single(op), _) => Some(&op.node),
         (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name).map(|op| &op.node),
+        // A lone named operation may be run without naming it.
+        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => ops.values().next().map(|op| &op.node),
         (DocumentOperations::Multiple(_), None) => None,
     }
 }
@@ -194,6 +202,8 @@ pub struct Measure {
     pub auth_mutations: u32,
     pub type_reentry: usize,
     pub introspection_depth: usize,
+    /// `__schema` or `__type` at the root.
+    pub introspects: bool,
     /// The walk stopped early: fragments multiplied the work past any sane limit.
     pub exhausted: bool,
 }
@@ -262,6 +272,7 @@ impl<'a> Walker<'a> {
                                 self.measure.auth_mutations += 1;
                             }
                             if name.starts_with("__") {
+                                self.measure.introspects = true;
                                 Place::Introspection { depth: 1, reentry: 0 }
                             } else {
                                 self.measure.depth = self.measure.depth.max(1);
@@ -392,6 +403,13 @@ mod tests {
         let doc = async_graphql::parser::parse_query(query).unwrap();
         let op = select_operation(&doc, None).unwrap();
         measure(&doc, op, &Variables::default(), 100_000)
+    }
+
+    #[test]
+    fn a_lone_named_operation_is_measured() {
+        let doc = async_graphql::parser::parse_query("query Named { me { id } }").unwrap();
+        let op = select_operation(&doc, None).expect("the only operation");
+        assert_eq!(measure(&doc, op, &Variables::default(), 1000).depth, 2);
     }
 
     #[test]

@@ -36,6 +36,7 @@ pub fn schema(state: Option<SharedState>) -> AppSchema {
             max_directives: config.graphql_max_directives,
             max_tokens: config.graphql_max_tokens,
             max_query_bytes: config.graphql_max_query_bytes,
+            introspection: config.introspection(),
         })));
         if !config.introspection() {
             builder = builder.disable_introspection();

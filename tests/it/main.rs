@@ -8,5 +8,6 @@ mod auth_flow;
 mod foundation;
 mod refresh;
 mod schema;
+mod security;
 mod server_process;
 mod users;

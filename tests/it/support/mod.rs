@@ -122,7 +122,15 @@ impl TestApp {
 
     /// A test app whose configuration `adjust` changes first.
     pub async fn with_config(adjust: impl FnOnce(&mut Config)) -> Self {
-        let database_url = fresh_database().await;
+        Self::on_database(fresh_database().await, adjust)
+    }
+
+    /// Another instance on this app's database, as a second server would be.
+    pub fn sibling(&self, adjust: impl FnOnce(&mut Config)) -> Self {
+        Self::on_database(self.database_url.clone(), adjust)
+    }
+
+    fn on_database(database_url: String, adjust: impl FnOnce(&mut Config)) -> Self {
         let mut config = test_config(&database_url);
         adjust(&mut config);
         config.validate().expect("valid test config");
@@ -140,13 +148,27 @@ impl TestApp {
 
     /// `POST /graphql` with an optional bearer token; returns the JSON body.
     pub async fn gql(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
+        body_json(self.gql_response(None, token, json!({ "query": query, "variables": variables })).await).await
+    }
+
+    /// `POST /graphql` of any JSON body, as if from TCP peer `ip`; the whole response.
+    pub async fn gql_response(&self, ip: Option<&str>, token: Option<&str>, body: Value) -> Response<Body> {
         let mut req = Request::post("/graphql").header(header::CONTENT_TYPE, "application/json");
         if let Some(token) = token {
             req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
-        let body = json!({ "query": query, "variables": variables }).to_string();
-        let res = self.request(req.body(Body::from(body)).unwrap()).await;
-        body_json(res).await
+        let mut req = req.body(Body::from(body.to_string())).unwrap();
+        if let Some(ip) = ip {
+            let peer: std::net::SocketAddr = format!("{ip}:40000").parse().unwrap();
+            req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+        }
+        self.request(req).await
+    }
+
+    /// `signin` from TCP peer `ip`.
+    pub async fn signin_from(&self, ip: &str, username: &str, password: &str) -> Response<Body> {
+        let body = json!({ "query": SIGNIN, "variables": { "input": { "username": username, "password": password } } });
+        self.gql_response(Some(ip), None, body).await
     }
 
     pub async fn signup(&self, username: &str) -> Auth {
