@@ -2,12 +2,13 @@
 
 use std::{sync::Arc, time::Duration};
 
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 
 use crate::{
     auth::{access_token::AccessTokens, password::PasswordHasher, rate_limit::RateLimits, refresh_token::ChainKey},
     config::Config,
     db::DbPool,
+    secret::JwtKeys,
 };
 
 pub type SharedState = Arc<AppState>;
@@ -35,16 +36,16 @@ pub struct SessionPolicy {
 }
 
 impl AppState {
-    /// `secret` is the resolved JWT key (from the config, or generated in development).
-    pub fn new(config: Config, secret: &SecretString, pool: DbPool) -> anyhow::Result<SharedState> {
-        let previous: Vec<SecretString> =
-            config.jwt_access_secret_previous.iter().filter(|s| !s.expose_secret().is_empty()).cloned().collect();
-        let tokens =
-            AccessTokens::new(secret, &previous, &config.jwt_issuer, &config.jwt_audience, config.access_token_ttl)?;
+    /// `keys` are the resolved signing keys (see `secret::resolve`).
+    pub fn new(config: Config, keys: &JwtKeys, pool: DbPool) -> anyhow::Result<SharedState> {
+        let tokens = AccessTokens::new(keys, &config.jwt_issuer, &config.jwt_audience, config.access_token_ttl)?;
         let hasher =
             PasswordHasher::new(config.argon2_memory_kib, config.argon2_iterations, config.argon2_parallelism)?;
         let sessions = SessionPolicy {
-            chain_keys: std::iter::once(secret).chain(&previous).map(ChainKey::from_secret).collect(),
+            chain_keys: std::iter::once(&keys.current)
+                .chain(&keys.previous)
+                .map(|k| ChainKey::from_key(k.expose_secret()))
+                .collect(),
             idle_ttl: config.refresh_token_ttl,
             max_age: config.session_max_age,
             reuse_interval: config.refresh_reuse_interval,

@@ -52,6 +52,14 @@ pub enum RoleArg {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum JwtAlgorithm {
+    #[value(name = "HS256")]
+    Hs256,
+    #[value(name = "EdDSA")]
+    EdDsa,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum AppEnv {
     Development,
     Production,
@@ -133,6 +141,20 @@ pub struct Config {
     /// How long a request waits for a database connection before SERVICE_UNAVAILABLE.
     #[arg(long, env = "DATABASE_ACQUIRE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub database_acquire_timeout: Duration,
+
+    /// Signing algorithm of access tokens: HS256 (shared secret) or EdDSA (Ed25519; the
+    /// public keys are published at /.well-known/jwks.json).
+    #[arg(long, env = "JWT_ALGORITHM", value_enum, default_value = "HS256", ignore_case = true)]
+    pub jwt_algorithm: JwtAlgorithm,
+
+    /// EdDSA only: the Ed25519 private key as the base64 of its 32-byte seed. Generated
+    /// and kept under DATA_DIR in development when unset.
+    #[arg(long, env = "JWT_SIGNING_KEY", value_parser = parse_secret, hide_env_values = true)]
+    pub jwt_signing_key: Option<SecretString>,
+
+    /// EdDSA only: earlier signing keys, comma-separated; still published and accepted.
+    #[arg(long, env = "JWT_SIGNING_KEY_PREVIOUS", value_delimiter = ',', value_parser = parse_secret, hide_env_values = true)]
+    pub jwt_signing_key_previous: Vec<SecretString>,
 
     /// Earlier JWT keys, comma-separated: tokens they signed verify until they expire.
     #[arg(long, env = "JWT_ACCESS_SECRET_PREVIOUS", value_delimiter = ',', value_parser = parse_secret, hide_env_values = true)]
@@ -261,22 +283,49 @@ impl Config {
         if self.database_pool_size == 0 {
             return err("DATABASE_POOL_SIZE", "must be at least 1".into());
         }
-        if let Some(secret) = &self.jwt_access_secret {
-            if secret.expose_secret().len() < MIN_SECRET_BYTES && self.is_production() {
-                return err("JWT_ACCESS_SECRET", format!("must be at least {MIN_SECRET_BYTES} bytes in production"));
+        match self.jwt_algorithm {
+            JwtAlgorithm::Hs256 => {
+                let production = self.is_production();
+                if let Some(secret) = &self.jwt_access_secret {
+                    if secret.expose_secret().len() < MIN_SECRET_BYTES && production {
+                        return err(
+                            "JWT_ACCESS_SECRET",
+                            format!("must be at least {MIN_SECRET_BYTES} bytes in production"),
+                        );
+                    }
+                } else if production {
+                    return err(
+                        "JWT_ACCESS_SECRET",
+                        format!("is required in production (at least {MIN_SECRET_BYTES} random bytes)"),
+                    );
+                }
+                for (i, secret) in self.jwt_access_secret_previous.iter().enumerate() {
+                    let len = secret.expose_secret().len();
+                    if len > 0 && len < MIN_SECRET_BYTES && production {
+                        return err(
+                            "JWT_ACCESS_SECRET_PREVIOUS",
+                            format!("entry {} must be at least {MIN_SECRET_BYTES} bytes in production", i + 1),
+                        );
+                    }
+                }
             }
-        } else if self.is_production() {
-            return err(
-                "JWT_ACCESS_SECRET",
-                format!("is required in production (at least {MIN_SECRET_BYTES} random bytes)"),
-            );
-        }
-        for (i, secret) in self.jwt_access_secret_previous.iter().enumerate() {
-            if secret.expose_secret().len() < MIN_SECRET_BYTES && self.is_production() {
-                return err(
-                    "JWT_ACCESS_SECRET_PREVIOUS",
-                    format!("entry {} must be at least {MIN_SECRET_BYTES} bytes in production", i + 1),
-                );
+            JwtAlgorithm::EdDsa => {
+                match &self.jwt_signing_key {
+                    Some(key) => {
+                        if let Err(msg) = decode_seed(key.expose_secret()) {
+                            return err("JWT_SIGNING_KEY", msg);
+                        }
+                    }
+                    None if self.is_production() => {
+                        return err("JWT_SIGNING_KEY", "is required in production with JWT_ALGORITHM=EdDSA".into());
+                    }
+                    None => {}
+                }
+                for key in self.jwt_signing_key_previous.iter().filter(|k| !k.expose_secret().is_empty()) {
+                    if let Err(msg) = decode_seed(key.expose_secret()) {
+                        return err("JWT_SIGNING_KEY_PREVIOUS", msg);
+                    }
+                }
             }
         }
         if let Err(msg) = crate::http::client_ip::parse_proxies(&self.trusted_proxies) {
@@ -305,6 +354,20 @@ impl std::fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+/// Decodes an Ed25519 seed given as base64 (standard or URL-safe, padded or not).
+pub fn decode_seed(text: &str) -> Result<[u8; 32], String> {
+    use base64::{
+        Engine,
+        engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD},
+    };
+    let text = text.trim();
+    let bytes = [STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD]
+        .iter()
+        .find_map(|engine| engine.decode(text).ok())
+        .ok_or("is not base64")?;
+    bytes.try_into().map_err(|_| "must be the base64 of a 32-byte Ed25519 seed".to_owned())
+}
 
 fn parse_secret(s: &str) -> Result<SecretString, String> {
     Ok(SecretString::from(s.to_owned()))
@@ -359,6 +422,19 @@ mod tests {
         config.jwt_access_secret = Some("short".to_owned().into());
         assert_eq!(config.validate().unwrap_err().var, "JWT_ACCESS_SECRET");
         config.jwt_access_secret = Some("x".repeat(32).into());
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn eddsa_needs_a_32_byte_seed_and_no_shared_secret() {
+        let mut config = Config::defaults();
+        config.app_env = AppEnv::Production;
+        config.jwt_access_secret = None;
+        config.jwt_algorithm = JwtAlgorithm::EdDsa;
+        assert_eq!(config.validate().unwrap_err().var, "JWT_SIGNING_KEY");
+        config.jwt_signing_key = Some("c2hvcnQ".to_owned().into());
+        assert_eq!(config.validate().unwrap_err().var, "JWT_SIGNING_KEY");
+        config.jwt_signing_key = Some("A".repeat(43).into());
         config.validate().unwrap();
     }
 

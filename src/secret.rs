@@ -1,4 +1,5 @@
-//! Resolving the JWT key: from the configuration, or generated once in development.
+//! Resolving the keys that sign access tokens: from the configuration, or generated
+//! once in development.
 
 use std::{
     fs,
@@ -9,28 +10,71 @@ use std::{
 
 use anyhow::Context;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretBox, SecretString};
 
-use crate::config::Config;
+use crate::config::{Config, JwtAlgorithm, decode_seed};
 
-const FILE_NAME: &str = "jwt_access_secret";
+/// Key material, never printed.
+pub type KeyBytes = SecretBox<Vec<u8>>;
 
-/// The configured `JWT_ACCESS_SECRET`, or in development a random one kept in
-/// `DATA_DIR/jwt_access_secret` (mode 0600) so tokens survive restarts. Production
-/// never gets here without one: `Config::validate` refuses to start.
-pub fn resolve(config: &Config) -> anyhow::Result<SecretString> {
-    if let Some(secret) = &config.jwt_access_secret {
-        return Ok(secret.clone());
+/// The signing keys in force.
+pub struct JwtKeys {
+    pub algorithm: JwtAlgorithm,
+    /// HS256: the secret's UTF-8 bytes. EdDSA: the 32-byte Ed25519 seed.
+    pub current: KeyBytes,
+    /// Earlier keys whose tokens still verify.
+    pub previous: Vec<KeyBytes>,
+}
+
+impl JwtKeys {
+    /// HS256 keys from secrets, as tests and tools build them.
+    pub fn hs256(current: &str, previous: &[&str]) -> Self {
+        Self {
+            algorithm: JwtAlgorithm::Hs256,
+            current: bytes(current.as_bytes()),
+            previous: previous.iter().map(|p| bytes(p.as_bytes())).collect(),
+        }
     }
-    anyhow::ensure!(!config.is_production(), "JWT_ACCESS_SECRET is required in production");
-    let path = config.data_dir.join(FILE_NAME);
-    let secret = load_or_create(&path)
-        .with_context(|| format!("JWT_ACCESS_SECRET is unset and {} cannot be used", path.display()))?;
-    tracing::warn!(
-        path = %path.display(),
-        "JWT_ACCESS_SECRET is unset: using a generated development key; set it in production"
-    );
-    Ok(secret)
+}
+
+fn bytes(b: &[u8]) -> KeyBytes {
+    SecretBox::new(Box::new(b.to_vec()))
+}
+
+/// The configured keys; in development a missing key is generated once into
+/// `DATA_DIR` (mode 0600), so tokens survive restarts. Production never gets here
+/// without one: `Config::validate` refuses to start.
+pub fn resolve(config: &Config) -> anyhow::Result<JwtKeys> {
+    let (var, file, configured, previous) = match config.jwt_algorithm {
+        JwtAlgorithm::Hs256 => {
+            ("JWT_ACCESS_SECRET", "jwt_access_secret", &config.jwt_access_secret, &config.jwt_access_secret_previous)
+        }
+        JwtAlgorithm::EdDsa => {
+            ("JWT_SIGNING_KEY", "jwt_signing_key", &config.jwt_signing_key, &config.jwt_signing_key_previous)
+        }
+    };
+    let current = match configured {
+        Some(text) => text.clone(),
+        None => {
+            anyhow::ensure!(!config.is_production(), "{var} is required in production");
+            let path = config.data_dir.join(file);
+            let text = load_or_create(&path)
+                .with_context(|| format!("{var} is unset and {} cannot be used", path.display()))?;
+            tracing::warn!(path = %path.display(), "{var} is unset: using a generated development key; set it in production");
+            text
+        }
+    };
+    let to_bytes = |text: &SecretString| -> anyhow::Result<KeyBytes> {
+        Ok(match config.jwt_algorithm {
+            JwtAlgorithm::Hs256 => bytes(text.expose_secret().as_bytes()),
+            JwtAlgorithm::EdDsa => bytes(&decode_seed(text.expose_secret()).map_err(|e| anyhow::anyhow!("{var} {e}"))?),
+        })
+    };
+    Ok(JwtKeys {
+        algorithm: config.jwt_algorithm,
+        current: to_bytes(&current)?,
+        previous: previous.iter().filter(|p| !p.expose_secret().is_empty()).map(to_bytes).collect::<Result<_, _>>()?,
+    })
 }
 
 fn load_or_create(path: &Path) -> anyhow::Result<SecretString> {
@@ -46,9 +90,11 @@ fn load_or_create(path: &Path) -> anyhow::Result<SecretString> {
             tracing::warn!(dir = %parent.display(), "DATA_DIR is writable by others");
         }
     }
-    let mut bytes = [0u8; 48];
-    rand::fill(&mut bytes);
-    let secret = URL_SAFE_NO_PAD.encode(bytes);
+    // 32 random bytes serve both as an HS256 secret (43 characters of text) and as
+    // an Ed25519 seed (the text decodes back to them).
+    let mut random = [0u8; 32];
+    rand::fill(&mut random);
+    let secret = URL_SAFE_NO_PAD.encode(random);
     // create_new: if two processes race, one fails here instead of both writing.
     let mut file = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
     file.write_all(secret.as_bytes())?;
@@ -58,14 +104,12 @@ fn load_or_create(path: &Path) -> anyhow::Result<SecretString> {
 
 #[cfg(test)]
 mod tests {
-    use secrecy::ExposeSecret;
-
     use super::*;
 
     #[test]
     fn a_generated_key_is_private_long_and_reused() {
         let dir = std::env::temp_dir().join(format!("authgraph-secret-{}", uuid::Uuid::new_v4()));
-        let path = dir.join(FILE_NAME);
+        let path = dir.join("jwt_access_secret");
         let first = load_or_create(&path).unwrap();
         assert!(first.expose_secret().len() >= 32);
         assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);

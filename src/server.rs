@@ -80,10 +80,10 @@ async fn migrate(url: &str) -> anyhow::Result<usize> {
 
 async fn serve(config: Config, database: &Database) -> anyhow::Result<()> {
     migrate(&database.url).await?;
-    let secret = secret::resolve(&config)?;
+    let keys = secret::resolve(&config)?;
     let pool = db::pool(&database.url, config.database_pool_size, config.database_acquire_timeout)?;
     let listen_addr = config.listen_addr;
-    let state = AppState::new(config, &secret, pool.clone())?;
+    let state = AppState::new(config, &keys, pool.clone())?;
     let router = http::app(state.clone());
     let listener =
         TcpListener::bind(listen_addr).await.with_context(|| format!("cannot listen on LISTEN_ADDR {listen_addr}"))?;

@@ -1,22 +1,30 @@
-//! Access tokens: short-lived HS256 JWTs (RFC 9068 profile, `typ: at+jwt`).
+//! Access tokens: short-lived JWTs (RFC 9068 profile, `typ: at+jwt`).
 //!
-//! The key is the UTF-8 bytes of `JWT_ACCESS_SECRET`, so any HS256 library given the
-//! same secret can verify our tokens. Verification pins the algorithm (no `none`, no
-//! algorithm chosen by the token), and checks `typ`, `exp`, `iss` and `aud`. A valid
-//! signature is not enough to get in: the guard also checks the session is live.
+//! By default HS256 keyed with the UTF-8 bytes of `JWT_ACCESS_SECRET`, so any HS256
+//! library given the same secret can verify our tokens. With `JWT_ALGORITHM=EdDSA`
+//! they are signed with an Ed25519 key whose public half is published as a JWKS, so
+//! other services verify them without any secret. Either way, every token names its
+//! key (`kid`), earlier keys keep verifying until their tokens expire, and
+//! verification pins the algorithm (no `none`, nothing chosen by the token: an HS256
+//! token "signed" with our public key is refused), then checks `typ`, `exp`, `nbf`,
+//! `iss` and `aud`. A valid signature is not enough to get in: the guard also checks
+//! that the session is live.
 
 use std::{collections::HashMap, time::Duration};
 
 use anyhow::Context;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::Utc;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, decode_header, encode};
-use secrecy::{ExposeSecret, SecretString};
+use jsonwebtoken::{
+    Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, decode_header, encode,
+    jwk::{AlgorithmParameters, Jwk, JwkSet, PublicKeyUse},
+};
+use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::db::models::Role;
+use crate::{config::JwtAlgorithm, db::models::Role, secret::JwtKeys};
 
 /// `typ` header of our access tokens: a refresh token or an ID token signed with the
 /// same key is refused by this alone.
@@ -40,47 +48,84 @@ pub struct Claims {
 
 #[derive(Clone)]
 pub struct AccessTokens {
+    algorithm: Algorithm,
     encoding: EncodingKey,
     /// `kid` of the current key, written into every token.
     kid: String,
-    /// Every key that verifies, by `kid`: the current one and `JWT_ACCESS_SECRET_PREVIOUS`.
+    /// Every key that verifies, by `kid`: the current one and the previous ones.
     decoding: HashMap<String, DecodingKey>,
+    /// The public keys as a JWK set (EdDSA only).
+    jwks: Option<JwkSet>,
     validation: Validation,
     issuer: String,
     audience: String,
     ttl: Duration,
 }
 
+/// PKCS#8 DER header of an Ed25519 private key; the 32-byte seed follows.
+const ED25519_PKCS8_PREFIX: [u8; 16] =
+    [0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
+
 impl AccessTokens {
-    pub fn new(
-        secret: &SecretString,
-        previous: &[SecretString],
-        issuer: &str,
-        audience: &str,
-        ttl: Duration,
-    ) -> anyhow::Result<Self> {
-        let key = secret.expose_secret().as_bytes();
-        let mut decoding = HashMap::new();
-        for (i, s) in std::iter::once(secret).chain(previous).enumerate() {
-            let bytes = s.expose_secret().as_bytes();
-            let var = if i == 0 { "JWT_ACCESS_SECRET" } else { "JWT_ACCESS_SECRET_PREVIOUS" };
-            decoding.entry(key_id(bytes)).or_insert(DecodingKey::from_secret(bytes).context(var)?);
-        }
-        let mut validation = Validation::new(Algorithm::HS256);
+    pub fn new(keys: &JwtKeys, issuer: &str, audience: &str, ttl: Duration) -> anyhow::Result<Self> {
+        let all_keys = std::iter::once(&keys.current).chain(&keys.previous);
+        let (algorithm, encoding, kid, decoding, jwks) = match keys.algorithm {
+            JwtAlgorithm::Hs256 => {
+                let current = keys.current.expose_secret();
+                let mut decoding = HashMap::new();
+                for key in all_keys {
+                    let bytes = key.expose_secret();
+                    decoding.insert(key_id(bytes), DecodingKey::from_secret(bytes).context("JWT_ACCESS_SECRET")?);
+                }
+                let encoding = EncodingKey::from_secret(current).context("JWT_ACCESS_SECRET")?;
+                (Algorithm::HS256, encoding, key_id(current), decoding, None)
+            }
+            JwtAlgorithm::EdDsa => {
+                let mut decoding = HashMap::new();
+                let mut published = Vec::new();
+                let mut current = None;
+                for key in all_keys {
+                    let der = [&ED25519_PKCS8_PREFIX[..], key.expose_secret()].concat();
+                    let encoding = EncodingKey::from_ed_der(&der);
+                    let mut jwk = Jwk::from_encoding_key(&encoding, Algorithm::EdDSA).context("JWT_SIGNING_KEY")?;
+                    let AlgorithmParameters::OctetKeyPair(params) = &jwk.algorithm else {
+                        anyhow::bail!("JWT_SIGNING_KEY is not an Ed25519 key");
+                    };
+                    let public = URL_SAFE_NO_PAD.decode(&params.x).context("JWT_SIGNING_KEY")?;
+                    let kid = key_id(&public);
+                    decoding
+                        .insert(kid.clone(), DecodingKey::from_ed_components(&params.x).context("JWT_SIGNING_KEY")?);
+                    jwk.common.key_id = Some(kid.clone());
+                    jwk.common.public_key_use = Some(PublicKeyUse::Signature);
+                    published.push(jwk);
+                    current.get_or_insert((encoding, kid));
+                }
+                let (encoding, kid) = current.expect("the current key is always present");
+                (Algorithm::EdDSA, encoding, kid, decoding, Some(JwkSet { keys: published }))
+            }
+        };
+        let mut validation = Validation::new(algorithm);
         validation.set_issuer(&[issuer]);
         validation.set_audience(&[audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.leeway = LEEWAY_SECS;
         validation.validate_nbf = true;
         Ok(Self {
-            encoding: EncodingKey::from_secret(key).context("JWT_ACCESS_SECRET")?,
-            kid: key_id(key),
+            algorithm,
+            encoding,
+            kid,
             decoding,
+            jwks,
             validation,
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
             ttl,
         })
+    }
+
+    /// The public keys for `/.well-known/jwks.json`; `None` with a shared secret.
+    pub fn jwks(&self) -> Option<&JwkSet> {
+        self.jwks.as_ref()
     }
 
     /// Seconds an issued token lives.
@@ -100,7 +145,7 @@ impl AccessTokens {
             aud: self.audience.clone(),
             jti: Uuid::new_v4(),
         };
-        let mut header = Header::new(Algorithm::HS256);
+        let mut header = Header::new(self.algorithm);
         header.typ = Some(TOKEN_TYPE.to_owned());
         header.kid = Some(self.kid.clone());
         encode(&header, &claims, &self.encoding).context("signing an access token")
@@ -110,7 +155,7 @@ impl AccessTokens {
     /// log; clients only ever see UNAUTHENTICATED).
     pub fn verify(&self, token: &str) -> Result<Claims, &'static str> {
         let header = decode_header(token).map_err(|_| "malformed token")?;
-        if header.alg != Algorithm::HS256 {
+        if header.alg != self.algorithm {
             return Err("unexpected algorithm");
         }
         let typ_ok = header
@@ -143,7 +188,7 @@ mod tests {
     use super::*;
 
     fn tokens(secret: &str) -> AccessTokens {
-        AccessTokens::new(&secret.to_owned().into(), &[], "authgraph", "authgraph", Duration::from_secs(60)).unwrap()
+        AccessTokens::new(&JwtKeys::hs256(secret, &[]), "authgraph", "authgraph", Duration::from_secs(60)).unwrap()
     }
 
     #[test]
@@ -162,5 +207,34 @@ mod tests {
             tokens("0123456789abcdef0123456789abcdef").verify(&token.unwrap()).unwrap_err(),
             "unknown signing key"
         );
+    }
+
+    #[test]
+    fn eddsa_tokens_verify_and_their_public_key_is_published() {
+        let keys = JwtKeys {
+            algorithm: JwtAlgorithm::EdDsa,
+            current: secrecy::SecretBox::new(Box::new(vec![7u8; 32])),
+            previous: vec![secrecy::SecretBox::new(Box::new(vec![9u8; 32]))],
+        };
+        let t = AccessTokens::new(&keys, "authgraph", "authgraph", Duration::from_secs(60)).unwrap();
+        let token = t.issue(Uuid::new_v4(), Uuid::new_v4(), Role::User).unwrap();
+        let header = decode_header(&token).unwrap();
+        assert_eq!(header.alg, Algorithm::EdDSA);
+        assert!(t.verify(&token).is_ok());
+        let jwks = t.jwks().unwrap();
+        assert_eq!(jwks.keys.len(), 2, "current and previous keys are published");
+        assert_eq!(jwks.keys[0].common.key_id, header.kid);
+        // The classic confusion attack: HS256 "signed" with the public key as secret.
+        let AlgorithmParameters::OctetKeyPair(params) = &jwks.keys[0].algorithm else { panic!() };
+        let claims = decode::<serde_json::Value>(&token, &t.decoding[header.kid.as_deref().unwrap()], &t.validation)
+            .unwrap()
+            .claims;
+        let mut forged_header = Header::new(Algorithm::HS256);
+        forged_header.typ = Some(TOKEN_TYPE.into());
+        forged_header.kid = header.kid.clone();
+        for secret in [params.x.as_bytes().to_vec(), URL_SAFE_NO_PAD.decode(&params.x).unwrap()] {
+            let forged = encode(&forged_header, &claims, &EncodingKey::from_secret(&secret).unwrap()).unwrap();
+            assert_eq!(t.verify(&forged).unwrap_err(), "unexpected algorithm");
+        }
     }
 }

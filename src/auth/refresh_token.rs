@@ -20,9 +20,9 @@ pub const TOKEN_LEN: usize = 43;
 pub struct ChainKey(SecretBox<[u8; 32]>);
 
 impl ChainKey {
-    pub fn from_secret(secret: &SecretString) -> Self {
-        let mut mac =
-            Hmac::<Sha256>::new_from_slice(secret.expose_secret().as_bytes()).expect("HMAC takes any key length");
+    /// Derived from a signing key's material (the HS256 secret or the Ed25519 seed).
+    pub fn from_key(key: &[u8]) -> Self {
+        let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
         mac.update(b"authgraph refresh-token chain v1");
         Self(SecretBox::new(Box::new(mac.finalize().into_bytes().into())))
     }
@@ -59,12 +59,12 @@ mod tests {
 
     #[test]
     fn children_are_repeatable_well_formed_and_key_bound() {
-        let key = ChainKey::from_secret(&"k".repeat(32).into());
+        let key = ChainKey::from_key("k".repeat(32).as_bytes());
         let parent = generate();
         let child = key.child_of(parent.expose_secret());
         assert!(is_well_formed(parent.expose_secret()) && is_well_formed(child.expose_secret()));
         assert_eq!(child.expose_secret(), key.child_of(parent.expose_secret()).expose_secret());
-        let other = ChainKey::from_secret(&"j".repeat(32).into());
+        let other = ChainKey::from_key("j".repeat(32).as_bytes());
         assert_ne!(child.expose_secret(), other.child_of(parent.expose_secret()).expose_secret());
     }
 

@@ -56,6 +56,7 @@ pub fn app(state: SharedState) -> Router {
     let request_id = REQUEST_ID.clone();
     let trusted_proxies = Arc::new(client_ip::parse_proxies(&state.config.trusted_proxies).unwrap_or_default());
     router
+        .route("/.well-known/jwks.json", get(jwks))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(Http { state, schema })
@@ -164,6 +165,15 @@ async fn csrf_guard(req: Request, next: Next) -> Response {
         }
     }
     next.run(req).await
+}
+
+/// The public keys of EdDSA access tokens, for services that verify them without a
+/// secret. 404 with HS256, whose key must never be published.
+async fn jwks(State(http): State<Http>) -> Response {
+    match http.state.tokens.jwks() {
+        Some(set) => ([(header::CACHE_CONTROL, "public, max-age=300")], axum::Json(set)).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 /// Liveness: the process answers.

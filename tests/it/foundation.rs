@@ -34,8 +34,8 @@ async fn readyz_is_503_when_the_database_is_unreachable() {
             .unwrap();
     let mut config = app.state.config.clone();
     config.database_url = None;
-    let secret = secrecy::SecretString::from(crate::support::SECRET);
-    let state = authgraph::app::AppState::new(config, &secret, broken).unwrap();
+    let keys = authgraph::secret::JwtKeys::hs256(crate::support::SECRET, &[]);
+    let state = authgraph::app::AppState::new(config, &keys, broken).unwrap();
     let router = authgraph::http::app(state);
     use tower::ServiceExt;
     let live = router.clone().oneshot(Request::get("/healthz").body(Body::empty()).unwrap()).await.unwrap();

@@ -483,3 +483,40 @@ async fn no_secret_reaches_the_logs_even_at_trace_level() {
         assert!(!logs.contains(&bytes.join(", ")), "the logs contain the {what}, as bytes");
     }
 }
+
+#[tokio::test]
+async fn eddsa_mode_publishes_a_jwks_that_verifies_tokens_and_resists_key_confusion() {
+    let seed = URL_SAFE_NO_PAD.encode([42u8; 32]);
+    let app = TestApp::with_config(|c| {
+        c.jwt_algorithm = authgraph::config::JwtAlgorithm::EdDsa;
+        c.jwt_signing_key = Some(seed.clone().into());
+    })
+    .await;
+    let auth = app.signup("ada").await;
+    assert!(app.gql(Some(&auth.access), ME, json!({})).await["data"]["me"].is_object());
+
+    let res = app.request(Request::get("/.well-known/jwks.json").body(Body::empty()).unwrap()).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_value(body_json(res).await).unwrap();
+    let header = jsonwebtoken::decode_header(&auth.access).unwrap();
+    assert_eq!(header.alg, Algorithm::EdDSA);
+    let jwk = jwks.find(header.kid.as_deref().unwrap()).expect("the token's key is published");
+    // Another service verifies the token from the JWKS alone.
+    let mut validation = Validation::new(Algorithm::EdDSA);
+    validation.set_audience(&["authgraph"]);
+    validation.set_issuer(&["authgraph"]);
+    let claims =
+        jsonwebtoken::decode::<Value>(&auth.access, &DecodingKey::from_jwk(jwk).unwrap(), &validation).unwrap().claims;
+    assert_eq!(claims["sub"], auth.user_id.as_str());
+
+    // Key confusion: an HS256 token whose HMAC key is the published public key.
+    let jsonwebtoken::jwk::AlgorithmParameters::OctetKeyPair(params) = &jwk.algorithm else { panic!("OKP key") };
+    for secret in [params.x.as_bytes().to_vec(), URL_SAFE_NO_PAD.decode(&params.x).unwrap()] {
+        let forged = sign(Algorithm::HS256, "at+jwt", header.kid.as_deref(), &claims, &secret);
+        expect_error(&app.gql(Some(&forged), ME, json!({})).await, "UNAUTHENTICATED");
+    }
+    // No secret is ever published in HS256 mode.
+    let hs = TestApp::new().await;
+    let res = hs.request(Request::get("/.well-known/jwks.json").body(Body::empty()).unwrap()).await;
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+}

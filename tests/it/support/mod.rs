@@ -134,9 +134,9 @@ impl TestApp {
         let mut config = test_config(&database_url);
         adjust(&mut config);
         config.validate().expect("valid test config");
-        let secret = config.jwt_access_secret.clone().unwrap();
+        let keys = authgraph::secret::resolve(&config).unwrap();
         let pool = db::pool(&database_url, config.database_pool_size, Duration::from_secs(5)).unwrap();
-        let state = AppState::new(config, &secret, pool).unwrap();
+        let state = AppState::new(config, &keys, pool).unwrap();
         let router = http::app(state.clone());
         Self { state, router, database_url }
     }
