@@ -51,6 +51,7 @@ impl AppState {
             reuse_interval: config.refresh_reuse_interval,
         };
         let rate_limits = RateLimits::from_config(&config);
+        crate::telemetry::handle();
         Ok(Arc::new(Self { pool, tokens, hasher, sessions, rate_limits, config }))
     }
 }

@@ -32,10 +32,25 @@ pub enum Command {
     /// Manage accounts.
     #[command(subcommand)]
     Users(UsersCommand),
+    /// Manage sessions.
+    #[command(subcommand)]
+    Sessions(SessionsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionsCommand {
+    /// Delete sessions (and their refresh tokens) that ended more than
+    /// SESSION_RETENTION ago, and rate-limit counts no window uses. The server also
+    /// does this every ten minutes.
+    Prune,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum UsersCommand {
+    /// List accounts, oldest first, with their live sessions.
+    List,
+    /// End every session of an account: its access and refresh tokens stop working.
+    RevokeSessions { username: String },
     /// Give an account the USER or ADMIN role. There is no GraphQL way to do this.
     SetRole {
         username: String,
@@ -137,6 +152,19 @@ pub struct Config {
     /// Largest number of database connections.
     #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 16)]
     pub database_pool_size: usize,
+
+    /// How long ended sessions are kept (for `sessions` audits and REVOKED answers)
+    /// before pruning deletes them.
+    #[arg(long, env = "SESSION_RETENTION", default_value = "7d", value_parser = parse_duration)]
+    pub session_retention: Duration,
+
+    /// How long a shutdown waits for requests in flight before exiting anyway.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+
+    /// Serve `/metrics` on this address instead of LISTEN_ADDR (e.g. 127.0.0.1:9100).
+    #[arg(long, env = "METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
 
     /// How long a request waits for a database connection before SERVICE_UNAVAILABLE.
     #[arg(long, env = "DATABASE_ACQUIRE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]

@@ -6,6 +6,7 @@
 //! PostgreSQL, either the one in `DATABASE_URL` or a private cluster started by
 //! `embedded_postgres`. `server` wires them together for the binary.
 
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod config;
@@ -16,4 +17,5 @@ pub mod graphql;
 pub mod http;
 pub mod secret;
 pub mod server;
+pub mod telemetry;
 pub mod users;

@@ -1,16 +1,17 @@
 //! Start-up and shutdown of the binary: database, migrations, HTTP server, CLI.
 
-use std::{io::IsTerminal, net::SocketAddr, time::Duration};
+use std::{future::IntoFuture, io::IsTerminal, net::SocketAddr};
 
 use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::{
-    app::{AppState, SharedState},
-    config::{Cli, Command, Config, RoleArg, UsersCommand},
-    db::{self, models::Role},
+    admin,
+    app::AppState,
+    config::{Cli, Command, Config},
+    db,
     embedded_postgres::{self, EmbeddedPostgres},
-    graphql, http, secret, users,
+    graphql, http, secret, telemetry,
 };
 
 /// Name of the application database on the embedded cluster.
@@ -44,6 +45,7 @@ impl Database {
     /// Stops the embedded cluster, if we started one.
     pub async fn close(self) -> anyhow::Result<()> {
         if let Some(pg) = self.embedded {
+            telemetry::set_embedded_database(false);
             tokio::task::spawn_blocking(move || pg.stop()).await??;
             tracing::info!("embedded PostgreSQL stopped");
         }
@@ -63,7 +65,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let result = match cli.command {
         None | Some(Command::Serve) => serve(config, &database).await,
         Some(Command::Migrate) => migrate(&database.url).await.map(|_| ()),
-        Some(Command::Users(cmd)) => users_command(&config, &database.url, cmd).await,
+        Some(Command::Users(cmd)) => match admin_pool(&config, &database.url).await {
+            Ok(pool) => admin::users_command(&pool, cmd).await,
+            Err(err) => Err(err),
+        },
+        Some(Command::Sessions(cmd)) => match admin_pool(&config, &database.url).await {
+            Ok(pool) => admin::sessions_command(&pool, &config, cmd).await,
+            Err(err) => Err(err),
+        },
         Some(Command::Schema) => unreachable!("handled above"),
     };
     let closed = database.close().await;
@@ -82,50 +91,56 @@ async fn serve(config: Config, database: &Database) -> anyhow::Result<()> {
     migrate(&database.url).await?;
     let keys = secret::resolve(&config)?;
     let pool = db::pool(&database.url, config.database_pool_size, config.database_acquire_timeout)?;
-    let listen_addr = config.listen_addr;
+    let (listen_addr, metrics_addr, shutdown_timeout) =
+        (config.listen_addr, config.metrics_addr, config.shutdown_timeout);
+    telemetry::set_embedded_database(database.embedded.is_some());
     let state = AppState::new(config, &keys, pool.clone())?;
     let router = http::app(state.clone());
     let listener =
         TcpListener::bind(listen_addr).await.with_context(|| format!("cannot listen on LISTEN_ADDR {listen_addr}"))?;
+
+    // One signal stops every listener; the deadline starts when it fires.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    if let Some(addr) = metrics_addr {
+        let metrics_listener =
+            TcpListener::bind(addr).await.with_context(|| format!("cannot listen on METRICS_ADDR {addr}"))?;
+        tracing::info!("metrics on http://{addr}/metrics");
+        let metrics_router = http::metrics_app(state.clone());
+        tokio::spawn(
+            axum::serve(metrics_listener, metrics_router)
+                .with_graceful_shutdown(stopped(stop_rx.clone()))
+                .into_future(),
+        );
+    }
     tracing::info!("listening on http://{}/graphql", listener.local_addr()?);
-    let pruner = tokio::spawn(prune_periodically(state.clone()));
-    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
-    tracing::info!("shutting down");
+    let pruner = tokio::spawn(admin::prune_periodically(pool.clone(), state.config.clone()));
+    let server = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down: finishing requests in flight");
+            let _ = stop_tx.send(true);
+        })
+        .into_future();
+    let deadline = async {
+        stopped(stop_rx.clone()).await;
+        tokio::time::sleep(shutdown_timeout).await;
+    };
+    tokio::select! {
+        served = server => served?,
+        () = deadline => tracing::warn!(?shutdown_timeout, "SHUTDOWN_TIMEOUT reached with requests still in flight"),
+    }
     pruner.abort();
     pool.close();
+    tracing::info!("stopped");
     Ok(())
 }
 
-/// Deletes rate-limit events that no window counts any more.
-async fn prune_periodically(state: SharedState) {
-    let mut tick = tokio::time::interval(Duration::from_secs(600));
-    loop {
-        tick.tick().await;
-        let Ok(mut conn) = state.pool.get().await else { continue };
-        let age = state.rate_limits.longest_window();
-        if let Err(err) = db::rate_limit_events::prune(&mut conn, age).await {
-            tracing::warn!(error = %err, "pruning rate-limit events failed");
-        }
-    }
-}
-
-async fn users_command(config: &Config, url: &str, cmd: UsersCommand) -> anyhow::Result<()> {
+async fn admin_pool(config: &Config, url: &str) -> anyhow::Result<db::DbPool> {
     migrate(url).await?;
-    let pool = db::pool(url, 1, config.database_acquire_timeout)?;
-    match cmd {
-        UsersCommand::SetRole { username, role } => {
-            let role = match role {
-                RoleArg::User => Role::User,
-                RoleArg::Admin => Role::Admin,
-            };
-            let user = users::set_role(&pool, &username, role).await?;
-            println!("{} is now {}", user.username, user.role.as_str());
-        }
-    }
-    pool.close();
-    Ok(())
+    db::pool(url, 2, config.database_acquire_timeout)
 }
 
 /// Resolves on Ctrl-C or SIGTERM: axum then stops accepting, finishes in-flight

@@ -68,6 +68,11 @@ impl RequestAuth {
         Self::new(None, Client::default())
     }
 
+    /// The caller's user id, if a protected field already established it.
+    pub fn known_user_id(&self) -> Option<Uuid> {
+        self.caller.get().map(|c| c.user.id)
+    }
+
     /// The caller, or `UNAUTHENTICATED` if the token is missing, invalid, or names a
     /// session that has ended (logout, reuse detection, password change, deletion).
     pub async fn caller(&self, state: &AppState) -> AppResult<&Caller> {
@@ -78,8 +83,8 @@ impl RequestAuth {
         };
         self.caller
             .get_or_try_init(|| async {
-                let mut conn = state.pool.get().await?;
-                db::users::find_by_live_session(&mut conn, claims.sub, claims.sid)
+                let (user_id, session_id) = (claims.sub, claims.sid);
+                db::read(&state.pool, |conn| Box::pin(db::users::find_by_live_session(conn, user_id, session_id)))
                     .await?
                     .map(|user| Caller { user, session_id: claims.sid })
                     .ok_or(AppError::Unauthenticated("session ended"))

@@ -110,6 +110,10 @@ impl PasswordHasher {
     }
 
     async fn run<T: Send + 'static>(&self, job: impl FnOnce() -> AppResult<T> + Send + 'static) -> AppResult<T> {
+        // Counted from the moment the job waits for a core: the queue's depth.
+        let jobs = metrics::gauge!("authgraph_argon2_jobs");
+        jobs.increment(1.0);
+        let _done = scopeguard(move || jobs.decrement(1.0));
         let _permit = self.permits.acquire().await.map_err(|e| AppError::internal(anyhow!("hasher closed: {e}")))?;
         let result = tokio::task::spawn_blocking(job)
             .await
@@ -117,6 +121,19 @@ impl PasswordHasher {
         self.computed.fetch_add(1, Ordering::Relaxed);
         result
     }
+}
+
+/// Runs `f` when dropped, also when the future holding it is cancelled.
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
 }
 
 #[cfg(test)]

@@ -98,7 +98,10 @@ fn account_key(username: &str) -> String {
 
 async fn check(conn: &mut AsyncPgConnection, bucket: &str, key: &str, limit: u32, window: Duration) -> AppResult<()> {
     match db::rate_limit_events::blocked_for(conn, bucket, key, limit, window).await? {
-        Some(seconds) => Err(AppError::RateLimited { retry_after_secs: (seconds.ceil() as u64).max(1) }),
+        Some(seconds) => {
+            metrics::counter!("authgraph_rate_limited_total", "bucket" => bucket.to_owned()).increment(1);
+            Err(AppError::RateLimited { retry_after_secs: (seconds.ceil() as u64).max(1) })
+        }
         None => Ok(()),
     }
 }

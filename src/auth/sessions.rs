@@ -77,6 +77,7 @@ pub async fn refresh(state: &AppState, presented: &SecretString) -> AppResult<Gr
     match outcome {
         Rotation::Rotated { user, session_id, token } => grant(state, user, session_id, token),
         Rotation::Reused => {
+            metrics::counter!("authgraph_refresh_reuse_detected_total").increment(1);
             tracing::warn!("refresh token reuse detected; session revoked");
             Err(AppError::InvalidRefreshToken(RefreshFailure::Reused))
         }
@@ -192,8 +193,8 @@ pub async fn logout(state: &AppState, caller: &Caller, scope: LogoutScope) -> Ap
 
 /// `sessions`: the caller's live sessions.
 pub async fn list(state: &AppState, caller: &Caller) -> AppResult<Vec<Session>> {
-    let mut conn = state.pool.get().await?;
-    Ok(db::sessions::list_live(&mut conn, caller.user.id).await?)
+    let user_id = caller.user.id;
+    db::read(&state.pool, |conn| Box::pin(db::sessions::list_live(conn, user_id))).await
 }
 
 fn truncate(s: &str, max: usize) -> &str {

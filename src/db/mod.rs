@@ -101,6 +101,33 @@ fn is_identifier(name: &str) -> bool {
     !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
+/// A query's future, borrowing its connection.
+pub type ReadFuture<'c, T> = std::pin::Pin<Box<dyn std::future::Future<Output = diesel::QueryResult<T>> + Send + 'c>>;
+
+/// Runs an idempotent read, retrying it once on a fresh connection when the first
+/// attempt failed because of the connection (a database restart leaves dead
+/// connections in the pool; the first request to meet one should not fail for it).
+///
+/// The closure returns a boxed future (`Box::pin(async move { … })`): that is what
+/// lets the caller's future stay `Send` across the borrow of the connection.
+pub async fn read<T>(
+    pool: &DbPool,
+    mut query: impl for<'c> FnMut(&'c mut AsyncPgConnection) -> ReadFuture<'c, T>,
+) -> crate::error::AppResult<T> {
+    let first = {
+        let mut conn = pool.get().await?;
+        query(&mut conn).await
+    };
+    match first {
+        Err(err) if crate::error::is_connection_error(&err) => {
+            tracing::debug!(error = %err, "retrying a read on a new connection");
+            let mut conn = pool.get().await?;
+            Ok(query(&mut conn).await?)
+        }
+        other => Ok(other?),
+    }
+}
+
 /// True when the database answers a trivial query: the readiness probe.
 pub async fn ping(pool: &DbPool) -> bool {
     let Ok(mut conn) = pool.get().await else {

@@ -16,6 +16,8 @@ pub enum EndReason {
     Logout,
     Reuse,
     PasswordChanged,
+    /// An operator's `authgraph users revoke-sessions`.
+    Admin,
 }
 
 impl EndReason {
@@ -24,6 +26,7 @@ impl EndReason {
             Self::Logout => "LOGOUT",
             Self::Reuse => "REUSE",
             Self::PasswordChanged => "PASSWORD_CHANGED",
+            Self::Admin => "ADMIN",
         }
     }
 }
@@ -98,4 +101,22 @@ async fn end_many(conn: &mut AsyncPgConnection, ids: &[Uuid], reason: EndReason)
     .execute(conn)
     .await?;
     Ok(ended)
+}
+
+/// Live sessions per user, for the admin listing.
+pub async fn live_counts(conn: &mut AsyncPgConnection) -> QueryResult<Vec<(Uuid, i64)>> {
+    sessions::table
+        .filter(sessions::revoked_at.is_null())
+        .filter(sessions::expires_at.gt(now))
+        .group_by(sessions::user_id)
+        .select((sessions::user_id, diesel::dsl::count_star()))
+        .load(conn)
+        .await
+}
+
+/// Deletes sessions that expired or were revoked before `cutoff`, with their tokens.
+pub async fn prune(conn: &mut AsyncPgConnection, cutoff: DateTime<Utc>) -> QueryResult<usize> {
+    diesel::delete(sessions::table.filter(sessions::expires_at.lt(cutoff).or(sessions::revoked_at.lt(cutoff))))
+        .execute(conn)
+        .await
 }

@@ -105,3 +105,17 @@ pub async fn delete(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<bool>
     let n = diesel::delete(users::table.find(id)).execute(conn).await?;
     Ok(n > 0)
 }
+
+pub async fn find_by_username(conn: &mut AsyncPgConnection, username: &str) -> QueryResult<Option<User>> {
+    users::table
+        .filter(lower(users::username).eq(username.to_lowercase()))
+        .select(User::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// Every account, oldest first (the admin listing).
+pub async fn all(conn: &mut AsyncPgConnection) -> QueryResult<Vec<User>> {
+    users::table.select(User::as_select()).order((users::created_at.asc(), users::id.asc())).load(conn).await
+}

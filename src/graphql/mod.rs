@@ -7,6 +7,7 @@
 mod guard;
 pub mod limits;
 mod mutation;
+mod observe;
 mod query;
 pub mod types;
 
@@ -38,6 +39,7 @@ pub fn schema(state: Option<SharedState>) -> AppSchema {
             max_query_bytes: config.graphql_max_query_bytes,
             introspection: config.introspection(),
         })));
+        builder = builder.extension(observe::Observe);
         if !config.introspection() {
             builder = builder.disable_introspection();
         }

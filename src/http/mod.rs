@@ -53,10 +53,17 @@ pub fn app(state: SharedState) -> Router {
     } else {
         router.route("/graphql", graphql)
     };
+    // `/metrics` joins the main listener unless METRICS_ADDR gives it its own.
+    let metrics_route = if state.config.metrics_addr.is_none() {
+        Router::new().route("/metrics", get(metrics)).with_state(state.clone())
+    } else {
+        Router::new()
+    };
     let request_id = REQUEST_ID.clone();
     let trusted_proxies = Arc::new(client_ip::parse_proxies(&state.config.trusted_proxies).unwrap_or_default());
     router
         .route("/.well-known/jwks.json", get(jwks))
+        .merge(metrics_route)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(Http { state, schema })
@@ -174,6 +181,17 @@ async fn jwks(State(http): State<Http>) -> Response {
         Some(set) => ([(header::CACHE_CONTROL, "public, max-age=300")], axum::Json(set)).into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
     }
+}
+
+/// The metrics listener's router, for METRICS_ADDR.
+pub fn metrics_app(state: SharedState) -> Router {
+    Router::new().route("/metrics", get(metrics)).with_state(state)
+}
+
+/// Prometheus text format.
+async fn metrics(State(state): State<SharedState>) -> Response {
+    let body = crate::telemetry::render(&state).await;
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
 
 /// Liveness: the process answers.

@@ -35,9 +35,13 @@ pub async fn page(state: &AppState, first: Option<i32>, after: Option<&str>) -> 
         return Err(AppError::bad_input("first", format!("first must be between 1 and {MAX_PAGE_SIZE}")));
     }
     let position = after.map(decode_cursor).transpose()?;
-    let mut conn = state.pool.get().await?;
-    let mut users = db::users::page(&mut conn, position, i64::from(first) + 1).await?;
-    let total_count = db::users::count(&mut conn).await?;
+    let (mut users, total_count) = db::read(&state.pool, |conn| {
+        Box::pin(async move {
+            let users = db::users::page(conn, position, i64::from(first) + 1).await?;
+            Ok((users, db::users::count(conn).await?))
+        })
+    })
+    .await?;
     let has_next_page = users.len() > first as usize;
     users.truncate(first as usize);
     Ok(UserPage { users, has_next_page, has_previous_page: position.is_some(), total_count })
@@ -70,8 +74,7 @@ pub fn parse_id(id: &str) -> AppResult<Uuid> {
 /// `user(id)`: public.
 pub async fn get(state: &AppState, id: &str) -> AppResult<Option<User>> {
     let id = parse_id(id)?;
-    let mut conn = state.pool.get().await?;
-    Ok(db::users::find(&mut conn, id).await?)
+    db::read(&state.pool, |conn| Box::pin(db::users::find(conn, id))).await
 }
 
 /// Only the account's owner or an admin may change or delete it. Checked before
