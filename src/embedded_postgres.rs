@@ -133,10 +133,21 @@ impl EmbeddedPostgres {
 
     /// URL of `database` on this cluster, over the Unix socket.
     pub fn url(&self, database: &str) -> String {
-        format!(
-            "postgresql:///{database}?host={}&port={PORT}&user={SUPERUSER}",
-            percent_encode(&self.socket_dir.to_string_lossy())
-        )
+        socket_url(&self.socket_dir, database)
+    }
+
+    /// Whether a running authgraph holds the cluster under `root` (its lock is taken).
+    /// Tools then use that cluster through its socket instead of starting their own.
+    pub fn held_by_server(root: &Path) -> bool {
+        let Ok(file) = fs::OpenOptions::new().write(true).open(root.join("authgraph.lock")) else {
+            return false;
+        };
+        file.try_lock().is_err()
+    }
+
+    /// URL of `database` on the cluster under `root`, started by another process.
+    pub fn running_url(root: &Path, database: &str) -> anyhow::Result<String> {
+        Ok(socket_url(&fs::canonicalize(root)?.join("run"), database))
     }
 
     /// Stops the cluster and waits for it, then lets the watchdog finish (removing the
@@ -294,6 +305,19 @@ if [ "$3" = 1 ]; then rm -rf "$2"; fi
     Ok((child, stdin))
 }
 
+/// A command for one of PostgreSQL's programs, run as the cluster's OS user when this
+/// process is root: what an operator (or a test) needs to stop or start a cluster by
+/// hand, e.g. `pg_ctl -D DATA_DIR/postgres stop`.
+pub fn cluster_command(program: &str, os_user: &str) -> anyhow::Result<Command> {
+    let mut cmd = Command::new(find_bin_dir()?.join(program));
+    cmd.stdin(Stdio::null()).current_dir("/").env("LC_ALL", "C");
+    if unsafe { libc::geteuid() } == 0 {
+        let (uid, gid) = lookup_user(os_user)?;
+        cmd.uid(uid).gid(gid);
+    }
+    Ok(cmd)
+}
+
 /// Finds a folder with `initdb`, `pg_ctl` and `postgres`: `PATH`, then
 /// `pg_config --bindir`, then `/usr/lib/postgresql/*/bin`, newest version first.
 pub fn find_bin_dir() -> anyhow::Result<PathBuf> {
@@ -353,6 +377,13 @@ fn make_private_dir(dir: &Path, owner: Option<(u32, u32)>) -> anyhow::Result<()>
 
 fn path_str(path: &Path) -> anyhow::Result<&str> {
     path.to_str().with_context(|| format!("path {} is not UTF-8", path.display()))
+}
+
+fn socket_url(socket_dir: &Path, database: &str) -> String {
+    format!(
+        "postgresql:///{database}?host={}&port={PORT}&user={SUPERUSER}",
+        percent_encode(&socket_dir.to_string_lossy())
+    )
 }
 
 fn percent_encode(s: &str) -> String {

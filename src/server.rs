@@ -30,6 +30,20 @@ impl Database {
         if let Some(url) = config.database_url() {
             return Ok(Self { url: url.to_owned(), embedded: None });
         }
+        Self::start_embedded(config).await
+    }
+
+    /// For the admin commands: like `open`, but when a server already runs on
+    /// DATA_DIR, use its cluster rather than refuse.
+    pub async fn open_shared(config: &Config) -> anyhow::Result<Self> {
+        if config.database_url().is_none() && EmbeddedPostgres::held_by_server(&config.data_dir) {
+            let url = EmbeddedPostgres::running_url(&config.data_dir, EMBEDDED_DATABASE)?;
+            return Ok(Self { url, embedded: None });
+        }
+        Self::open(config).await
+    }
+
+    async fn start_embedded(config: &Config) -> anyhow::Result<Self> {
         let opts = embedded_postgres::Options {
             root: config.data_dir.clone(),
             os_user: config.pg_os_user.clone(),
@@ -61,7 +75,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     init_tracing(&config);
     config.validate()?;
-    let database = Database::open(&config).await?;
+    let database = match cli.command {
+        Some(Command::Users(_) | Command::Sessions(_)) => Database::open_shared(&config).await?,
+        _ => Database::open(&config).await?,
+    };
     let result = match cli.command {
         None | Some(Command::Serve) => serve(config, &database).await,
         Some(Command::Migrate) => migrate(&database.url).await.map(|_| ()),

@@ -6,6 +6,7 @@ mod support;
 mod accounts;
 mod auth_flow;
 mod foundation;
+mod operations;
 mod refresh;
 mod schema;
 mod security;

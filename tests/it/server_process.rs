@@ -2,100 +2,36 @@
 //! socket, graceful shutdown, data that survives a restart, and no PostgreSQL left
 //! behind, even after `kill -9`.
 
-use std::{
-    io::{BufRead, BufReader},
-    path::Path,
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::support::{
+    PASSWORD,
+    process::{Server, command, wait_until},
 };
-
-use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-use crate::support::PASSWORD;
-
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-fn command(data_dir: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_authgraph"));
-    cmd.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("DATA_DIR", data_dir)
-        .env("LISTEN_ADDR", "127.0.0.1:0")
-        .env("RUST_LOG", "info");
-    if let Some(user) = std::env::var_os("PG_OS_USER") {
-        cmd.env("PG_OS_USER", user);
-    }
-    cmd
-}
-
-fn start(data_dir: &Path) -> Server {
-    let mut child = command(data_dir).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("server exited before listening").unwrap();
-        if let Some(rest) = line.split("listening on http://").nth(1) {
-            break rest.trim_end_matches("/graphql").to_owned();
-        }
-    };
-    // Keep draining the log so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Server { child, addr }
-}
-
-/// A minimal HTTP/1.1 POST over a real TCP connection.
-async fn post(addr: &str, query: &str, variables: Value) -> Value {
-    let body = json!({ "query": query, "variables": variables }).to_string();
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!(
-        "POST /graphql HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let (_, body) = response.split_once("\r\n\r\n").unwrap();
-    serde_json::from_str(body).unwrap_or_else(|_| panic!("{response}"))
-}
-
-fn signal(child: &Child, sig: i32) {
-    let pid = i32::try_from(child.id()).unwrap();
-    // SAFETY: sending a signal to our own child process.
-    assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
-}
-
-fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < timeout, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_serves_restarts_with_its_data_and_leaves_no_postgres_behind() {
     let dir = tempfile::Builder::new().prefix("authgraph-e2e-").tempdir().unwrap();
     let data_dir = dir.path().join("data");
-    let pid_file = data_dir.join("postgres/postmaster.pid");
 
     // First start: a fresh DATA_DIR gets a new cluster.
-    let mut server = start(&data_dir);
-    assert_eq!(post(&server.addr, "{ __typename }", json!({})).await, json!({ "data": { "__typename": "Query" } }));
-    let signup = post(
-        &server.addr,
-        "mutation($i: SignupInput!) { signup(input: $i) { user { id } } }",
-        json!({ "i": { "name": "Ada", "username": "ada", "password": PASSWORD } }),
-    )
-    .await;
+    let server = Server::start(&data_dir, &[]);
+    let pid_file = server.pid_file();
+    assert_eq!(server.gql(None, "{ __typename }", json!({})).await, json!({ "data": { "__typename": "Query" } }));
+    let signup = server
+        .gql(
+            None,
+            "mutation($i: SignupInput!) { signup(input: $i) { user { id } } }",
+            json!({ "i": { "name": "Ada", "username": "ada", "password": PASSWORD } }),
+        )
+        .await;
     assert!(signup["data"]["signup"]["user"]["id"].is_string(), "{signup}");
     assert!(pid_file.exists(), "the embedded cluster runs under DATA_DIR");
 
     // SIGTERM: graceful shutdown, exit 0, cluster stopped.
-    signal(&server.child, libc::SIGTERM);
-    let status = server.child.wait().unwrap();
+    let (status, _) = server.terminate();
     assert!(status.success(), "{status}");
     assert!(!pid_file.exists(), "PostgreSQL stopped with the server");
 
@@ -103,27 +39,36 @@ async fn the_binary_serves_restarts_with_its_data_and_leaves_no_postgres_behind(
     let out = command(&data_dir).args(["users", "set-role", "ada", "ADMIN"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("ada is now ADMIN"));
+    let out = command(&data_dir).args(["users", "list"]).output().unwrap();
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(listing.contains("ada") && listing.contains("ADMIN") && listing.contains("1 accounts"), "{listing}");
 
     // Second start: same data.
-    let mut server = start(&data_dir);
-    let signin = post(
-        &server.addr,
-        "mutation($i: SigninInput!) { signin(input: $i) { user { username role } } }",
-        json!({ "i": { "username": "ada", "password": PASSWORD } }),
-    )
-    .await;
+    let mut server = Server::start(&data_dir, &[]);
+    let signin = server
+        .gql(
+            None,
+            "mutation($i: SigninInput!) { signin(input: $i) { accessToken user { username role } } }",
+            json!({ "i": { "username": "ada", "password": PASSWORD } }),
+        )
+        .await;
     assert_eq!(signin["data"]["signin"]["user"], json!({ "username": "ada", "role": "ADMIN" }), "{signin}");
 
     // kill -9: no chance to clean up, yet the watchdog stops PostgreSQL.
-    signal(&server.child, libc::SIGKILL);
+    server.signal(libc::SIGKILL);
     server.child.wait().unwrap();
     wait_until("the orphaned PostgreSQL stops", Duration::from_secs(30), || !pid_file.exists());
 
-    // And the next start after a crash works.
-    let mut server = start(&data_dir);
-    assert!(post(&server.addr, "{ users { totalCount } }", json!({})).await["data"]["users"]["totalCount"] == 1);
-    signal(&server.child, libc::SIGTERM);
-    assert!(server.child.wait().unwrap().success());
+    // The next start after a crash works, and the CLI can end sessions.
+    let server = Server::start(&data_dir, &[]);
+    let token = signin["data"]["signin"]["accessToken"].as_str().unwrap();
+    assert!(server.gql(Some(token), "{ me { id } }", json!({})).await["data"]["me"].is_object());
+    let out = command(&data_dir).args(["users", "revoke-sessions", "ADA"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ended 2 sessions"), "{out:?}");
+    let me = server.gql(Some(token), "{ me { id } }", json!({})).await;
+    assert_eq!(me["errors"][0]["extensions"]["code"], "UNAUTHENTICATED");
+    let (status, _) = server.terminate();
+    assert!(status.success());
 }
 
 #[test]
