@@ -1,0 +1,622 @@
+//! authgraph-bench: a closed-loop load generator for authgraph.
+//!
+//! It starts its own PostgreSQL and server (the release binary, as deployed) unless
+//! given `--url`, seeds accounts, and runs each scenario for a set time at a set
+//! concurrency: every connection sends its next request as soon as the last one was
+//! answered. Latency goes into an HDR histogram. In the same run it measures what
+//! bounds each figure on this machine: PostgreSQL's own primary-key select rate
+//! (`pgbench -S -M prepared`, same cluster, same number of clients), one argon2id
+//! verification on one core, and an empty GraphQL request (`{ __typename }`), and
+//! prints every scenario as a ratio to its reference.
+//!
+//! `cargo build --release && cargo run --release -p authgraph-bench -- --help`
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, BufReader},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use clap::Parser;
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+use serde_json::{Value, json};
+
+#[derive(Parser, Debug)]
+#[command(about = "Closed-loop benchmark of authgraph, with references measured in the same run")]
+struct Args {
+    /// A running server's base URL (e.g. http://127.0.0.1:8000). Default: start one.
+    #[arg(long)]
+    url: Option<String>,
+    /// The server binary to start.
+    #[arg(long, default_value = "target/release/authgraph")]
+    server_bin: PathBuf,
+    /// How long each scenario is measured.
+    #[arg(long, default_value = "15s", value_parser = authgraph::config::parse_duration)]
+    duration: Duration,
+    /// Load before measuring, per scenario.
+    #[arg(long, default_value = "3s", value_parser = authgraph::config::parse_duration)]
+    warmup: Duration,
+    /// Concurrent connections.
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    /// Scenarios to run, comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "floor,me,users,user,forged,refresh,signin,signin_many,signup,signin_with_me,mixed,mixed_256"
+    )]
+    scenarios: Vec<String>,
+    /// Distinct accounts for `signin_many`.
+    #[arg(long, default_value_t = 1000)]
+    signin_users: usize,
+    /// Skip the pgbench reference.
+    #[arg(long)]
+    no_pgbench: bool,
+}
+
+const PASSWORD: &str = "bench password, long enough";
+const SIGNIN: &str =
+    "mutation($u: String!, $p: String!) { signin(input: { username: $u, password: $p }) { accessToken refreshToken } }";
+const SIGNUP: &str = "mutation($u: String!, $p: String!) { signup(input: { name: \"Bench\", username: $u, password: $p }) { accessToken refreshToken } }";
+const REFRESH: &str = "mutation($t: String!) { refresh(refreshToken: $t) { accessToken refreshToken } }";
+const ME: &str = "{ me { id name username role } }";
+const USERS: &str = "{ users(first: 20) { totalCount nodes { id name username } pageInfo { hasNextPage endCursor } } }";
+const USER: &str = "query($id: ID!) { user(id: $id) { id name username } }";
+const FLOOR: &str = "{ __typename }";
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+struct Target {
+    client: HttpClient,
+    graphql: String,
+}
+
+impl Target {
+    /// One GraphQL request; the JSON response, or an error for a transport failure
+    /// or a non-200 status.
+    async fn gql(&self, token: Option<&str>, query: &str, variables: Value) -> anyhow::Result<Value> {
+        let body = json!({ "query": query, "variables": variables }).to_string();
+        let mut req = hyper::Request::post(&self.graphql).header("content-type", "application/json");
+        if let Some(token) = token {
+            req = req.header("authorization", format!("Bearer {token}"));
+        }
+        let res = self.client.request(req.body(Full::new(Bytes::from(body)))?).await?;
+        let status = res.status();
+        let bytes = res.into_body().collect().await?.to_bytes();
+        if status != 200 {
+            bail!("HTTP {status}: {}", String::from_utf8_lossy(&bytes));
+        }
+        Ok(serde_json::from_slice(&bytes)?)
+    }
+
+    async fn tokens(&self, query: &str, variables: Value, field: &str) -> anyhow::Result<(String, String)> {
+        let res = self.gql(None, query, variables).await?;
+        let payload = &res["data"][field];
+        let access = payload["accessToken"].as_str().with_context(|| format!("{field} failed: {res}"))?;
+        Ok((access.to_owned(), payload["refreshToken"].as_str().unwrap_or_default().to_owned()))
+    }
+}
+
+/// The server under test when we start it ourselves.
+struct Server {
+    child: Child,
+    data_dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start(bin: &PathBuf) -> anyhow::Result<(Self, String)> {
+        anyhow::ensure!(bin.exists(), "{} not found: run `cargo build --release` first, or pass --url", bin.display());
+        let data_dir = tempfile::Builder::new().prefix("authgraph-bench-").tempdir()?;
+        let mut child = Command::new(bin)
+            .env("DATA_DIR", data_dir.path())
+            .env("LISTEN_ADDR", "127.0.0.1:0")
+            .env("JWT_ACCESS_SECRET", "bench-secret-bench-secret-bench-secret")
+            .env("DATABASE_POOL_SIZE", "32")
+            .env("SIGNUPS_PER_IP", "1000000000")
+            .env("SIGNIN_FAILURES_PER_IP", "1000000000")
+            // Quiet, but for the start-up lines that say where it listens.
+            .env("RUST_LOG", "warn,authgraph::server=info")
+            .env_remove("DATABASE_URL")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let addr = loop {
+            let line = lines.next().context("the server exited before listening")??;
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                break rest.trim_end_matches("/graphql").to_owned();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Ok((Self { child, data_dir }, format!("http://{addr}")))
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+/// CPU seconds and peak RSS of a process, from /proc.
+struct ProcStats {
+    pid: u32,
+}
+
+impl ProcStats {
+    fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
+        // Fields after the command name (which may contain spaces) start at ") ".
+        let fields: Vec<&str> = stat.rsplit_once(") ").map(|(_, r)| r.split(' ').collect()).unwrap_or_default();
+        let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+            + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        ticks / clock_ticks()
+    }
+
+    /// Resets the peak-RSS mark (needs permission on /proc/PID/clear_refs).
+    fn reset_peak(&self) {
+        let _ = std::fs::write(format!("/proc/{}/clear_refs", self.pid), "5");
+    }
+
+    fn peak_rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    }
+}
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }) as f64
+}
+
+/// What one connection holds between requests.
+#[derive(Default, Clone)]
+struct Conn {
+    access: String,
+    refresh: String,
+    user_id: String,
+}
+
+#[derive(Default)]
+struct Outcome {
+    /// Latency in microseconds, per kind of request.
+    histograms: BTreeMap<&'static str, Histogram<u64>>,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+struct Bench {
+    target: Arc<Target>,
+    args: Args,
+    seeded: Vec<Conn>,
+    proc_stats: Option<ProcStats>,
+}
+
+struct Row {
+    name: String,
+    kind: &'static str,
+    rps: f64,
+    p50: f64,
+    p90: f64,
+    p99: f64,
+    max: f64,
+    errors: u64,
+    cpu_ms_per_req: Option<f64>,
+    peak_rss: Option<f64>,
+}
+
+impl Bench {
+    async fn seed(&mut self, count: usize) -> anyhow::Result<()> {
+        let have = self.seeded.len();
+        if have >= count {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        let parallel = 8;
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(have));
+        for _ in 0..parallel {
+            let (target, next) = (self.target.clone(), next.clone());
+            tasks.spawn(async move {
+                let mut made = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    if i >= count {
+                        return anyhow::Ok(made);
+                    }
+                    let username = format!("bench_u{i}");
+                    let res = target.gql(None, SIGNUP, json!({ "u": username, "p": PASSWORD })).await?;
+                    let (access, refresh) = match res["data"]["signup"]["accessToken"].as_str() {
+                        Some(a) => (a.to_owned(), res["data"]["signup"]["refreshToken"].as_str().unwrap().to_owned()),
+                        // Seeded by an earlier run against the same server.
+                        None => target.tokens(SIGNIN, json!({ "u": username, "p": PASSWORD }), "signin").await?,
+                    };
+                    let me = target.gql(Some(&access), "{ me { id } }", json!({})).await?;
+                    let user_id = me["data"]["me"]["id"].as_str().context("me")?.to_owned();
+                    made.push((i, Conn { access, refresh, user_id }));
+                }
+            });
+        }
+        let mut all = Vec::new();
+        while let Some(done) = tasks.join_next().await {
+            all.extend(done??);
+        }
+        all.sort_by_key(|(i, _)| *i);
+        self.seeded.extend(all.into_iter().map(|(_, c)| c));
+        eprintln!("seeded {} accounts in {:.1?}", count - have, started.elapsed());
+        Ok(())
+    }
+
+    /// Runs one scenario and returns a row per kind of request it makes.
+    async fn run(&mut self, name: &str) -> anyhow::Result<Vec<Row>> {
+        let connections = if name == "mixed_256" { 256 } else { self.args.connections };
+        let needs_sessions = matches!(name, "me" | "forged" | "refresh" | "signin_with_me" | "mixed" | "mixed_256");
+        if needs_sessions || name == "user" || name == "signin" {
+            self.seed(connections.min(256)).await?;
+        }
+        if name == "signin_many" {
+            self.seed(self.args.signin_users).await?;
+        }
+        // Each connection gets a session of its own where the scenario uses one.
+        let mut conns = Vec::with_capacity(connections);
+        for c in 0..connections {
+            let mut conn = self.seeded.get(c % self.seeded.len().max(1)).cloned().unwrap_or_default();
+            if needs_sessions && !self.seeded.is_empty() {
+                let username = format!("bench_u{}", c % self.seeded.len());
+                let (access, refresh) =
+                    self.target.tokens(SIGNIN, json!({ "u": username, "p": PASSWORD }), "signin").await?;
+                conn.access = access;
+                conn.refresh = refresh;
+            }
+            conns.push(conn);
+        }
+
+        let warmup = self.args.warmup;
+        let duration = self.args.duration;
+        let recording = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut tasks = tokio::task::JoinSet::new();
+        let seeded_ids: Arc<Vec<String>> = Arc::new(self.seeded.iter().map(|c| c.user_id.clone()).collect());
+        let signin_users = self.args.signin_users.min(self.seeded.len()).max(1);
+        let run_id = std::process::id();
+        let cx = Arc::new(StepCtx {
+            target: self.target.clone(),
+            scenario: name.to_owned(),
+            ids: seeded_ids,
+            signin_users,
+            run_id,
+        });
+        for (index, mut conn) in conns.into_iter().enumerate() {
+            let (cx, recording, stop) = (cx.clone(), recording.clone(), stop.clone());
+            tasks.spawn(async move {
+                let mut outcome = Outcome::default();
+                let mut iteration = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    iteration += 1;
+                    let started = Instant::now();
+                    let (kind, result) = step(&cx, index, iteration, &mut conn).await;
+                    let micros = started.elapsed().as_micros() as u64;
+                    if recording.load(Ordering::Relaxed) {
+                        let h = outcome
+                            .histograms
+                            .entry(kind)
+                            .or_insert_with(|| Histogram::new_with_bounds(1, 60_000_000, 3).unwrap());
+                        let _ = h.record(micros.max(1));
+                        if let Err(e) = result {
+                            outcome.errors += 1;
+                            outcome.first_error.get_or_insert(format!("{e:#}"));
+                        }
+                    }
+                }
+                outcome
+            });
+        }
+        tokio::time::sleep(warmup).await;
+        let cpu_before = self.proc_stats.as_ref().map(ProcStats::cpu_seconds);
+        if let Some(p) = &self.proc_stats {
+            p.reset_peak();
+        }
+        recording.store(true, Ordering::Relaxed);
+        let started = Instant::now();
+        tokio::time::sleep(duration).await;
+        recording.store(false, Ordering::Relaxed);
+        let elapsed = started.elapsed().as_secs_f64();
+        let cpu = match (&self.proc_stats, cpu_before) {
+            (Some(p), Some(before)) => Some(p.cpu_seconds() - before),
+            _ => None,
+        };
+        let peak_rss = self.proc_stats.as_ref().map(ProcStats::peak_rss_mib);
+        stop.store(true, Ordering::Relaxed);
+
+        let mut merged: BTreeMap<&'static str, Histogram<u64>> = BTreeMap::new();
+        let (mut errors, mut first_error) = (0, None);
+        while let Some(done) = tasks.join_next().await {
+            let outcome = done?;
+            errors += outcome.errors;
+            first_error = first_error.or(outcome.first_error);
+            for (kind, h) in outcome.histograms {
+                merged.entry(kind).or_insert_with(|| Histogram::new_with_bounds(1, 60_000_000, 3).unwrap()).add(&h)?;
+            }
+        }
+        if let Some(e) = first_error {
+            eprintln!("{name}: {errors} errors, first: {e}");
+        }
+        let total: u64 = merged.values().map(Histogram::len).sum();
+        let ms = |v: u64| v as f64 / 1000.0;
+        Ok(merged
+            .iter()
+            .map(|(kind, h)| Row {
+                name: format!("{name} ({connections})"),
+                kind,
+                rps: h.len() as f64 / elapsed,
+                p50: ms(h.value_at_quantile(0.5)),
+                p90: ms(h.value_at_quantile(0.9)),
+                p99: ms(h.value_at_quantile(0.99)),
+                max: ms(h.max()),
+                errors,
+                cpu_ms_per_req: cpu.map(|c| c * 1000.0 / total.max(1) as f64),
+                peak_rss,
+            })
+            .collect())
+    }
+}
+
+/// What every connection of a scenario shares.
+struct StepCtx {
+    target: Arc<Target>,
+    scenario: String,
+    /// Ids of the seeded accounts, for `user(id)`.
+    ids: Arc<Vec<String>>,
+    signin_users: usize,
+    run_id: u32,
+}
+
+/// One request of a scenario. Returns the kind of request made (rows are reported
+/// per kind) and whether it got the expected answer.
+async fn step(cx: &StepCtx, index: usize, iteration: u64, conn: &mut Conn) -> (&'static str, anyhow::Result<()>) {
+    let (target, scenario, ids, signin_users, run_id) =
+        (&*cx.target, cx.scenario.as_str(), &cx.ids[..], cx.signin_users, cx.run_id);
+    let expect_data = |res: anyhow::Result<Value>, field: &str| -> anyhow::Result<Value> {
+        let res = res?;
+        if res["errors"].is_array() || res["data"][field].is_null() {
+            bail!("{field}: {res}");
+        }
+        Ok(res)
+    };
+    let kind: &'static str = match scenario {
+        "mixed" | "mixed_256" => match iteration % 50 {
+            0 => "signin",
+            1..=4 => "refresh",
+            n if n % 2 == 0 => "me",
+            _ => "users",
+        },
+        "signin_with_me" => {
+            if index.is_multiple_of(2) {
+                "signin"
+            } else {
+                "me"
+            }
+        }
+        "signin_many" => "signin",
+        other => match other {
+            "floor" => "floor",
+            "me" => "me",
+            "users" => "users",
+            "user" => "user",
+            "forged" => "forged",
+            "refresh" => "refresh",
+            "signin" => "signin",
+            "signup" => "signup",
+            _ => "unknown",
+        },
+    };
+    let result = match kind {
+        "floor" => expect_data(target.gql(None, FLOOR, json!({})).await, "__typename").map(drop),
+        "me" => expect_data(target.gql(Some(&conn.access), ME, json!({})).await, "me").map(drop),
+        "users" => expect_data(target.gql(None, USERS, json!({})).await, "users").map(drop),
+        "user" => {
+            let id = &ids[(iteration as usize + index) % ids.len()];
+            expect_data(target.gql(None, USER, json!({ "id": id })).await, "user").map(drop)
+        }
+        "forged" => {
+            let forged = format!("{}x", &conn.access[..conn.access.len() - 1]);
+            match target.gql(Some(&forged), ME, json!({})).await {
+                Ok(res) if res["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED" => Ok(()),
+                Ok(res) => Err(anyhow::anyhow!("forged token not refused: {res}")),
+                Err(e) => Err(e),
+            }
+        }
+        "refresh" => match expect_data(target.gql(None, REFRESH, json!({ "t": conn.refresh })).await, "refresh") {
+            Ok(res) => {
+                conn.access = res["data"]["refresh"]["accessToken"].as_str().unwrap_or_default().to_owned();
+                conn.refresh = res["data"]["refresh"]["refreshToken"].as_str().unwrap_or_default().to_owned();
+                Ok(())
+            }
+            Err(e) => Err(e),
+        },
+        "signin" => {
+            let user = if scenario == "signin_many" { (iteration as usize * 7919 + index) % signin_users } else { 0 };
+            let vars = json!({ "u": format!("bench_u{user}"), "p": PASSWORD });
+            expect_data(target.gql(None, SIGNIN, vars).await, "signin").map(drop)
+        }
+        "signup" => {
+            let vars = json!({ "u": format!("s{run_id}_{index}_{iteration}"), "p": PASSWORD });
+            expect_data(target.gql(None, SIGNUP, vars).await, "signup").map(drop)
+        }
+        _ => Err(anyhow::anyhow!("unknown scenario {scenario}")),
+    };
+    (kind, result)
+}
+
+/// `pgbench -S -M prepared` against the cluster the server uses: PostgreSQL's own
+/// primary-key select rate with the same number of clients.
+fn pgbench(data_dir: &std::path::Path, clients: usize, duration: Duration) -> anyhow::Result<f64> {
+    let bin = authgraph::embedded_postgres::find_bin_dir()?.join("pgbench");
+    let url = authgraph::embedded_postgres::EmbeddedPostgres::running_url(data_dir, "pgbench")?;
+    let admin = authgraph::embedded_postgres::EmbeddedPostgres::running_url(data_dir, "postgres")?;
+    tokio::runtime::Runtime::new()?.block_on(authgraph::db::create_database(&admin, "pgbench", None))?;
+    let init = Command::new(&bin).args(["-i", "-q", "-s", "10", &url]).output()?;
+    anyhow::ensure!(init.status.success(), "pgbench -i: {}", String::from_utf8_lossy(&init.stderr));
+    let run = Command::new(&bin)
+        .args([
+            "-S",
+            "-M",
+            "prepared",
+            "-c",
+            &clients.to_string(),
+            "-j",
+            "2",
+            "-T",
+            &duration.as_secs().max(1).to_string(),
+            &url,
+        ])
+        .output()?;
+    let out = String::from_utf8_lossy(&run.stdout);
+    out.lines()
+        .find_map(|l| l.strip_prefix("tps = "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("cannot read pgbench output: {out}{}", String::from_utf8_lossy(&run.stderr)))
+}
+
+/// One argon2id hash and verification with the server's default parameters, on one
+/// core (the server runs one per core at a time).
+fn argon2_reference() -> anyhow::Result<(f64, f64)> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
+        let config = authgraph::config::Config::defaults();
+        let hasher = authgraph::auth::password::PasswordHasher::new(
+            config.argon2_memory_kib,
+            config.argon2_iterations,
+            config.argon2_parallelism,
+        )?;
+        let password = secrecy::SecretString::from(PASSWORD);
+        let hash = hasher.hash(&password).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let (runs, start) = (10, Instant::now());
+        for _ in 0..runs {
+            hasher.hash(&password).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        }
+        let hash_s = start.elapsed().as_secs_f64() / f64::from(runs);
+        let start = Instant::now();
+        for _ in 0..runs {
+            hasher.verify(&password, Some(&hash)).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        }
+        Ok((hash_s, start.elapsed().as_secs_f64() / f64::from(runs)))
+    })
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (server, base) = match &args.url {
+        Some(url) => (None, url.trim_end_matches('/').to_owned()),
+        None => {
+            let (server, base) = Server::start(&args.server_bin)?;
+            (Some(server), base)
+        }
+    };
+    eprintln!("benchmarking {base} with {} connections, {:?} per scenario", args.connections, args.duration);
+
+    let (hash_s, verify_s) = argon2_reference()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(cores).enable_all().build()?;
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let client = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(512).build(connector);
+    let target = Arc::new(Target { client, graphql: format!("{base}/graphql") });
+    let proc_stats = server.as_ref().map(|s| ProcStats { pid: s.pid() });
+    let scenarios = args.scenarios.clone();
+    let (duration, connections, no_pgbench) = (args.duration, args.connections, args.no_pgbench);
+    let mut bench = Bench { target, args, seeded: Vec::new(), proc_stats };
+    let mut rows = Vec::new();
+    runtime.block_on(async {
+        // Wait until the server answers.
+        let start = Instant::now();
+        while bench.target.gql(None, FLOOR, json!({})).await.is_err() {
+            anyhow::ensure!(start.elapsed() < Duration::from_secs(30), "the server did not come up");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for name in &scenarios {
+            eprintln!("running {name}");
+            rows.extend(bench.run(name).await?);
+        }
+        anyhow::Ok(())
+    })?;
+    drop(runtime);
+
+    let pg_tps = match (&server, no_pgbench) {
+        (Some(server), false) => Some(pgbench(server.data_dir.path(), connections, duration)?),
+        _ => None,
+    };
+    let floor = rows.iter().find(|r| r.kind == "floor").map(|r| r.rps);
+    let signin_limit = cores as f64 / verify_s;
+
+    println!(
+        "\n| scenario | request | req/s | p50 ms | p90 ms | p99 ms | max ms | errors | server CPU ms/req | peak RSS MiB | ratio |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    for r in &rows {
+        let ratio = match r.kind {
+            "signin" | "signup" => format!("{:.0}% of cores/verify", 100.0 * r.rps / signin_limit),
+            "floor" => pg_tps.map(|t| format!("{:.0}% of pgbench", 100.0 * r.rps / t)).unwrap_or_default(),
+            _ => match (pg_tps, floor) {
+                (Some(t), Some(f)) => {
+                    format!("{:.0}% of pgbench, {:.0}% of floor", 100.0 * r.rps / t, 100.0 * r.rps / f)
+                }
+                (Some(t), None) => format!("{:.0}% of pgbench", 100.0 * r.rps / t),
+                (None, Some(f)) => format!("{:.0}% of floor", 100.0 * r.rps / f),
+                (None, None) => String::new(),
+            },
+        };
+        let opt = |v: Option<f64>, p: usize| v.map(|v| format!("{v:.p$}")).unwrap_or_else(|| "-".into());
+        println!(
+            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} | {} | {} | {} | {} |",
+            r.name,
+            r.kind,
+            r.rps,
+            r.p50,
+            r.p90,
+            r.p99,
+            r.max,
+            r.errors,
+            opt(r.cpu_ms_per_req, 3),
+            opt(r.peak_rss, 1),
+            ratio
+        );
+    }
+    println!("\nReferences measured in this run:");
+    match pg_tps {
+        Some(t) => println!("- pgbench -S -M prepared, {connections} clients, same cluster: {t:.0} tps"),
+        None => println!("- pgbench: skipped"),
+    }
+    println!(
+        "- argon2id (server defaults), one core: hash {:.1} ms, verify {:.1} ms → sign-in limit {cores} cores / verify = {signin_limit:.1}/s",
+        hash_s * 1000.0,
+        verify_s * 1000.0
+    );
+    if let Some(f) = floor {
+        println!("- GraphQL floor ({{ __typename }}): {f:.0} req/s");
+    }
+    Ok(())
+}
