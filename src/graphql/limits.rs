@@ -58,16 +58,61 @@ pub struct RequestBudget {
     auth_mutations: AtomicU32,
 }
 
-pub struct OperationLimits(pub Arc<Limits>);
+pub struct OperationLimits {
+    limits: Arc<Limits>,
+    cache: Arc<DocumentCache>,
+}
+
+impl OperationLimits {
+    pub fn new(limits: Limits) -> Self {
+        Self { limits: Arc::new(limits), cache: Arc::default() }
+    }
+}
 
 impl ExtensionFactory for OperationLimits {
     fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(LimitsExtension { limits: self.0.clone(), operation_name: Mutex::new(None) })
+        Arc::new(LimitsExtension {
+            limits: self.limits.clone(),
+            cache: self.cache.clone(),
+            operation_name: Mutex::new(None),
+        })
+    }
+}
+
+/// Parsed documents by query text. Clients send the same few documents again and
+/// again, and async-graphql's parser was the largest single cost of a small request
+/// in the profile; a cached document is cloned instead (names are shared `Arc<str>`).
+/// Bounded: small documents only, and the whole map is dropped when full, which keeps
+/// it simple and lets a client churning unique queries cost only its own parses.
+#[derive(Default)]
+struct DocumentCache {
+    documents: Mutex<std::collections::HashMap<Box<str>, Arc<ExecutableDocument>>>,
+}
+
+const CACHE_ENTRIES: usize = 256;
+const CACHE_MAX_QUERY_BYTES: usize = 4096;
+
+impl DocumentCache {
+    fn get(&self, query: &str) -> Option<ExecutableDocument> {
+        let found = self.documents.lock().unwrap().get(query).cloned();
+        found.map(|doc| (*doc).clone())
+    }
+
+    fn put(&self, query: &str, document: &ExecutableDocument) {
+        if query.len() > CACHE_MAX_QUERY_BYTES {
+            return;
+        }
+        let mut documents = self.documents.lock().unwrap();
+        if documents.len() >= CACHE_ENTRIES {
+            documents.clear();
+        }
+        documents.insert(query.into(), Arc::new(document.clone()));
     }
 }
 
 struct LimitsExtension {
     limits: Arc<Limits>,
+    cache: Arc<DocumentCache>,
     /// Which operation of the document will run, noted before parsing.
     operation_name: Mutex<Option<String>>,
 }
@@ -124,7 +169,14 @@ impl Extension for LimitsExtension {
         if tokens > limits.max_tokens {
             return Err(limit_error(format!("Query has more than {} tokens (max tokens)", limits.max_tokens)));
         }
-        let document = next.run(ctx, query, variables).await?;
+        let document = match self.cache.get(query) {
+            Some(document) => document,
+            None => {
+                let document = next.run(ctx, query, variables).await?;
+                self.cache.put(query, &document);
+                document
+            }
+        };
         let name = self.operation_name.lock().unwrap().clone();
         let Some(operation) = select_operation(&document, name.as_deref()) else {
             // No such operation: validation will say so.

@@ -29,7 +29,9 @@ pub fn schema(state: Option<SharedState>) -> AppSchema {
     let mut builder = Schema::build(QueryRoot, MutationRoot, EmptySubscription);
     if let Some(state) = state {
         let config = &state.config;
-        builder = builder.extension(limits::OperationLimits(Arc::new(limits::Limits {
+        // Observe wraps everything after it, so it sees cached documents too.
+        builder = builder.extension(observe::Observe);
+        builder = builder.extension(limits::OperationLimits::new(limits::Limits {
             max_depth: config.graphql_max_depth,
             max_cost: config.graphql_max_cost,
             max_aliases: config.graphql_max_aliases,
@@ -38,8 +40,7 @@ pub fn schema(state: Option<SharedState>) -> AppSchema {
             max_tokens: config.graphql_max_tokens,
             max_query_bytes: config.graphql_max_query_bytes,
             introspection: config.introspection(),
-        })));
-        builder = builder.extension(observe::Observe);
+        }));
         if !config.introspection() {
             builder = builder.disable_introspection();
         }
