@@ -160,16 +160,38 @@ impl Drop for Server {
 /// CPU seconds and peak RSS of a process, from /proc.
 struct ProcStats {
     pid: u32,
+    /// The embedded PostgreSQL's postmaster, whose children are the backends.
+    postmaster: Option<u32>,
+}
+
+/// `(parent pid, CPU seconds)` of a process.
+fn stat_of(pid: u32) -> Option<(u32, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may contain spaces) start at ") ".
+    let fields: Vec<&str> = stat.rsplit_once(") ")?.1.split(' ').collect();
+    let ppid = fields.get(1)?.parse().ok()?;
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some((ppid, ticks / clock_ticks()))
 }
 
 impl ProcStats {
     fn cpu_seconds(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
-        // Fields after the command name (which may contain spaces) start at ") ".
-        let fields: Vec<&str> = stat.rsplit_once(") ").map(|(_, r)| r.split(' ').collect()).unwrap_or_default();
-        let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-            + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-        ticks / clock_ticks()
+        stat_of(self.pid).map_or(0.0, |(_, cpu)| cpu)
+    }
+
+    /// CPU seconds of the postmaster and all its backends.
+    fn postgres_cpu_seconds(&self) -> Option<f64> {
+        let postmaster = self.postmaster?;
+        let mut total = 0.0;
+        for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+            if let Some((ppid, cpu)) = stat_of(pid)
+                && (pid == postmaster || ppid == postmaster)
+            {
+                total += cpu;
+            }
+        }
+        Some(total)
     }
 
     /// Resets the peak-RSS mark (needs permission on /proc/PID/clear_refs).
@@ -225,6 +247,7 @@ struct Row {
     max: f64,
     errors: u64,
     cpu_ms_per_req: Option<f64>,
+    pg_cpu_ms_per_req: Option<f64>,
     peak_rss: Option<f64>,
 }
 
@@ -336,6 +359,7 @@ impl Bench {
         }
         tokio::time::sleep(warmup).await;
         let cpu_before = self.proc_stats.as_ref().map(ProcStats::cpu_seconds);
+        let pg_before = self.proc_stats.as_ref().and_then(ProcStats::postgres_cpu_seconds);
         if let Some(p) = &self.proc_stats {
             p.reset_peak();
         }
@@ -346,6 +370,10 @@ impl Bench {
         let elapsed = started.elapsed().as_secs_f64();
         let cpu = match (&self.proc_stats, cpu_before) {
             (Some(p), Some(before)) => Some(p.cpu_seconds() - before),
+            _ => None,
+        };
+        let pg_cpu = match (self.proc_stats.as_ref().and_then(ProcStats::postgres_cpu_seconds), pg_before) {
+            (Some(after), Some(before)) => Some(after - before),
             _ => None,
         };
         let peak_rss = self.proc_stats.as_ref().map(ProcStats::peak_rss_mib);
@@ -378,6 +406,7 @@ impl Bench {
                 max: ms(h.max()),
                 errors,
                 cpu_ms_per_req: cpu.map(|c| c * 1000.0 / total.max(1) as f64),
+                pg_cpu_ms_per_req: pg_cpu.map(|c| c * 1000.0 / total.max(1) as f64),
                 peak_rss,
             })
             .collect())
@@ -545,7 +574,11 @@ fn main() -> anyhow::Result<()> {
     connector.set_nodelay(true);
     let client = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(512).build(connector);
     let target = Arc::new(Target { client, graphql: format!("{base}/graphql") });
-    let proc_stats = server.as_ref().map(|s| ProcStats { pid: s.pid() });
+    let proc_stats = server.as_ref().map(|s| {
+        let pid_file = s.data_dir.path().join("postgres/postmaster.pid");
+        let postmaster = std::fs::read_to_string(pid_file).ok().and_then(|t| t.lines().next()?.trim().parse().ok());
+        ProcStats { pid: s.pid(), postmaster }
+    });
     let scenarios = args.scenarios.clone();
     let (duration, connections, no_pgbench) = (args.duration, args.connections, args.no_pgbench);
     let mut bench = Bench { target, args, seeded: Vec::new(), proc_stats };
@@ -591,7 +624,7 @@ fn main() -> anyhow::Result<()> {
         };
         let opt = |v: Option<f64>, p: usize| v.map(|v| format!("{v:.p$}")).unwrap_or_else(|| "-".into());
         println!(
-            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} | {} | {} | {} | {} |",
+            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} | {} | {} | {} | {} | {} |",
             r.name,
             r.kind,
             r.rps,
@@ -601,6 +634,7 @@ fn main() -> anyhow::Result<()> {
             r.max,
             r.errors,
             opt(r.cpu_ms_per_req, 3),
+            opt(r.pg_cpu_ms_per_req, 3),
             opt(r.peak_rss, 1),
             ratio
         );
