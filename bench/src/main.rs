@@ -606,9 +606,9 @@ fn main() -> anyhow::Result<()> {
     let signin_limit = cores as f64 / verify_s;
 
     println!(
-        "\n| scenario | request | req/s | p50 ms | p90 ms | p99 ms | max ms | errors | server CPU ms/req | peak RSS MiB | ratio |"
+        "\n| scenario | request | req/s | p50 ms | p90 ms | p99 ms | max ms | errors | server CPU ms/req | PostgreSQL CPU ms/req | server peak RSS MiB | ratio |"
     );
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     for r in &rows {
         let ratio = match r.kind {
             "signin" | "signup" => format!("{:.0}% of cores/verify", 100.0 * r.rps / signin_limit),
