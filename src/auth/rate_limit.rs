@@ -92,8 +92,10 @@ impl RateLimits {
 
 /// Usernames are case-insensitive, so their counters are too. Unknown usernames are
 /// counted like real ones: the limit must not reveal which accounts exist.
+/// Bounded in length: sign-in counts attempts before validating the username, and a
+/// client must not be able to store megabytes per attempt.
 fn account_key(username: &str) -> String {
-    username.to_lowercase()
+    username.chars().take(64).collect::<String>().to_lowercase()
 }
 
 async fn check(conn: &mut AsyncPgConnection, bucket: &str, key: &str, limit: u32, window: Duration) -> AppResult<()> {
@@ -103,5 +105,14 @@ async fn check(conn: &mut AsyncPgConnection, bucket: &str, key: &str, limit: u32
             Err(AppError::RateLimited { retry_after_secs: (seconds.ceil() as u64).max(1) })
         }
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn account_keys_ignore_case_and_stay_short() {
+        assert_eq!(super::account_key("Ada"), "ada");
+        assert_eq!(super::account_key(&"X".repeat(1 << 20)).len(), 64);
     }
 }

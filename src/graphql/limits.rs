@@ -74,7 +74,7 @@ impl ExtensionFactory for OperationLimits {
         Arc::new(LimitsExtension {
             limits: self.limits.clone(),
             cache: self.cache.clone(),
-            operation_name: Mutex::new(None),
+            operation: RequestedOperation::default(),
         })
     }
 }
@@ -114,7 +114,7 @@ struct LimitsExtension {
     limits: Arc<Limits>,
     cache: Arc<DocumentCache>,
     /// Which operation of the document will run, noted before parsing.
-    operation_name: Mutex<Option<String>>,
+    operation: RequestedOperation,
 }
 
 /// A refusal that names the limit; `GRAPHQL_VALIDATION_FAILED` like other invalid
@@ -146,7 +146,7 @@ impl Extension for LimitsExtension {
         request: Request,
         next: NextPrepareRequest<'_>,
     ) -> ServerResult<Request> {
-        *self.operation_name.lock().unwrap() = request.operation_name.clone();
+        self.operation.remember(&request);
         next.run(ctx, request).await
     }
 
@@ -177,8 +177,7 @@ impl Extension for LimitsExtension {
                 document
             }
         };
-        let name = self.operation_name.lock().unwrap().clone();
-        let Some(operation) = select_operation(&document, name.as_deref()) else {
+        let Some(operation) = self.operation.select(&document) else {
             // No such operation: validation will say so.
             return Ok(document);
         };
@@ -233,7 +232,23 @@ fn check(limits: &Limits, m: &Measure) -> ServerResult<()> {
     Ok(())
 }
 
-pub(crate) fn select_operation<'a>(doc: &'a ExecutableDocument, name: Option<&str>) -> Option<&'a OperationDefinition> {
+/// The name of the operation a request asks to run, noted before parsing so that the
+/// parsed document's operation can be picked out (by this extension and by `observe`).
+#[derive(Default)]
+pub(crate) struct RequestedOperation(Mutex<Option<String>>);
+
+impl RequestedOperation {
+    pub(crate) fn remember(&self, request: &Request) {
+        *self.0.lock().unwrap() = request.operation_name.clone();
+    }
+
+    pub(crate) fn select<'a>(&self, document: &'a ExecutableDocument) -> Option<&'a OperationDefinition> {
+        let name = self.0.lock().unwrap().clone();
+        select_operation(document, name.as_deref())
+    }
+}
+
+fn select_operation<'a>(doc: &'a ExecutableDocument, name: Option<&str>) -> Option<&'a OperationDefinition> {
     match (&doc.operations, name) {
         (DocumentOperations::Single(op), _) => Some(&op.node),
         (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name).map(|op| &op.node),

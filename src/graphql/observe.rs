@@ -15,7 +15,7 @@ use async_graphql::{
     parser::types::{ExecutableDocument, Selection},
 };
 
-use super::limits::select_operation;
+use super::limits::RequestedOperation;
 use crate::auth::RequestAuth;
 
 pub struct Observe;
@@ -28,7 +28,7 @@ impl ExtensionFactory for Observe {
 
 #[derive(Default)]
 struct ObserveExtension {
-    operation_name: Mutex<Option<String>>,
+    operation: RequestedOperation,
     /// First root field of the operation that runs: a name from the schema.
     root_field: Mutex<Option<String>>,
 }
@@ -74,7 +74,7 @@ impl Extension for ObserveExtension {
         request: async_graphql::Request,
         next: NextPrepareRequest<'_>,
     ) -> ServerResult<async_graphql::Request> {
-        *self.operation_name.lock().unwrap() = request.operation_name.clone();
+        self.operation.remember(&request);
         next.run(ctx, request).await
     }
 
@@ -86,8 +86,7 @@ impl Extension for ObserveExtension {
         next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
         let document = next.run(ctx, query, variables).await?;
-        let name = self.operation_name.lock().unwrap().clone();
-        if let Some(op) = select_operation(&document, name.as_deref()) {
+        if let Some(op) = self.operation.select(&document) {
             let first = op.selection_set.node.items.iter().find_map(|item| match &item.node {
                 Selection::Field(f) => Some(f.node.name.node.to_string()),
                 _ => None,
