@@ -145,6 +145,12 @@ pub struct Config {
     #[arg(long, env = "APP_ENV", value_enum, default_value = "development", ignore_case = true)]
     pub app_env: AppEnv,
 
+    /// Also deliver the refresh token as an HttpOnly, SameSite=Strict cookie scoped to
+    /// /graphql (Secure in production), and leave `refreshToken` null in responses:
+    /// for browser apps, so scripts never hold the refresh token.
+    #[arg(long, env = "REFRESH_TOKEN_COOKIE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub refresh_token_cookie: bool,
+
     /// Origins allowed by CORS, comma-separated. Empty: no cross-origin access.
     #[arg(long, env = "CORS_ORIGINS", value_delimiter = ',', default_value = "")]
     pub cors_origins: Vec<String>,

@@ -56,6 +56,8 @@ pub struct Client {
     pub user_agent: Option<String>,
     /// The client's address (see `http::client_ip`), for rate limits.
     pub ip: Option<IpAddr>,
+    /// The refresh token from the cookie, in cookie mode.
+    pub refresh_cookie: Option<SecretString>,
 }
 
 impl RequestAuth {

@@ -8,11 +8,24 @@ use super::{
 use crate::{
     auth::{self, credentials, sessions::LogoutScope},
     db::models::User,
+    http::cookie,
     users,
 };
+use axum::http::header;
 
 #[derive(Default)]
 pub struct MutationRoot;
+
+/// Hands a grant to the client: in cookie mode the refresh token goes into the
+/// HttpOnly cookie and the payload's `refreshToken` is null.
+fn deliver(ctx: &Context<'_>, grant: auth::Grant) -> AuthPayload {
+    let config = &state(ctx).config;
+    if config.refresh_token_cookie {
+        let value = cookie::set(&grant.refresh_token, config.refresh_token_ttl, config.is_production());
+        ctx.append_http_header(header::SET_COOKIE, value);
+    }
+    AuthPayload::new(grant, !config.refresh_token_cookie)
+}
 
 #[Object(name = "Mutation")]
 impl MutationRoot {
@@ -20,20 +33,23 @@ impl MutationRoot {
     async fn signup(&self, ctx: &Context<'_>, input: SignupInput) -> Result<AuthPayload> {
         let input =
             credentials::SignupInput { name: input.name, username: input.username, password: secret(input.password) };
-        Ok(credentials::signup(state(ctx), input, &request_auth(ctx).client).await?.into())
+        Ok(deliver(ctx, credentials::signup(state(ctx), input, &request_auth(ctx).client).await?))
     }
 
     /// Public. Opens a new session.
     async fn signin(&self, ctx: &Context<'_>, input: SigninInput) -> Result<AuthPayload> {
         let password = secret(input.password);
         let client = &request_auth(ctx).client;
-        Ok(credentials::signin(state(ctx), &input.username, &password, client).await?.into())
+        Ok(deliver(ctx, credentials::signin(state(ctx), &input.username, &password, client).await?))
     }
 
     /// Public. Rotates the refresh token (argument, or the httpOnly cookie when enabled).
     async fn refresh(&self, ctx: &Context<'_>, refresh_token: Option<String>) -> Result<AuthPayload> {
-        let token = secret(refresh_token.unwrap_or_default());
-        Ok(auth::sessions::refresh(state(ctx), &token).await?.into())
+        let token = match refresh_token {
+            Some(token) => secret(token),
+            None => request_auth(ctx).client.refresh_cookie.clone().unwrap_or_else(|| secret(String::new())),
+        };
+        Ok(deliver(ctx, auth::sessions::refresh(state(ctx), &token).await?))
     }
 
     /// Protected. Ends sessions; their access tokens stop working at once.
@@ -44,7 +60,12 @@ impl MutationRoot {
         #[graphql(default_with = "Some(LogoutScope::Current)")] scope: Option<LogoutScope>,
     ) -> Result<bool> {
         let caller = request_auth(ctx).caller(state(ctx)).await?;
-        auth::sessions::logout(state(ctx), caller, scope.unwrap_or(LogoutScope::Current)).await?;
+        let scope = scope.unwrap_or(LogoutScope::Current);
+        auth::sessions::logout(state(ctx), caller, scope).await?;
+        let config = &state(ctx).config;
+        if config.refresh_token_cookie && scope != LogoutScope::Others {
+            ctx.append_http_header(header::SET_COOKIE, cookie::clear(config.is_production()));
+        }
         Ok(true)
     }
 

@@ -45,11 +45,12 @@ pub struct AuthPayload {
     pub user: User,
 }
 
-impl From<Grant> for AuthPayload {
-    fn from(grant: Grant) -> Self {
+impl AuthPayload {
+    /// The payload for a grant; `refreshToken` is left out when the cookie carries it.
+    pub fn new(grant: Grant, refresh_in_body: bool) -> Self {
         Self {
             access_token: grant.access_token,
-            refresh_token: Some(grant.refresh_token.expose_secret().to_owned()),
+            refresh_token: refresh_in_body.then(|| grant.refresh_token.expose_secret().to_owned()),
             token_type: "Bearer".to_owned(),
             expires_in: i32::try_from(grant.expires_in).unwrap_or(i32::MAX),
             user: grant.user,

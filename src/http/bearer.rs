@@ -4,6 +4,7 @@ use axum::http::{HeaderMap, header};
 
 use std::net::IpAddr;
 
+use super::cookie;
 use crate::{
     app::AppState,
     auth::{Client, RequestAuth},
@@ -21,5 +22,6 @@ pub fn request_auth(state: &AppState, headers: &HeaderMap, ip: Option<IpAddr>) -
         state.tokens.verify(token.trim())
     });
     let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    RequestAuth::new(token, Client { user_agent, ip })
+    let refresh_cookie = if state.config.refresh_token_cookie { cookie::read_refresh_token(headers) } else { None };
+    RequestAuth::new(token, Client { user_agent, ip, refresh_cookie })
 }

@@ -2,6 +2,7 @@
 
 mod bearer;
 pub mod client_ip;
+pub mod cookie;
 mod graphiql;
 
 use std::{sync::Arc, time::Duration};
@@ -45,7 +46,7 @@ struct Http {
 pub fn app(state: SharedState) -> Router {
     let schema = graphql::schema(Some(state.clone()));
     let dev = !state.config.is_production();
-    let cors = cors(&state.config.cors_origins);
+    let cors = cors(&state.config.cors_origins, state.config.refresh_token_cookie);
     let mut router = Router::new();
     let graphql = post(graphql_handler).layer(middleware::from_fn(csrf_guard));
     router = if dev {
@@ -205,7 +206,9 @@ async fn readyz(State(http): State<Http>) -> impl IntoResponse {
     if ok { (StatusCode::OK, "ready") } else { (StatusCode::SERVICE_UNAVAILABLE, "database unavailable") }
 }
 
-fn cors(origins: &[String]) -> CorsLayer {
+/// Credentials (the refresh cookie) are allowed cross-origin only in cookie mode, and
+/// only ever for the listed origins.
+fn cors(origins: &[String], credentials: bool) -> CorsLayer {
     let origins: Vec<HeaderValue> = origins.iter().filter(|o| !o.is_empty()).filter_map(|o| o.parse().ok()).collect();
     CorsLayer::new()
         .allow_origin(AllowOrigin::list(origins))
@@ -217,5 +220,6 @@ fn cors(origins: &[String]) -> CorsLayer {
             HeaderName::from_static("apollo-require-preflight"),
             HeaderName::from_static("x-apollo-operation-name"),
         ])
+        .allow_credentials(credentials)
         .max_age(Duration::from_secs(600))
 }

@@ -5,6 +5,7 @@ mod support;
 
 mod accounts;
 mod auth_flow;
+mod cookies;
 mod foundation;
 mod operations;
 mod refresh;

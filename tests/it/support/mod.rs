@@ -218,7 +218,8 @@ impl Auth {
         assert!(payload.is_object(), "{field} failed: {res}");
         Self {
             access: payload["accessToken"].as_str().unwrap().to_owned(),
-            refresh: payload["refreshToken"].as_str().unwrap().to_owned(),
+            // Null in cookie mode.
+            refresh: payload["refreshToken"].as_str().unwrap_or_default().to_owned(),
             user_id: payload["user"]["id"].as_str().unwrap().to_owned(),
         }
     }
