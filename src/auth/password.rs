@@ -55,9 +55,11 @@ impl PasswordHasher {
             let jobs = jobs.clone();
             std::thread::Builder::new().name(format!("argon2-{i}")).spawn(move || {
                 let mut memory = Vec::new();
-                // Ends when every PasswordHasher clone (every sender) is gone.
-                while let Ok(job) = { jobs.lock().unwrap().recv() } {
-                    job(&mut memory);
+                // Ends when every PasswordHasher clone (every sender) is gone. A job that
+                // panics drops its reply (its caller gets an internal error) but must not
+                // take the thread with it, or the queue would stall.
+                while let Ok(job) = { jobs.lock().unwrap_or_else(|e| e.into_inner()).recv() } {
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut memory)));
                 }
             })?;
         }
