@@ -3,16 +3,16 @@
 mod bearer;
 pub mod client_ip;
 pub mod cookie;
+mod endpoint;
 mod graphiql;
 
 use std::{sync::Arc, time::Duration};
 
-use async_graphql::{BatchRequest, BatchResponse, ParseRequestError};
-use async_graphql_axum::{GraphQLBatchRequest, GraphQLResponse, rejection::GraphQLRejection};
+use async_graphql::ParseRequestError;
 use axum::{
-    Extension, Router,
+    Router,
     extract::{DefaultBodyLimit, Request, State},
-    http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header},
+    http::{HeaderName, HeaderValue, Method, StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -27,9 +27,8 @@ use tower_http::{
 
 use crate::{
     app::SharedState,
-    graphql::{self, AppSchema, limits::RequestBudget},
+    graphql::{self, AppSchema},
 };
-use client_ip::ClientIp;
 
 /// Largest request body accepted.
 pub const BODY_LIMIT: usize = 1024 * 1024;
@@ -37,7 +36,7 @@ pub const BODY_LIMIT: usize = 1024 * 1024;
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 #[derive(Clone)]
-struct Http {
+pub(crate) struct Http {
     state: SharedState,
     schema: AppSchema,
 }
@@ -48,12 +47,11 @@ pub fn app(state: SharedState) -> Router {
     let dev = !state.config.is_production();
     let cors = cors(&state.config.cors_origins, state.config.refresh_token_cookie);
     let mut router = Router::new();
-    let graphql = post(graphql_handler).layer(middleware::from_fn(csrf_guard));
-    router = if dev {
-        router.route("/graphql", get(graphiql::page).merge(graphql)).route("/graphiql/{file}", get(graphiql::asset))
-    } else {
-        router.route("/graphql", graphql)
-    };
+    let graphql = post(endpoint::post).layer(middleware::from_fn(csrf_guard)).merge(get(endpoint::get));
+    router = router.route("/graphql", graphql);
+    if dev {
+        router = router.route("/graphiql/{file}", get(graphiql::asset));
+    }
     // `/metrics` joins the main listener unless METRICS_ADDR gives it its own.
     let metrics_route = if state.config.metrics_addr.is_none() {
         Router::new().route("/metrics", get(metrics)).with_state(state.clone())
@@ -81,56 +79,9 @@ pub fn app(state: SharedState) -> Router {
         .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
 }
 
-/// `POST /graphql`: verifies the bearer token once, then runs the operation(s).
-async fn graphql_handler(
-    State(http): State<Http>,
-    Extension(ClientIp(ip)): Extension<ClientIp>,
-    headers: HeaderMap,
-    req: Result<GraphQLBatchRequest, GraphQLRejection>,
-) -> Response {
-    let req = match req {
-        Ok(req) => req.into_inner(),
-        Err(GraphQLRejection(err)) => return bad_body(&err),
-    };
-    if let BatchRequest::Batch(items) = &req
-        && items.len() > http.state.config.graphql_max_batch
-    {
-        let message = format!(
-            "Batch of {} operations; the limit is {} (max batch)",
-            items.len(),
-            http.state.config.graphql_max_batch
-        );
-        return request_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", &message);
-    }
-    // Shared by every operation of a batch: one token check, one session lookup, one
-    // budget for the limits that span the request.
-    let auth = Arc::new(bearer::request_auth(&http.state, &headers, ip));
-    let req = req.data(auth).data(Arc::new(RequestBudget::default()));
-    let response = http.schema.execute_batch(req).await;
-    let responses: Vec<&async_graphql::Response> = match &response {
-        BatchResponse::Single(r) => vec![r],
-        BatchResponse::Batch(rs) => rs.iter().collect(),
-    };
-    let retry_after = responses
-        .into_iter()
-        .flat_map(|r| &r.errors)
-        .filter_map(|e| e.extensions.as_ref())
-        .filter(|ext| matches!(ext.get("code"), Some(async_graphql::Value::String(c)) if c == "RATE_LIMITED"))
-        .filter_map(|ext| match ext.get("retryAfter") {
-            Some(async_graphql::Value::Number(n)) => n.as_u64(),
-            _ => None,
-        })
-        .max();
-    let mut res = GraphQLResponse::from(response).into_response();
-    if let Some(secs) = retry_after {
-        res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
-    }
-    res
-}
-
 /// A body that is not a GraphQL request: 413 when over the limit (also for bodies
 /// without a Content-Length), 400 otherwise. The parser's message is not echoed.
-fn bad_body(err: &ParseRequestError) -> Response {
+pub(crate) fn bad_body(err: &ParseRequestError) -> Response {
     let too_large =
         matches!(err, ParseRequestError::PayloadTooLarge) || err.to_string().contains("length limit exceeded");
     if too_large {
@@ -142,7 +93,7 @@ fn bad_body(err: &ParseRequestError) -> Response {
 }
 
 /// A GraphQL-shaped error for a request refused before any operation ran.
-fn request_error(status: StatusCode, code: &str, message: &str) -> Response {
+pub(crate) fn request_error(status: StatusCode, code: &str, message: &str) -> Response {
     let body = serde_json::json!({ "errors": [{ "message": message, "extensions": { "code": code } }] });
     (status, axum::Json(body)).into_response()
 }

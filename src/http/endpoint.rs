@@ -1,0 +1,206 @@
+//! `/graphql` over HTTP, as the GraphQL-over-HTTP specification describes it.
+//!
+//! - `POST` with a JSON body (one operation or a batch).
+//! - `GET` with `query`, `variables` and `operationName` in the URL, for queries only:
+//!   a mutation over GET is 405, since GETs may be prefetched, cached or sent
+//!   cross-site by an `<img>`. In development a GET without `query` is GraphiQL.
+//! - The response is `application/graphql-response+json` when the client accepts it,
+//!   with the specification's status codes (400 when the request could not be
+//!   executed at all), and plain `application/json` with 200 otherwise, for older
+//!   clients.
+
+use std::sync::Arc;
+
+use async_graphql::{BatchRequest, BatchResponse, Value, parser::types::OperationType};
+use async_graphql_axum::{GraphQLBatchRequest, rejection::GraphQLRejection};
+use axum::{
+    Extension,
+    extract::{RawQuery, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+
+use super::{Http, bad_body, bearer, client_ip::ClientIp, graphiql, request_error};
+use crate::graphql::limits::RequestBudget;
+
+const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
+
+/// `POST /graphql`.
+pub(crate) async fn post(
+    State(http): State<Http>,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
+    headers: HeaderMap,
+    req: Result<GraphQLBatchRequest, GraphQLRejection>,
+) -> Response {
+    match req {
+        Ok(req) => execute(&http, &headers, ip, req.into_inner()).await,
+        Err(GraphQLRejection(err)) => bad_body(&err),
+    }
+}
+
+/// `GET /graphql`.
+pub(crate) async fn get(
+    State(http): State<Http>,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let query = query.unwrap_or_default();
+    let has_document = query.split('&').any(|pair| pair.starts_with("query="));
+    if !has_document {
+        if !http.state.config.is_production() {
+            return graphiql::page().await;
+        }
+        return request_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", "A GET request needs a query parameter");
+    }
+    let request = match async_graphql::http::parse_query_string(&query) {
+        Ok(request) => request,
+        Err(_) => return request_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", "Malformed GraphQL GET parameters"),
+    };
+    if is_mutation(&request) {
+        let mut res =
+            request_error(StatusCode::METHOD_NOT_ALLOWED, "BAD_REQUEST", "Mutations are accepted over POST only");
+        res.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return res;
+    }
+    execute(&http, &headers, ip, BatchRequest::Single(request)).await
+}
+
+/// Whether the operation a request would run is a mutation. A document that does not
+/// parse is not one here: execution then reports the parse error.
+fn is_mutation(request: &async_graphql::Request) -> bool {
+    let Ok(document) = async_graphql::parser::parse_query(&request.query) else {
+        return false;
+    };
+    document.operations.iter().any(|(name, op)| {
+        let selected = match (&request.operation_name, name) {
+            (Some(wanted), Some(name)) => wanted.as_str() == name.as_str(),
+            (Some(_), None) => false,
+            (None, _) => true,
+        };
+        selected && op.node.ty == OperationType::Mutation
+    })
+}
+
+/// Runs the operation(s) and encodes the answer for what the client accepts.
+async fn execute(http: &Http, headers: &HeaderMap, ip: Option<std::net::IpAddr>, req: BatchRequest) -> Response {
+    if let BatchRequest::Batch(items) = &req
+        && items.len() > http.state.config.graphql_max_batch
+    {
+        let message = format!(
+            "Batch of {} operations; the limit is {} (max batch)",
+            items.len(),
+            http.state.config.graphql_max_batch
+        );
+        return request_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", &message);
+    }
+    // Shared by every operation of a batch: one token check, one session lookup, one
+    // budget for the limits that span the request.
+    let auth = Arc::new(bearer::request_auth(&http.state, headers, ip));
+    let req = req.data(auth).data(Arc::new(RequestBudget::default()));
+    let response = http.schema.execute_batch(req).await;
+    respond(headers, response)
+}
+
+fn respond(headers: &HeaderMap, response: BatchResponse) -> Response {
+    let responses: Vec<&async_graphql::Response> = match &response {
+        BatchResponse::Single(r) => vec![r],
+        BatchResponse::Batch(rs) => rs.iter().collect(),
+    };
+    let code_of = |e: &async_graphql::ServerError| match e.extensions.as_ref().and_then(|x| x.get("code")) {
+        Some(Value::String(code)) => Some(code.clone()),
+        _ => None,
+    };
+    let retry_after = responses
+        .iter()
+        .flat_map(|r| &r.errors)
+        .filter(|e| code_of(e).as_deref() == Some("RATE_LIMITED"))
+        .filter_map(|e| match e.extensions.as_ref().and_then(|x| x.get("retryAfter")) {
+            Some(Value::Number(n)) => n.as_u64(),
+            _ => None,
+        })
+        .max();
+    // Not executed at all: every error is a request error (parse, validation, limits).
+    let not_executed = |r: &async_graphql::Response| {
+        !r.errors.is_empty()
+            && r.errors.iter().all(|e| {
+                e.path.is_empty() && matches!(code_of(e).as_deref(), Some("GRAPHQL_VALIDATION_FAILED" | "BAD_REQUEST"))
+            })
+    };
+    let spec_media_type = accepts_graphql_response(headers);
+    let status = match &response {
+        BatchResponse::Single(r) if spec_media_type && not_executed(r) => StatusCode::BAD_REQUEST,
+        _ => StatusCode::OK,
+    };
+    let http_headers: Vec<_> =
+        responses.iter().flat_map(|r| r.http_headers.iter()).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let body = match serde_json::to_vec(&response) {
+        Ok(body) => body,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot encode a GraphQL response");
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
+    };
+    let content_type = if spec_media_type {
+        "application/graphql-response+json; charset=utf-8"
+    } else {
+        "application/json; charset=utf-8"
+    };
+    let mut res = (status, [(header::CONTENT_TYPE, content_type)], body).into_response();
+    res.headers_mut().extend(http_headers);
+    if let Some(secs) = retry_after {
+        res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    res
+}
+
+/// Whether the client lists `application/graphql-response+json` before (or without)
+/// `application/json`; a client that sends no Accept gets plain JSON.
+fn accepts_graphql_response(headers: &HeaderMap) -> bool {
+    let accept = headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>().join(",");
+    let position = |media: &str| {
+        accept.split(',').position(|item| {
+            let item = item.split(';').next().unwrap_or("").trim();
+            item.eq_ignore_ascii_case(media)
+        })
+    };
+    match (position(GRAPHQL_RESPONSE_JSON), position("application/json")) {
+        (Some(spec), Some(json)) => spec <= json,
+        (Some(_), None) => true,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accept(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ACCEPT, value.parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn the_media_type_follows_the_accept_header() {
+        assert!(accepts_graphql_response(&accept("application/graphql-response+json")));
+        assert!(accepts_graphql_response(&accept("application/graphql-response+json, application/json;q=0.9")));
+        assert!(!accepts_graphql_response(&accept("application/json")));
+        assert!(!accepts_graphql_response(&accept("*/*")));
+        assert!(!accepts_graphql_response(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn mutations_are_recognised_by_the_selected_operation() {
+        let req = |q: &str, name: Option<&str>| {
+            let mut r = async_graphql::Request::new(q);
+            r.operation_name = name.map(str::to_owned);
+            r
+        };
+        assert!(is_mutation(&req("mutation { logout }", None)));
+        assert!(!is_mutation(&req("{ me { id } }", None)));
+        let both = "query Q { me { id } } mutation M { logout }";
+        assert!(is_mutation(&req(both, Some("M"))));
+        assert!(!is_mutation(&req(both, Some("Q"))));
+    }
+}
