@@ -14,7 +14,8 @@ pub struct QueryRoot;
 impl QueryRoot {
     /// Public. All users, oldest first, cursor-paginated (first: 1..100, default 20).
     async fn users(&self, ctx: &Context<'_>, first: Option<i32>, after: Option<String>) -> Result<UserConnection> {
-        let page = users::page(state(ctx), first, after.as_deref()).await?;
+        let with_total = ctx.look_ahead().field("totalCount").exists();
+        let page = users::page(state(ctx), first, after.as_deref(), with_total).await?;
         let edges: Vec<UserEdge> =
             page.users.iter().map(|u| UserEdge { cursor: users::cursor(u), node: u.clone() }).collect();
         Ok(UserConnection {

@@ -29,7 +29,10 @@ pub struct UserPage {
 
 /// `users(first, after)`: keyset pagination on (created_at, id), so pages never skip
 /// or repeat a user when others sign up meanwhile.
-pub async fn page(state: &AppState, first: Option<i32>, after: Option<&str>) -> AppResult<UserPage> {
+///
+/// `totalCount` is a `count(*)` over the whole table, so it is computed only when the
+/// client asks for it (`with_total`); otherwise it is reported as 0.
+pub async fn page(state: &AppState, first: Option<i32>, after: Option<&str>, with_total: bool) -> AppResult<UserPage> {
     let first = first.unwrap_or(DEFAULT_PAGE_SIZE);
     if !(1..=MAX_PAGE_SIZE).contains(&first) {
         return Err(AppError::bad_input("first", format!("first must be between 1 and {MAX_PAGE_SIZE}")));
@@ -38,7 +41,8 @@ pub async fn page(state: &AppState, first: Option<i32>, after: Option<&str>) -> 
     let (mut users, total_count) = db::read(&state.pool, |conn| {
         Box::pin(async move {
             let users = db::users::page(conn, position, i64::from(first) + 1).await?;
-            Ok((users, db::users::count(conn).await?))
+            let total = if with_total { db::users::count(conn).await? } else { 0 };
+            Ok((users, total))
         })
     })
     .await?;

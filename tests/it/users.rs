@@ -96,3 +96,20 @@ async fn user_by_id_is_public_and_null_when_absent() {
     let bad = app.gql(None, q, json!({ "id": "not-a-uuid" })).await;
     assert_eq!(expect_error(&bad, "BAD_USER_INPUT")["extensions"]["field"], "id");
 }
+
+#[tokio::test]
+async fn pages_without_total_count_still_page() {
+    let app = TestApp::new().await;
+    let ids = seed(&app, 3).await;
+    let q =
+        "query($after: String) { users(first: 2, after: $after) { nodes { id } pageInfo { hasNextPage endCursor } } }";
+    let first = app.gql(None, q, json!({})).await;
+    assert_eq!(first["data"]["users"]["nodes"].as_array().unwrap().len(), 2);
+    let cursor = first["data"]["users"]["pageInfo"]["endCursor"].clone();
+    let rest = app.gql(None, q, json!({ "after": cursor })).await;
+    assert_eq!(rest["data"]["users"]["nodes"][0]["id"], ids[2].as_str());
+    assert_eq!(rest["data"]["users"]["pageInfo"]["hasNextPage"], false);
+    // Asked for through a fragment, the count is still computed.
+    let fragment = "{ users { ...Counted } } fragment Counted on UserConnection { totalCount }";
+    assert_eq!(app.gql(None, fragment, json!({})).await["data"]["users"]["totalCount"], 3);
+}
