@@ -63,6 +63,10 @@ impl Server {
         (status, start.elapsed())
     }
 
+    fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// URL of this server's embedded database, for a second instance.
     pub fn database_url(&self) -> String {
         let socket_dir = std::fs::canonicalize(self.data_dir.join("run")).unwrap();
@@ -84,6 +88,23 @@ impl Server {
         let (status, body) = http(&self.addr, "POST", "/graphql", token, Some(&body)).await.expect("a response");
         assert!(status == 200 || status == 400, "{status}: {body}");
         serde_json::from_str(&body).unwrap_or_else(|_| panic!("{body}"))
+    }
+}
+
+/// A test that fails midway must not leave its server (or, through it, its
+/// PostgreSQL) running: kill it, then wait for its watchdog to stop the cluster
+/// before the test's temporary folder is removed.
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.is_running() {
+            self.signal(libc::SIGKILL);
+            let _ = self.child.wait();
+        }
+        let pid_file = self.pid_file();
+        let start = Instant::now();
+        while pid_file.exists() && start.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 
