@@ -81,18 +81,9 @@ async fn production_cookies_are_secure_and_credentials_go_to_listed_origins_only
     let (_, set) =
         send(&app, SIGNIN, json!({ "input": { "username": "ada", "password": PASSWORD } }), None, None).await;
     assert!(set.unwrap().ends_with("; Secure"));
-    let preflight = |origin: &str| {
-        Request::builder()
-            .method("OPTIONS")
-            .uri("/graphql")
-            .header(header::ORIGIN, origin)
-            .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
-            .body(Body::empty())
-            .unwrap()
-    };
-    let ok = app.request(preflight("https://app.example.com")).await;
+    let ok = app.request(crate::support::preflight("https://app.example.com")).await;
     assert_eq!(ok.headers()[header::ACCESS_CONTROL_ALLOW_CREDENTIALS], "true");
-    let other = app.request(preflight("https://evil.example.com")).await;
+    let other = app.request(crate::support::preflight("https://evil.example.com")).await;
     assert!(other.headers().get(header::ACCESS_CONTROL_ALLOW_ORIGIN).is_none());
 }
 

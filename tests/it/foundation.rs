@@ -112,19 +112,9 @@ async fn every_response_carries_a_request_id() {
 #[tokio::test]
 async fn cors_allows_only_configured_origins() {
     let app = TestApp::with_config(|c| c.cors_origins = vec!["https://app.example.com".into()]).await;
-    let preflight = |origin: &str| {
-        Request::builder()
-            .method("OPTIONS")
-            .uri("/graphql")
-            .header(header::ORIGIN, origin)
-            .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
-            .header(header::ACCESS_CONTROL_REQUEST_HEADERS, "authorization,content-type")
-            .body(Body::empty())
-            .unwrap()
-    };
-    let ok = app.request(preflight("https://app.example.com")).await;
+    let ok = app.request(crate::support::preflight("https://app.example.com")).await;
     assert_eq!(ok.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "https://app.example.com");
-    let other = app.request(preflight("https://evil.example.com")).await;
+    let other = app.request(crate::support::preflight("https://evil.example.com")).await;
     assert!(other.headers().get(header::ACCESS_CONTROL_ALLOW_ORIGIN).is_none());
 }
 

@@ -225,6 +225,18 @@ impl Auth {
     }
 }
 
+/// A CORS preflight for `POST /graphql` from `origin`, as a browser sends it.
+pub fn preflight(origin: &str) -> Request<Body> {
+    Request::builder()
+        .method("OPTIONS")
+        .uri("/graphql")
+        .header(header::ORIGIN, origin)
+        .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+        .header(header::ACCESS_CONTROL_REQUEST_HEADERS, "authorization,content-type")
+        .body(Body::empty())
+        .unwrap()
+}
+
 pub async fn body_json(res: Response<Body>) -> Value {
     let bytes = res.into_body().collect().await.unwrap().to_bytes();
     serde_json::from_slice(&bytes).unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&bytes)))
