@@ -8,6 +8,7 @@ mod guard;
 pub mod limits;
 mod mutation;
 mod observe;
+pub mod persisted;
 mod query;
 pub mod types;
 

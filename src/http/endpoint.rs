@@ -4,6 +4,8 @@
 //! - `GET` with `query`, `variables` and `operationName` in the URL, for queries only:
 //!   a mutation over GET is 405, since GETs may be prefetched, cached or sent
 //!   cross-site by an `<img>`. In development a GET without `query` is GraphiQL.
+//! - Automatic persisted queries (Apollo's `persistedQuery` extension) over both:
+//!   the hash stands in for the query text, see `graphql::persisted`.
 //! - The response is `application/graphql-response+json` when the client accepts it,
 //!   with the specification's status codes (400 when the request could not be
 //!   executed at all), and plain `application/json` with 200 otherwise, for older
@@ -46,17 +48,22 @@ pub(crate) async fn get(
     RawQuery(query): RawQuery,
 ) -> Response {
     let query = query.unwrap_or_default();
-    let has_document = query.split('&').any(|pair| pair.starts_with("query="));
+    // A persisted query's hash travels in `extensions`, with no `query`.
+    let has_document = query.split('&').any(|pair| pair.starts_with("query=") || pair.starts_with("extensions="));
     if !has_document {
         if !http.state.config.is_production() {
             return graphiql::page().await;
         }
         return request_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", "A GET request needs a query parameter");
     }
-    let request = match async_graphql::http::parse_query_string(&query) {
+    let mut request = match async_graphql::http::parse_query_string(&query) {
         Ok(request) => request,
         Err(_) => return request_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", "Malformed GraphQL GET parameters"),
     };
+    // The document behind a hash decides whether this is a mutation.
+    if let Err(err) = http.persisted.resolve(&mut request) {
+        return respond(&headers, BatchResponse::Single(async_graphql::Response::from_errors(vec![err])));
+    }
     if is_mutation(&request) {
         let mut res =
             request_error(StatusCode::METHOD_NOT_ALLOWED, "BAD_REQUEST", "Mutations are accepted over POST only");
@@ -97,8 +104,23 @@ async fn execute(http: &Http, headers: &HeaderMap, ip: Option<std::net::IpAddr>,
     // Shared by every operation of a batch: one token check, one session lookup, one
     // budget for the limits that span the request.
     let auth = Arc::new(bearer::request_auth(&http.state, headers, ip));
-    let req = req.data(auth).data(Arc::new(RequestBudget::default()));
-    let response = http.schema.execute_batch(req).await;
+    let budget = Arc::new(RequestBudget::default());
+    let run = async |mut request: async_graphql::Request| match http.persisted.resolve(&mut request) {
+        Ok(()) => http.schema.execute(request.data(auth.clone()).data(budget.clone())).await,
+        Err(err) => async_graphql::Response::from_errors(vec![err]),
+    };
+    // One after another: a batch is short (GRAPHQL_MAX_BATCH), and its shared budget is
+    // then spent in the order the client wrote.
+    let response = match req {
+        BatchRequest::Single(request) => BatchResponse::Single(run(request).await),
+        BatchRequest::Batch(requests) => {
+            let mut responses = Vec::with_capacity(requests.len());
+            for request in requests {
+                responses.push(run(request).await);
+            }
+            BatchResponse::Batch(responses)
+        }
+    };
     respond(headers, response)
 }
 
@@ -124,7 +146,16 @@ fn respond(headers: &HeaderMap, response: BatchResponse) -> Response {
     let not_executed = |r: &async_graphql::Response| {
         !r.errors.is_empty()
             && r.errors.iter().all(|e| {
-                e.path.is_empty() && matches!(code_of(e).as_deref(), Some("GRAPHQL_VALIDATION_FAILED" | "BAD_REQUEST"))
+                e.path.is_empty()
+                    && matches!(
+                        code_of(e).as_deref(),
+                        Some(
+                            "GRAPHQL_VALIDATION_FAILED"
+                                | "BAD_REQUEST"
+                                | "PERSISTED_QUERY_NOT_FOUND"
+                                | "PERSISTED_QUERY_NOT_SUPPORTED"
+                        )
+                    )
             })
     };
     let spec_media_type = accepts_graphql_response(headers);

@@ -39,11 +39,13 @@ static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub(crate) struct Http {
     state: SharedState,
     schema: AppSchema,
+    persisted: Arc<graphql::persisted::PersistedQueries>,
 }
 
 /// The whole application as one router, used by `main` and by the tests alike.
 pub fn app(state: SharedState) -> Router {
     let schema = graphql::schema(Some(state.clone()));
+    let persisted = Arc::new(graphql::persisted::PersistedQueries::new(state.config.graphql_max_query_bytes));
     let dev = !state.config.is_production();
     let cors = cors(&state.config.cors_origins, state.config.refresh_token_cookie);
     let mut router = Router::new();
@@ -65,7 +67,7 @@ pub fn app(state: SharedState) -> Router {
         .merge(metrics_route)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(Http { state, schema })
+        .with_state(Http { state, schema, persisted })
         .layer(middleware::from_fn_with_state(trusted_proxies, client_ip::layer))
         .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

@@ -70,3 +70,96 @@ async fn graphql_response_json_gets_spec_status_codes() {
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(body_json(res).await["errors"][0]["extensions"]["code"], "UNAUTHENTICATED");
 }
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn persisted(hash: &str) -> serde_json::Value {
+    json!({ "persistedQuery": { "version": 1, "sha256Hash": hash } })
+}
+
+/// `GET /graphql?extensions=…` with a hash and nothing else, as Apollo sends it.
+fn get_hashed(hash: &str, variables: Option<serde_json::Value>) -> Request<Body> {
+    let mut uri = format!("/graphql?extensions={}", urlencode(&persisted(hash).to_string()));
+    if let Some(variables) = variables {
+        uri += &format!("&variables={}", urlencode(&variables.to_string()));
+    }
+    get(&uri, Some("application/graphql-response+json, application/json;q=0.9"))
+}
+
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn persisted_queries_register_once_then_run_by_hash() {
+    let app = TestApp::new().await;
+    let query = "query Count($first: Int) { users(first: $first) { totalCount } }";
+    let hash = sha256_hex(query);
+
+    // Unknown hash: the code Apollo's link answers by sending the text.
+    let res = app.request(get_hashed(&hash, None)).await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST, "not executed");
+    let body = body_json(res).await;
+    assert_eq!(body["errors"][0]["message"], "PersistedQueryNotFound");
+    assert_eq!(body["errors"][0]["extensions"]["code"], "PERSISTED_QUERY_NOT_FOUND");
+    let body = app.gql_response(None, None, json!({ "extensions": persisted(&hash) })).await;
+    assert_eq!(body.status(), StatusCode::OK, "legacy JSON: 200");
+    assert_eq!(crate::support::error_code(&body_json(body).await), "PERSISTED_QUERY_NOT_FOUND");
+
+    // Register with the text, then run by hash, over GET and POST, with variables.
+    let body = app.gql_response(None, None, json!({ "query": query, "extensions": persisted(&hash) })).await;
+    assert_eq!(body_json(body).await["data"]["users"]["totalCount"], 0);
+    app.signup("apq_user").await;
+    let res = app.request(get_hashed(&hash, Some(json!({ "first": 1 })))).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(body_json(res).await, json!({ "data": { "users": { "totalCount": 1 } } }));
+    let res = app.gql_response(None, None, json!({ "extensions": persisted(&hash), "variables": {} })).await;
+    assert_eq!(body_json(res).await["data"]["users"]["totalCount"], 1);
+}
+
+#[tokio::test]
+async fn persisted_queries_cannot_be_poisoned_or_slip_past_the_rules() {
+    let app = TestApp::new().await;
+    let query = "{ users { totalCount } }";
+    let hash = sha256_hex(query);
+
+    // Another text under a hash others use: refused, and nothing is stored.
+    let res = app.gql_response(None, None, json!({ "query": "{ __typename }", "extensions": persisted(&hash) })).await;
+    assert_eq!(crate::support::error_code(&body_json(res).await), "BAD_REQUEST");
+    let res = app.request(get_hashed(&hash, None)).await;
+    assert_eq!(crate::support::error_code(&body_json(res).await), "PERSISTED_QUERY_NOT_FOUND");
+
+    // A hashed mutation over GET is still a mutation over GET.
+    let mutation = "mutation { logout }";
+    let res = app
+        .gql_response(None, None, json!({ "query": mutation, "extensions": persisted(&sha256_hex(mutation)) }))
+        .await;
+    assert_eq!(crate::support::error_code(&body_json(res).await), "UNAUTHENTICATED", "registered and run once");
+    let res = app.request(get_hashed(&sha256_hex(mutation), None)).await;
+    assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
+
+    // The limits see the text behind a hash: too deep is too deep, every time.
+    let too_deep = format!(
+        "{{ {}__typename{} }}",
+        "__schema { types { fields { type { ofType { ".repeat(3),
+        " } } } } }".repeat(3)
+    );
+    let hash = sha256_hex(&too_deep);
+    let res = app.gql_response(None, None, json!({ "query": too_deep, "extensions": persisted(&hash) })).await;
+    assert_eq!(crate::support::error_code(&body_json(res).await), "GRAPHQL_VALIDATION_FAILED");
+    let res = app.gql_response(None, None, json!({ "extensions": persisted(&hash) })).await;
+    let body = body_json(res).await;
+    assert_eq!(crate::support::error_code(&body), "GRAPHQL_VALIDATION_FAILED", "{body}");
+
+    // A malformed extension is the client's error.
+    let res = app.gql_response(None, None, json!({ "extensions": { "persistedQuery": { "version": 1 } } })).await;
+    assert_eq!(crate::support::error_code(&body_json(res).await), "BAD_REQUEST");
+}

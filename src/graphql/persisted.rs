@@ -1,0 +1,201 @@
+//! Automatic persisted queries: Apollo's `persistedQuery` request extension, version 1.
+//!
+//! A client sends `extensions.persistedQuery.sha256Hash` without `query`; if the server
+//! knows the hash it runs that document, otherwise it answers
+//! `PERSISTED_QUERY_NOT_FOUND` and the client sends the hash and the text together once,
+//! which registers it. Clients save bandwidth, and hashed queries can go over GET, where
+//! CDNs and browsers can cache them.
+//!
+//! Why not async-graphql's own extension: it hands the executor a document it parsed
+//! itself, so the size and token limits, which run on the query text, would never see
+//! it; and its errors carry no `code`. Here the hash only stands in for the text: the
+//! request then goes through parsing and every limit like any other.
+//!
+//! The store is keyed by the SHA-256 of the text, checked on registration, so nobody can
+//! register a different document under a hash that other clients use. It is bounded in
+//! bytes; when full, some entries are dropped, and their clients just register again.
+
+use std::{collections::HashMap, sync::Mutex};
+
+use async_graphql::{ErrorExtensions, Request, ServerError, Value};
+use sha2::{Digest, Sha256};
+
+/// What the store may hold in query text, in all.
+const STORE_BYTES: usize = 4 * 1024 * 1024;
+
+pub struct PersistedQueries {
+    /// Longest document accepted for registration: the same as for any query.
+    max_query_bytes: usize,
+    store: Mutex<Store>,
+}
+
+#[derive(Default)]
+struct Store {
+    queries: HashMap<[u8; 32], Box<str>>,
+    bytes: usize,
+}
+
+impl PersistedQueries {
+    pub fn new(max_query_bytes: usize) -> Self {
+        Self { max_query_bytes, store: Mutex::default() }
+    }
+
+    /// Replaces a request's `persistedQuery` extension by the query text it stands
+    /// for, registering the text when the client sent it. A request without the
+    /// extension is left alone, so calling this twice is harmless.
+    pub fn resolve(&self, request: &mut Request) -> Result<(), ServerError> {
+        let Some(extension) = request.extensions.remove("persistedQuery") else {
+            return Ok(());
+        };
+        let hash = parse_extension(&extension)?;
+        if request.query.is_empty() {
+            match self.store.lock().unwrap().queries.get(&hash) {
+                Some(query) => request.query = query.to_string(),
+                None => return Err(error("PERSISTED_QUERY_NOT_FOUND", "PersistedQueryNotFound")),
+            }
+            return Ok(());
+        }
+        if <[u8; 32]>::from(Sha256::digest(request.query.as_bytes())) != hash {
+            return Err(error("BAD_REQUEST", "persistedQuery.sha256Hash is not the SHA-256 of the query"));
+        }
+        // Too long to run is too long to keep; the limits refuse it with their message.
+        if request.query.len() <= self.max_query_bytes {
+            self.insert(hash, &request.query);
+        }
+        Ok(())
+    }
+
+    fn insert(&self, hash: [u8; 32], query: &str) {
+        let mut store = self.store.lock().unwrap();
+        if store.queries.contains_key(&hash) {
+            return;
+        }
+        while store.bytes + query.len() > STORE_BYTES {
+            let Some(victim) = store.queries.keys().next().copied() else { break };
+            let removed = store.queries.remove(&victim).map_or(0, |q| q.len());
+            store.bytes -= removed;
+        }
+        store.bytes += query.len();
+        store.queries.insert(hash, query.into());
+    }
+}
+
+/// `{"version": 1, "sha256Hash": "<64 hex digits>"}`.
+fn parse_extension(value: &Value) -> Result<[u8; 32], ServerError> {
+    let malformed = || error("BAD_REQUEST", "extensions.persistedQuery needs version 1 and a sha256Hash");
+    let Value::Object(fields) = value else { return Err(malformed()) };
+    match fields.get("version") {
+        Some(Value::Number(n)) if n.as_u64() == Some(1) => {}
+        Some(Value::Number(_)) => {
+            return Err(error("PERSISTED_QUERY_NOT_SUPPORTED", "Only version 1 of persistedQuery is supported"));
+        }
+        _ => return Err(malformed()),
+    }
+    let Some(Value::String(hex)) = fields.get("sha256Hash") else { return Err(malformed()) };
+    let mut hash = [0u8; 32];
+    if hex.len() != 64 {
+        return Err(malformed());
+    }
+    for (byte, pair) in hash.iter_mut().zip(hex.as_bytes().chunks(2)) {
+        let digits = std::str::from_utf8(pair).ok().and_then(|s| u8::from_str_radix(s, 16).ok());
+        *byte = digits.ok_or_else(malformed)?;
+    }
+    Ok(hash)
+}
+
+fn error(code: &'static str, message: &str) -> ServerError {
+    async_graphql::Error::new(message).extend_with(|_, e| e.set("code", code)).into_server_error(Default::default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const QUERY: &str = "{ me { id } }";
+
+    fn hash_of(query: &str) -> String {
+        Sha256::digest(query.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn request(query: &str, hash: &str) -> Request {
+        let extensions = serde_json::json!({ "persistedQuery": { "version": 1, "sha256Hash": hash } });
+        let mut request = Request::new(query);
+        request.extensions = serde_json::from_value(extensions).unwrap();
+        request
+    }
+
+    fn code(err: &ServerError) -> String {
+        match err.extensions.as_ref().and_then(|e| e.get("code")) {
+            Some(Value::String(code)) => code.clone(),
+            other => panic!("no code: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_unknown_hash_is_not_found_until_registered() {
+        let store = PersistedQueries::new(1024);
+        let err = store.resolve(&mut request("", &hash_of(QUERY))).unwrap_err();
+        assert_eq!(code(&err), "PERSISTED_QUERY_NOT_FOUND");
+        assert_eq!(err.message, "PersistedQueryNotFound", "Apollo's link matches this message");
+
+        let mut registering = request(QUERY, &hash_of(QUERY));
+        store.resolve(&mut registering).unwrap();
+        assert_eq!(registering.query, QUERY);
+        assert!(registering.extensions.is_empty());
+
+        let mut by_hash = request("", &hash_of(QUERY));
+        store.resolve(&mut by_hash).unwrap();
+        assert_eq!(by_hash.query, QUERY);
+    }
+
+    #[test]
+    fn a_text_cannot_be_registered_under_another_texts_hash() {
+        let store = PersistedQueries::new(1024);
+        let popular = hash_of(QUERY);
+        let err = store.resolve(&mut request("{ users { totalCount } }", &popular)).unwrap_err();
+        assert_eq!(code(&err), "BAD_REQUEST");
+        let err = store.resolve(&mut request("", &popular)).unwrap_err();
+        assert_eq!(code(&err), "PERSISTED_QUERY_NOT_FOUND", "nothing was stored");
+    }
+
+    #[test]
+    fn malformed_extensions_are_refused() {
+        let store = PersistedQueries::new(1024);
+        for hash in ["", "abc", &"g".repeat(64)] {
+            assert_eq!(code(&store.resolve(&mut request("", hash)).unwrap_err()), "BAD_REQUEST", "{hash:?}");
+        }
+        let mut v2 = Request::new("");
+        v2.extensions = serde_json::from_value(
+            serde_json::json!({ "persistedQuery": { "version": 2, "sha256Hash": hash_of(QUERY) } }),
+        )
+        .unwrap();
+        assert_eq!(code(&store.resolve(&mut v2).unwrap_err()), "PERSISTED_QUERY_NOT_SUPPORTED");
+        // No extension: untouched.
+        let mut plain = Request::new(QUERY);
+        store.resolve(&mut plain).unwrap();
+        assert_eq!(plain.query, QUERY);
+    }
+
+    #[test]
+    fn the_store_stays_within_its_byte_budget() {
+        let store = PersistedQueries::new(64 * 1024);
+        let big = |i: usize| format!("{{ me {{ id }} }} # {i} {}", "x".repeat(60 * 1024));
+        for i in 0..200 {
+            let query = big(i);
+            store.resolve(&mut request(&query, &hash_of(&query))).unwrap();
+        }
+        let stored = store.store.lock().unwrap();
+        assert!(stored.bytes <= STORE_BYTES, "{} bytes", stored.bytes);
+        assert_eq!(stored.bytes, stored.queries.values().map(|q| q.len()).sum::<usize>());
+        assert!(stored.queries.len() > 10);
+    }
+
+    #[test]
+    fn a_document_over_the_size_limit_is_run_but_not_kept() {
+        let store = PersistedQueries::new(8);
+        let mut req = request(QUERY, &hash_of(QUERY));
+        store.resolve(&mut req).unwrap();
+        assert_eq!(req.query, QUERY, "the limits refuse it later with their own message");
+        assert!(store.store.lock().unwrap().queries.is_empty());
+    }
+}
