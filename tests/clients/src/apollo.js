@@ -1,0 +1,58 @@
+import { ApolloClient, ApolloLink, HttpLink, InMemoryCache } from '@apollo/client';
+import { CombinedGraphQLErrors } from '@apollo/client/errors';
+import { SetContextLink } from '@apollo/client/link/context';
+import { ErrorLink } from '@apollo/client/link/error';
+import { relayStylePagination } from '@apollo/client/utilities';
+import { from, switchMap } from 'rxjs';
+
+const REFRESH = `mutation Refresh($refreshToken: String) {
+  refresh(refreshToken: $refreshToken) { accessToken refreshToken }
+}`;
+
+/**
+ * Apollo Client for authgraph. `tokens` holds { accessToken, refreshToken } and is
+ * updated in place; keep it in memory (in cookie mode refreshToken stays null and the
+ * browser sends the cookie: add `credentials: 'include'` to HttpLink when the API is on
+ * another origin).
+ */
+export function createApolloClient({ url, tokens, onRefresh = () => {} }) {
+  // One refresh at a time: every request that fails while it runs waits for it.
+  let refreshing = null;
+  const refresh = () =>
+    (refreshing ??= fetch(url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ query: REFRESH, variables: { refreshToken: tokens.refreshToken } }),
+    })
+      .then((res) => res.json())
+      .then(({ data, errors }) => {
+        if (!data) throw new Error(errors?.[0]?.message ?? 'refresh failed'); // sign in again
+        Object.assign(tokens, data.refresh);
+        onRefresh(data.refresh);
+      })
+      .finally(() => (refreshing = null)));
+
+  const auth = new SetContextLink(({ headers }) => ({
+    headers: tokens.accessToken ? { ...headers, authorization: `Bearer ${tokens.accessToken}` } : headers,
+  }));
+
+  // UNAUTHENTICATED is the one code to answer with a refresh; then the operation is
+  // sent again, through `auth`, with the new token.
+  const renew = new ErrorLink(({ error, operation, forward }) => {
+    const expired =
+      CombinedGraphQLErrors.is(error) && error.errors.some((e) => e.extensions?.code === 'UNAUTHENTICATED');
+    if (expired && !operation.getContext().retried) {
+      operation.setContext({ retried: true });
+      return from(refresh()).pipe(switchMap(() => forward(operation)));
+    }
+  });
+
+  return new ApolloClient({
+    link: ApolloLink.from([renew, auth, new HttpLink({ uri: url })]),
+    cache: new InMemoryCache({
+      // `users` is a Relay-style connection: fetchMore({ variables: { after } })
+      // appends the next page to the cached list.
+      typePolicies: { Query: { fields: { users: relayStylePagination() } } },
+    }),
+  });
+}
