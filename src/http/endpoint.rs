@@ -101,6 +101,15 @@ async fn execute(http: &Http, headers: &HeaderMap, ip: Option<std::net::IpAddr>,
         );
         return request_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", &message);
     }
+    let requests: Vec<&async_graphql::Request> = match &req {
+        BatchRequest::Single(r) => vec![r],
+        BatchRequest::Batch(rs) => rs.iter().collect(),
+    };
+    // `{"qeury": …}` parses as a request with an empty query: a malformed request, not
+    // a GraphQL error.
+    if requests.iter().any(|r| r.query.is_empty() && !r.extensions.contains_key("persistedQuery")) {
+        return request_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", "A GraphQL request needs a query");
+    }
     // Shared by every operation of a batch: one token check, one session lookup, one
     // budget for the limits that span the request.
     let auth = Arc::new(bearer::request_auth(&http.state, headers, ip));
@@ -165,7 +174,25 @@ fn respond(headers: &HeaderMap, response: BatchResponse) -> Response {
     };
     let http_headers: Vec<_> =
         responses.iter().flat_map(|r| r.http_headers.iter()).map(|(k, v)| (k.clone(), v.clone())).collect();
-    let body = match serde_json::to_vec(&response) {
+    // A request that never ran has no `data` entry at all, not `"data": null`, as
+    // both the GraphQL and GraphQL-over-HTTP specifications say.
+    let encoded = if responses.iter().any(|r| not_executed(r)) {
+        serde_json::to_value(&response).and_then(|mut body| {
+            let entries = match &mut body {
+                serde_json::Value::Array(entries) => entries.iter_mut().collect(),
+                single => vec![single],
+            };
+            for (entry, r) in entries.into_iter().zip(&responses) {
+                if let (Some(entry), true) = (entry.as_object_mut(), not_executed(r)) {
+                    entry.remove("data");
+                }
+            }
+            serde_json::to_vec(&body)
+        })
+    } else {
+        serde_json::to_vec(&response)
+    };
+    let body = match encoded {
         Ok(body) => body,
         Err(err) => {
             tracing::error!(error = %err, "cannot encode a GraphQL response");

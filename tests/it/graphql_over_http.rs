@@ -163,3 +163,36 @@ async fn persisted_queries_cannot_be_poisoned_or_slip_past_the_rules() {
     let res = app.gql_response(None, None, json!({ "extensions": { "persistedQuery": { "version": 1 } } })).await;
     assert_eq!(crate::support::error_code(&body_json(res).await), "BAD_REQUEST");
 }
+
+#[tokio::test]
+async fn requests_that_never_ran_have_no_data_and_malformed_ones_are_400() {
+    let app = TestApp::new().await;
+    for accept in ["application/json", "application/graphql-response+json"] {
+        let post = |body: serde_json::Value| {
+            Request::post("/graphql")
+                .header(header::CONTENT_TYPE, "application/json")
+                .header(header::ACCEPT, accept)
+                .body(Body::from(body.to_string()))
+                .unwrap()
+        };
+        // A misspelt `query` is a malformed request, whatever the client accepts.
+        let res = app.request(post(json!({ "qeury": "{ __typename }" }))).await;
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{accept}");
+        assert_eq!(crate::support::error_code(&body_json(res).await), "BAD_REQUEST");
+
+        // Parse and validation failures: errors only, no `"data": null`.
+        for query in ["{", "{ nope }"] {
+            let body = body_json(app.request(post(json!({ "query": query }))).await).await;
+            assert!(body.get("data").is_none(), "{accept} {query}: {body}");
+            assert_eq!(crate::support::error_code(&body), "GRAPHQL_VALIDATION_FAILED");
+        }
+        // In a batch, per entry.
+        let body =
+            body_json(app.request(post(json!([{ "query": "{ nope }" }, { "query": "{ __typename }" }]))).await).await;
+        assert!(body[0].get("data").is_none(), "{body}");
+        assert_eq!(body[1]["data"]["__typename"], "Query");
+        // A field error ran: `data` stays.
+        let body = body_json(app.request(post(json!({ "query": "{ me { id } }" }))).await).await;
+        assert!(body.get("data").is_some(), "{body}");
+    }
+}

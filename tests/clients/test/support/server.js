@@ -42,7 +42,7 @@ export async function startServer(env = {}) {
     lines.on('line', (line) => {
       log.push(line);
       if (log.length > 200) log.shift();
-      const match = line.match(/listening on (http:\/\/\S+)/);
+      const match = line.match(/listening on (http:\/\/[^\s"]+)/); // plain or JSON logs
       if (match) resolveUrl(match[1].replace(/\/graphql$/, ''));
     });
     child.once('exit', (code, signal) =>
