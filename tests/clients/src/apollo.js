@@ -2,6 +2,7 @@ import { ApolloClient, ApolloLink, HttpLink, InMemoryCache } from '@apollo/clien
 import { CombinedGraphQLErrors } from '@apollo/client/errors';
 import { SetContextLink } from '@apollo/client/link/context';
 import { ErrorLink } from '@apollo/client/link/error';
+import { PersistedQueryLink } from '@apollo/client/link/persisted-queries';
 import { relayStylePagination } from '@apollo/client/utilities';
 import { from, switchMap } from 'rxjs';
 
@@ -12,10 +13,11 @@ const REFRESH = `mutation Refresh($refreshToken: String) {
 /**
  * Apollo Client for authgraph. `tokens` holds { accessToken, refreshToken } and is
  * updated in place; keep it in memory (in cookie mode refreshToken stays null and the
- * browser sends the cookie: add `credentials: 'include'` to HttpLink when the API is on
- * another origin).
+ * browser sends the cookie: add `credentials: 'include'` to HttpLink and to the refresh
+ * fetch when the API is on another origin). `persisted: true` sends SHA-256 hashes
+ * instead of query text, and queries by hash over GET.
  */
-export function createApolloClient({ url, tokens, onRefresh = () => {} }) {
+export function createApolloClient({ url, tokens, persisted = false, fetch = globalThis.fetch, onRefresh = () => {} }) {
   // One refresh at a time: every request that fails while it runs waits for it.
   let refreshing = null;
   const refresh = () =>
@@ -47,12 +49,19 @@ export function createApolloClient({ url, tokens, onRefresh = () => {} }) {
     }
   });
 
+  const hashes = new PersistedQueryLink({ sha256, useGETForHashedQueries: true });
+
   return new ApolloClient({
-    link: ApolloLink.from([renew, auth, new HttpLink({ uri: url })]),
+    link: ApolloLink.from([renew, auth, ...(persisted ? [hashes] : []), new HttpLink({ uri: url, fetch })]),
     cache: new InMemoryCache({
       // `users` is a Relay-style connection: fetchMore({ variables: { after } })
       // appends the next page to the cached list.
       typePolicies: { Query: { fields: { users: relayStylePagination() } } },
     }),
   });
+}
+
+async function sha256(text) {
+  const digest = await crypto.subtle.digest('SHA-256', new TextEncoder().encode(text));
+  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, '0')).join('');
 }

@@ -3,13 +3,10 @@
 // UNAUTHENTICATED, and automatic persisted queries.
 
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 
-import { ApolloClient, ApolloLink, HttpLink, InMemoryCache } from '@apollo/client';
 import { loadDevMessages, loadErrorMessages } from '@apollo/client/dev';
 import { CombinedGraphQLErrors } from '@apollo/client/errors';
-import { PersistedQueryLink } from '@apollo/client/link/persisted-queries';
 import { print } from 'graphql';
 
 import { createApolloClient } from '../src/apollo.js';
@@ -147,17 +144,7 @@ describe('Apollo Client', () => {
       sent.push({ method: options.method ?? 'GET', uri: String(uri), body: options.body });
       return fetch(uri, options);
     };
-    const client = () =>
-      new ApolloClient({
-        link: ApolloLink.from([
-          new PersistedQueryLink({
-            sha256: (text) => createHash('sha256').update(text).digest('hex'),
-            useGETForHashedQueries: true,
-          }),
-          new HttpLink({ uri: server.url, fetch: recordingFetch, headers: { authorization: `Bearer ${tokens.accessToken}` } }),
-        ]),
-        cache: new InMemoryCache(),
-      });
+    const client = () => createApolloClient({ url: server.url, tokens, persisted: true, fetch: recordingFetch });
 
     const first = await client().query({ query: gql('Me') });
     assert.ok(first.data.me.id);
