@@ -96,9 +96,11 @@ fn parse_extension(value: &Value) -> Result<[u8; 32], ServerError> {
     if hex.len() != 64 {
         return Err(malformed());
     }
-    for (byte, pair) in hash.iter_mut().zip(hex.as_bytes().chunks(2)) {
-        let digits = std::str::from_utf8(pair).ok().and_then(|s| u8::from_str_radix(s, 16).ok());
-        *byte = digits.ok_or_else(malformed)?;
+    // Digits only: `from_str_radix` would also take a sign.
+    let nibble = |b: u8| (b as char).to_digit(16);
+    for (byte, pair) in hash.iter_mut().zip(hex.as_bytes().chunks_exact(2)) {
+        let (Some(high), Some(low)) = (nibble(pair[0]), nibble(pair[1])) else { return Err(malformed()) };
+        *byte = (high * 16 + low) as u8;
     }
     Ok(hash)
 }
@@ -161,7 +163,7 @@ mod tests {
     #[test]
     fn malformed_extensions_are_refused() {
         let store = PersistedQueries::new(1024);
-        for hash in ["", "abc", &"g".repeat(64)] {
+        for hash in ["", "abc", &"g".repeat(64), &"+a".repeat(32), &"é".repeat(32)] {
             assert_eq!(code(&store.resolve(&mut request("", hash)).unwrap_err()), "BAD_REQUEST", "{hash:?}");
         }
         let mut v2 = Request::new("");

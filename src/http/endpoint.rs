@@ -118,16 +118,12 @@ async fn execute(http: &Http, headers: &HeaderMap, ip: Option<std::net::IpAddr>,
         Ok(()) => http.schema.execute(request.data(auth.clone()).data(budget.clone())).await,
         Err(err) => async_graphql::Response::from_errors(vec![err]),
     };
-    // One after another: a batch is short (GRAPHQL_MAX_BATCH), and its shared budget is
-    // then spent in the order the client wrote.
+    // A batch's operations run concurrently and answer in order, as
+    // `Schema::execute_batch` does.
     let response = match req {
         BatchRequest::Single(request) => BatchResponse::Single(run(request).await),
         BatchRequest::Batch(requests) => {
-            let mut responses = Vec::with_capacity(requests.len());
-            for request in requests {
-                responses.push(run(request).await);
-            }
-            BatchResponse::Batch(responses)
+            BatchResponse::Batch(async_graphql::futures_util::future::join_all(requests.into_iter().map(run)).await)
         }
     };
     respond(headers, response)
