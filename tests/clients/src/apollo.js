@@ -36,16 +36,20 @@ export function createApolloClient({ url, tokens, persisted = false, fetch = glo
 
   const auth = new SetContextLink(({ headers }) => ({
     headers: tokens.accessToken ? { ...headers, authorization: `Bearer ${tokens.accessToken}` } : headers,
+    sentToken: tokens.accessToken,
   }));
 
   // UNAUTHENTICATED is the one code to answer with a refresh; then the operation is
-  // sent again, through `auth`, with the new token.
+  // sent again, through `auth`, with the new token. If the token it was sent with is
+  // no longer the current one, another request has refreshed already: just resend.
   const renew = new ErrorLink(({ error, operation, forward }) => {
     const expired =
       CombinedGraphQLErrors.is(error) && error.errors.some((e) => e.extensions?.code === 'UNAUTHENTICATED');
-    if (expired && !operation.getContext().retried) {
+    const { retried, sentToken } = operation.getContext();
+    if (expired && !retried) {
       operation.setContext({ retried: true });
-      return from(refresh()).pipe(switchMap(() => forward(operation)));
+      const renewed = sentToken === tokens.accessToken ? refresh() : Promise.resolve();
+      return from(renewed).pipe(switchMap(() => forward(operation)));
     }
   });
 

@@ -22,9 +22,13 @@ export function saveTokens(tokens, payload) {
  * holding every other request until the one refresh is done, and after a request
  * when the server answers UNAUTHENTICATED (didAuthError).
  */
-export function createUrqlClient({ url, tokens, onRefresh = () => {} }) {
+export function createUrqlClient({ url, tokens, fetch = globalThis.fetch, onRefresh = () => {} }) {
+  // The token of the last operation the server refused: if it is no longer the current
+  // one, another operation has refreshed meanwhile, and this one is just sent again.
+  let refusedToken;
   return new Client({
     url,
+    fetch,
     // Cookie mode, API on another origin: fetchOptions: { credentials: 'include' }.
     exchanges: [
       // Normalized: every User is one record, User:<id>, whatever query brought it.
@@ -47,10 +51,15 @@ export function createUrqlClient({ url, tokens, onRefresh = () => {} }) {
         willAuthError() {
           return Boolean(tokens.accessToken) && Date.now() >= tokens.expiresAt;
         },
-        didAuthError(error) {
-          return error.graphQLErrors.some((e) => e.extensions?.code === 'UNAUTHENTICATED');
+        didAuthError(error, operation) {
+          const refused = error.graphQLErrors.some((e) => e.extensions?.code === 'UNAUTHENTICATED');
+          if (refused) refusedToken = operation.context.fetchOptions?.headers?.Authorization;
+          return refused;
         },
         async refreshAuth() {
+          const stale = refusedToken;
+          refusedToken = undefined;
+          if (stale && stale !== `Bearer ${tokens.accessToken}`) return;
           const result = await utils.mutate(REFRESH, { refreshToken: tokens.refreshToken });
           if (result.data?.refresh) {
             saveTokens(tokens, result.data.refresh);

@@ -7,7 +7,7 @@ import { after, before, describe, test } from 'node:test';
 
 import { loadDevMessages, loadErrorMessages } from '@apollo/client/dev';
 import { CombinedGraphQLErrors } from '@apollo/client/errors';
-import { print } from 'graphql';
+import { parse, print } from 'graphql';
 
 import { createApolloClient } from '../src/apollo.js';
 import { gql } from './support/operations.js';
@@ -111,27 +111,49 @@ describe('Apollo Client', () => {
     assert.equal(inPage.node.name, renamed, 'and every list that holds it');
   });
 
-  test('an expired access token: the error link sees UNAUTHENTICATED, refreshes once, and the query succeeds', async () => {
+  test('an expired access token: the error link sees UNAUTHENTICATED, refreshes once, and every query succeeds', async () => {
     const { tokens, username } = await signedUpClient('apollo_expiry');
-    let refreshed = 0;
-    const client = createApolloClient({ url: server.url, tokens, onRefresh: () => refreshed++ });
-    const before = await operationCount(server.origin, 'refresh');
+    const stale = tokens.accessToken;
     const oldRefreshToken = tokens.refreshToken;
+    let refreshed = 0;
+    let refreshDone;
+    const afterRefresh = new Promise((resolve) => (refreshDone = resolve));
+    // One answer to a stale token arrives only after the refresh: a straggler, which
+    // must be resent with the new token, not start a second refresh.
+    let held = 0;
+    const slowFetch = async (uri, options) => {
+      const res = await fetch(uri, options);
+      if (options.headers?.authorization === `Bearer ${stale}` && held++ === 0) {
+        await Promise.race([afterRefresh, sleep(10_000)]);
+      }
+      return res;
+    };
+    const client = createApolloClient({
+      url: server.url,
+      tokens,
+      fetch: slowFetch,
+      onRefresh: () => {
+        refreshed += 1;
+        refreshDone();
+      },
+    });
+    const before = await operationCount(server.origin, 'refresh');
 
     // What the error link is for: the server's own verdict on the stale token.
     await sleep(EXPIRY_WAIT_MS);
     const raw = await fetch(server.url, {
       method: 'POST',
-      headers: { 'content-type': 'application/json', authorization: `Bearer ${tokens.accessToken}` },
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${stale}` },
       body: JSON.stringify({ query: print(gql('Me')) }),
     }).then((r) => r.json());
     assert.equal(raw.errors[0].extensions.code, 'UNAUTHENTICATED');
 
-    // Five at once across the expiry: one refresh, all five answered.
-    const results = await Promise.all(
-      Array.from({ length: 5 }, () => client.query({ query: gql('Me'), fetchPolicy: 'network-only' })),
-    );
+    // Five different queries at once across the expiry (identical ones would share one
+    // request): one refresh, all five answered.
+    const queries = Array.from({ length: 5 }, (_, i) => parse(`query Protected${i} { me { id username } }`));
+    const results = await Promise.all(queries.map((query) => client.query({ query, fetchPolicy: 'network-only' })));
     for (const { data } of results) assert.equal(data.me.username, username);
+    assert.equal(held, 5, 'five answers to the stale token, one of them held');
     assert.equal(refreshed, 1);
     assert.notEqual(tokens.refreshToken, oldRefreshToken, 'rotated');
     assert.equal((await operationCount(server.origin, 'refresh')) - before, 1, 'the server saw one refresh');
