@@ -34,46 +34,13 @@ const PAGE: &str = r#"<!doctype html>
 /// Starts GraphiQL with the README's example operations and a headers editor ready
 /// for a bearer token. A separate file rather than an inline script, so a strict
 /// Content-Security-Policy can allow `'self'` only.
-const INIT: &str = r#"(function () {
+const INIT_TEMPLATE: &str = r#"(function () {
   var root = document.getElementById('graphiql');
   if (typeof GraphiQL === 'undefined' || typeof React === 'undefined') {
     root.textContent = 'GraphiQL was not embedded in this build: install Node.js and npm, then rebuild authgraph.';
     return;
   }
-  var defaultQuery = [
-    '# Sign up (or sign in), copy accessToken into the Headers tab below,',
-    '# then run Me.',
-    '',
-    'mutation Signup {',
-    '  signup(input: { name: "Ada Lovelace", username: "ada", password: "analytical engine" }) {',
-    '    accessToken',
-    '    refreshToken',
-    '    expiresIn',
-    '    user { id username role }',
-    '  }',
-    '}',
-    '',
-    'mutation Signin {',
-    '  signin(input: { username: "ada", password: "analytical engine" }) {',
-    '    accessToken',
-    '    refreshToken',
-    '  }',
-    '}',
-    '',
-    'query Me {',
-    '  me { id name username role createdAt }',
-    '  sessions { id userAgent current lastUsedAt }',
-    '}',
-    '',
-    'query Users {',
-    '  users(first: 20) {',
-    '    totalCount',
-    '    nodes { id username }',
-    '    pageInfo { hasNextPage endCursor }',
-    '  }',
-    '}',
-    ''
-  ].join('\n');
+  var defaultQuery = DEFAULT_QUERY;
   var fetcher = GraphiQL.createFetcher({ url: '/graphql' });
   ReactDOM.createRoot(root).render(React.createElement(GraphiQL, {
     fetcher: fetcher,
@@ -84,6 +51,15 @@ const INIT: &str = r#"(function () {
   }));
 })();
 "#;
+
+/// The README's example operations (a test keeps the two equal), GraphiQL's first
+/// document.
+const EXAMPLES: &str = include_str!("examples.graphql");
+
+static INIT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let examples = serde_json::to_string(EXAMPLES).expect("a string encodes");
+    INIT_TEMPLATE.replace("DEFAULT_QUERY", &examples)
+});
 
 /// Everything the page needs comes from this server; GraphiQL sets inline styles, so
 /// styles may be inline, scripts may not.

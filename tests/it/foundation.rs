@@ -72,6 +72,23 @@ async fn graphiql_is_served_from_the_binary_in_development() {
     }
 }
 
+/// GraphiQL opens on the README's examples, so what people read is what they run.
+#[tokio::test]
+async fn graphiql_starts_with_the_readme_examples() {
+    let examples = include_str!("../../src/http/examples.graphql");
+    let readme = include_str!("../../README.md");
+    assert!(
+        readme.contains(&format!("```graphql\n{examples}```")),
+        "README.md's API example block must equal src/http/examples.graphql"
+    );
+    let app = TestApp::new().await;
+    let res = app.request(Request::get("/graphiql/init.js").body(Body::empty()).unwrap()).await;
+    let init = String::from_utf8(http_body_util::BodyExt::collect(res.into_body()).await.unwrap().to_bytes().to_vec())
+        .unwrap();
+    let encoded = serde_json::to_string(examples).unwrap();
+    assert!(init.contains(&format!("var defaultQuery = {encoded};")), "{init}");
+}
+
 #[tokio::test]
 async fn graphiql_is_off_in_production() {
     let app = TestApp::with_config(|c| c.app_env = authgraph::config::AppEnv::Production).await;

@@ -36,7 +36,7 @@ after(async () => {
   await server?.stop();
 });
 
-test('GraphiQL loads offline, with the examples and the bearer header, and runs signup', async () => {
+test('GraphiQL loads offline, with the examples and the bearer header, runs signup, then me with the token', async () => {
   const context = await browser.newContext({ viewport: { width: 1400, height: 900 } });
   const page = await context.newPage();
   const blocked = [];
@@ -75,6 +75,20 @@ test('GraphiQL loads offline, with the examples and the bearer header, and runs 
 
     mkdirSync(artefactDir, { recursive: true });
     await page.screenshot({ path: join(artefactDir, 'graphiql-signup.png'), fullPage: true });
+
+    // As the comment says: the token into the Headers tab, then run Me.
+    const accessToken = text.match(/"accessToken": "([^"]+)"/)[1];
+    await headers.click();
+    await page.keyboard.press('Control+A');
+    await page.keyboard.insertText(JSON.stringify({ Authorization: `Bearer ${accessToken}` }, null, 2));
+    await page.locator('.graphiql-execute-button').click();
+    await page.getByRole('menuitem', { name: 'Me', exact: true }).click();
+    await result.getByText('"sessions"').waitFor({ timeout: 30_000 });
+    const me = await result.innerText();
+    assert.match(me, /"username": "ada"/);
+    assert.match(me, /"current": true/);
+    assert.doesNotMatch(me, /"errors"/);
+    await page.screenshot({ path: join(artefactDir, 'graphiql-me.png'), fullPage: true });
 
     assert.deepEqual(blocked, [], 'the page asked for nothing outside the server');
     assert.deepEqual(problems, [], 'no script errors or CSP violations');
