@@ -41,6 +41,10 @@ fn describe() {
         "Refresh tokens replayed after rotation (session revoked)"
     );
     describe_counter!("authgraph_rate_limited_total", "Requests refused by a brute-force limit, by bucket");
+    describe_counter!(
+        "authgraph_persisted_queries_total",
+        "Persisted-query lookups by outcome: hit, miss (client resends the text), registered, refused"
+    );
     describe_gauge!("authgraph_argon2_jobs", "Password hashes running or waiting for a core");
     describe_gauge!("authgraph_db_pool_connections", "Database pool connections by state");
     describe_gauge!("authgraph_db_pool_waiting", "Requests waiting for a database connection");

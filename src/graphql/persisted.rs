@@ -47,22 +47,35 @@ impl PersistedQueries {
         let Some(extension) = request.extensions.remove("persistedQuery") else {
             return Ok(());
         };
-        let hash = parse_extension(&extension)?;
-        if request.query.is_empty() {
-            match self.store.lock().unwrap().queries.get(&hash) {
-                Some(query) => request.query = query.to_string(),
-                None => return Err(error("PERSISTED_QUERY_NOT_FOUND", "PersistedQueryNotFound")),
-            }
-            return Ok(());
+        let (outcome, result) = self.resolve_hash(&extension, &mut request.query);
+        // These requests may never reach the schema, so the per-operation metrics would
+        // not see them; the hit rate tells whether the store is large enough.
+        metrics::counter!("authgraph_persisted_queries_total", "outcome" => outcome).increment(1);
+        result
+    }
+
+    fn resolve_hash(&self, extension: &Value, query: &mut String) -> (&'static str, Result<(), ServerError>) {
+        let hash = match parse_extension(extension) {
+            Ok(hash) => hash,
+            Err(err) => return ("refused", Err(err)),
+        };
+        if query.is_empty() {
+            return match self.store.lock().unwrap().queries.get(&hash) {
+                Some(text) => {
+                    *query = text.to_string();
+                    ("hit", Ok(()))
+                }
+                None => ("miss", Err(error("PERSISTED_QUERY_NOT_FOUND", "PersistedQueryNotFound"))),
+            };
         }
-        if <[u8; 32]>::from(Sha256::digest(request.query.as_bytes())) != hash {
-            return Err(error("BAD_REQUEST", "persistedQuery.sha256Hash is not the SHA-256 of the query"));
+        if <[u8; 32]>::from(Sha256::digest(query.as_bytes())) != hash {
+            return ("refused", Err(error("BAD_REQUEST", "persistedQuery.sha256Hash is not the SHA-256 of the query")));
         }
         // Too long to run is too long to keep; the limits refuse it with their message.
-        if request.query.len() <= self.max_query_bytes {
-            self.insert(hash, &request.query);
+        if query.len() <= self.max_query_bytes {
+            self.insert(hash, query);
         }
-        Ok(())
+        ("registered", Ok(()))
     }
 
     fn insert(&self, hash: [u8; 32], query: &str) {

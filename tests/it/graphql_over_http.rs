@@ -6,7 +6,7 @@ use axum::{
 };
 use serde_json::json;
 
-use crate::support::{TestApp, body_json};
+use crate::support::{TestApp, body_json, sha256_hex};
 
 fn get(uri: &str, accept: Option<&str>) -> Request<Body> {
     let mut req = Request::get(uri);
@@ -69,11 +69,6 @@ async fn graphql_response_json_gets_spec_status_codes() {
         .await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(body_json(res).await["errors"][0]["extensions"]["code"], "UNAUTHENTICATED");
-}
-
-fn sha256_hex(text: &str) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn persisted(hash: &str) -> serde_json::Value {

@@ -58,6 +58,18 @@ async fn metrics_parse_and_move_with_requests() {
     assert!(sample(&after, r#"authgraph_db_pool_connections{state="max"}"#) >= 1.0);
     // Client-chosen names never become labels.
     assert!(!after.contains("Anything"));
+
+    // Persisted queries count their lookups, misses included, which never reach the schema.
+    let persisted = |outcome: &str| format!(r#"authgraph_persisted_queries_total{{outcome="{outcome}"}}"#);
+    let query = "{ users(first: 1) { totalCount } }";
+    let extensions = json!({ "persistedQuery": { "version": 1, "sha256Hash": crate::support::sha256_hex(query) } });
+    app.gql_response(None, None, json!({ "extensions": extensions })).await;
+    app.gql_response(None, None, json!({ "query": query, "extensions": extensions })).await;
+    app.gql_response(None, None, json!({ "extensions": extensions })).await;
+    let last = scrape(&app).await;
+    for outcome in ["miss", "registered", "hit"] {
+        assert!(sample(&last, &persisted(outcome)) >= sample(&after, &persisted(outcome)) + 1.0, "{outcome}: {last}");
+    }
 }
 
 #[derive(QueryableByName)]

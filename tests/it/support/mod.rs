@@ -253,3 +253,9 @@ pub fn expect_error<'a>(res: &'a Value, code: &str) -> &'a Value {
     assert_eq!(error_code(res), code, "expected {code}, got {res}");
     &res["errors"][0]
 }
+
+/// Lowercase hex SHA-256, as persisted-query clients send it.
+pub fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
