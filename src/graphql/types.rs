@@ -1,6 +1,8 @@
 //! The GraphQL object and input types of the contract.
 
-use async_graphql::{ID, InputObject, Object, SimpleObject};
+use async_graphql::{
+    ID, InputObject, InputValueError, InputValueResult, Object, Scalar, ScalarType, SimpleObject, Value,
+};
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
@@ -9,6 +11,27 @@ use crate::{
     auth::Grant,
     db::models::{Role, Session as SessionRow, User},
 };
+
+/// `DateTime` in the schema. Our own scalar rather than async-graphql's for chrono,
+/// whose description in the SDL speaks of Rust types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DateTimeUtc(pub DateTime<Utc>);
+
+/// An instant, as an RFC 3339 string in UTC (fractional seconds as needed), e.g.
+/// `2026-11-29T18:46:07.102332+00:00`. JavaScript: `new Date(value)`.
+#[Scalar(name = "DateTime", specified_by_url = "https://datatracker.ietf.org/doc/html/rfc3339")]
+impl ScalarType for DateTimeUtc {
+    fn parse(value: Value) -> InputValueResult<Self> {
+        match &value {
+            Value::String(text) => Ok(Self(DateTime::parse_from_rfc3339(text)?.with_timezone(&Utc))),
+            _ => Err(InputValueError::expected_type(value)),
+        }
+    }
+
+    fn to_value(&self) -> Value {
+        Value::String(self.0.to_rfc3339())
+    }
+}
 
 #[Object]
 impl User {
@@ -24,11 +47,11 @@ impl User {
     async fn role(&self) -> Role {
         self.role
     }
-    async fn created_at(&self) -> DateTime<Utc> {
-        self.created_at
+    async fn created_at(&self) -> DateTimeUtc {
+        DateTimeUtc(self.created_at)
     }
-    async fn updated_at(&self) -> DateTime<Utc> {
-        self.updated_at
+    async fn updated_at(&self) -> DateTimeUtc {
+        DateTimeUtc(self.updated_at)
     }
 }
 
@@ -63,9 +86,9 @@ impl AuthPayload {
 #[graphql(name = "Session")]
 pub struct SessionInfo {
     pub id: ID,
-    pub created_at: DateTime<Utc>,
-    pub last_used_at: DateTime<Utc>,
-    pub expires_at: DateTime<Utc>,
+    pub created_at: DateTimeUtc,
+    pub last_used_at: DateTimeUtc,
+    pub expires_at: DateTimeUtc,
     pub user_agent: Option<String>,
     /// True for the session of the access token making this request.
     pub current: bool,
@@ -75,9 +98,9 @@ impl SessionInfo {
     pub fn new(row: SessionRow, current_session: Uuid) -> Self {
         Self {
             id: ID(row.id.to_string()),
-            created_at: row.created_at,
-            last_used_at: row.last_used_at,
-            expires_at: row.expires_at,
+            created_at: DateTimeUtc(row.created_at),
+            last_used_at: DateTimeUtc(row.last_used_at),
+            expires_at: DateTimeUtc(row.expires_at),
             user_agent: row.user_agent,
             current: row.id == current_session,
         }
@@ -134,4 +157,20 @@ pub struct ChangePasswordInput {
 /// Moves a password out of its input string into a secret, so it is never printed.
 pub fn secret(s: String) -> SecretString {
     SecretString::from(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn date_times_round_trip_as_rfc_3339() {
+        let text = "2026-11-29T18:46:07.102332+00:00";
+        let parsed = DateTimeUtc::parse(Value::String(text.into())).unwrap();
+        assert_eq!(parsed.to_value(), Value::String(text.into()));
+        let offset = DateTimeUtc::parse(Value::String("2026-11-29T19:46:07.102332+01:00".into())).unwrap();
+        assert_eq!(offset, parsed, "read in any offset, written in UTC");
+        assert!(DateTimeUtc::parse(Value::String("yesterday".into())).is_err());
+        assert!(DateTimeUtc::parse(Value::Number(1.into())).is_err());
+    }
 }
