@@ -35,6 +35,10 @@ export async function startServer(env = {}) {
     },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
+  // A test process that ends without `stop()` (a crash, a timeout) takes its server
+  // along; the server's watchdog then stops its PostgreSQL.
+  const killOnExit = () => child.kill('SIGKILL');
+  process.once('exit', killOnExit);
   // The last lines of the log, shown if the server dies or never listens.
   const log = [];
   const lines = createInterface({ input: child.stderr });
@@ -64,6 +68,7 @@ export async function startServer(env = {}) {
     url: `${origin}/graphql`,
     log,
     async stop() {
+      process.removeListener('exit', killOnExit);
       if (child.exitCode === null && child.signalCode === null) {
         const exited = once(child, 'exit');
         child.kill('SIGTERM');
