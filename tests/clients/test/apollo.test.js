@@ -7,16 +7,12 @@ import { after, before, describe, test } from 'node:test';
 
 import { loadDevMessages, loadErrorMessages } from '@apollo/client/dev';
 import { CombinedGraphQLErrors } from '@apollo/client/errors';
-import { parse, print } from 'graphql';
+import { parse } from 'graphql';
 
 import { createApolloClient } from '../src/apollo.js';
+import { ACCESS_TOKEN_TTL, EXPIRY_WAIT_MS, holdFirstAnswer, serverTakes } from './support/expiry.js';
 import { gql } from './support/operations.js';
 import { operationCount, sleep, startServer, uniqueName } from './support/server.js';
-
-// 1 s tokens (plus the server's 5 s leeway): long enough for a test's first calls,
-// short enough to wait out.
-const ACCESS_TOKEN_TTL_S = 1;
-const EXPIRY_WAIT_MS = (ACCESS_TOKEN_TTL_S + 5 + 1.5) * 1000;
 
 // Readable invariant messages instead of numbered links.
 loadDevMessages();
@@ -24,7 +20,7 @@ loadErrorMessages();
 
 let server;
 before(async () => {
-  server = await startServer({ ACCESS_TOKEN_TTL: `${ACCESS_TOKEN_TTL_S}s` });
+  server = await startServer({ ACCESS_TOKEN_TTL });
 });
 after(() => server?.stop());
 
@@ -116,44 +112,29 @@ describe('Apollo Client', () => {
     const stale = tokens.accessToken;
     const oldRefreshToken = tokens.refreshToken;
     let refreshed = 0;
-    let refreshDone;
-    const afterRefresh = new Promise((resolve) => (refreshDone = resolve));
-    // One answer to a stale token arrives only after the refresh: a straggler, which
-    // must be resent with the new token, not start a second refresh.
-    let held = 0;
-    const slowFetch = async (uri, options) => {
-      const res = await fetch(uri, options);
-      if (options.headers?.authorization === `Bearer ${stale}` && held++ === 0) {
-        await Promise.race([afterRefresh, sleep(10_000)]);
-      }
-      return res;
-    };
+    // One answer to the stale token arrives only after the refresh.
+    const gate = holdFirstAnswer((_uri, options) => options.headers?.authorization === `Bearer ${stale}`);
     const client = createApolloClient({
       url: server.url,
       tokens,
-      fetch: slowFetch,
+      fetch: gate.fetch,
       onRefresh: () => {
         refreshed += 1;
-        refreshDone();
+        gate.release();
       },
     });
     const before = await operationCount(server.origin, 'refresh');
 
     // What the error link is for: the server's own verdict on the stale token.
     await sleep(EXPIRY_WAIT_MS);
-    const raw = await fetch(server.url, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', authorization: `Bearer ${stale}` },
-      body: JSON.stringify({ query: print(gql('Me')) }),
-    }).then((r) => r.json());
-    assert.equal(raw.errors[0].extensions.code, 'UNAUTHENTICATED');
+    assert.equal(await serverTakes(server.url, stale), false);
 
     // Five different queries at once across the expiry (identical ones would share one
     // request): one refresh, all five answered.
     const queries = Array.from({ length: 5 }, (_, i) => parse(`query Protected${i} { me { id username } }`));
     const results = await Promise.all(queries.map((query) => client.query({ query, fetchPolicy: 'network-only' })));
     for (const { data } of results) assert.equal(data.me.username, username);
-    assert.equal(held, 5, 'five answers to the stale token, one of them held');
+    assert.equal(gate.matched, 5, 'five answers to the stale token, one of them held');
     assert.equal(refreshed, 1);
     assert.notEqual(tokens.refreshToken, oldRefreshToken, 'rotated');
     assert.equal((await operationCount(server.origin, 'refresh')) - before, 1, 'the server saw one refresh');

@@ -6,15 +6,11 @@
 
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { existsSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { after, before, test } from 'node:test';
 
-import { chromium } from 'playwright-core';
-
+import { launchChromium } from './support/browser.js';
 import { startServer } from './support/server.js';
-
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 
 /** A static page on its own port: the frontend's origin. */
 async function startApp() {
@@ -32,14 +28,10 @@ let app;
 let stranger;
 let browser;
 before(async () => {
-  assert.ok(existsSync(CHROMIUM), `${CHROMIUM} is missing: apt-get install chromium`);
   app = await startApp();
   stranger = await startApp();
   api = await startServer({ REFRESH_TOKEN_COOKIE: 'true', CORS_ORIGINS: app.origin });
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--no-first-run'],
-  });
+  browser = await launchChromium();
 });
 after(async () => {
   await browser?.close();

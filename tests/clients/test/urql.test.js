@@ -5,19 +5,16 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 
-import { print } from 'graphql';
-
 import { createUrqlClient, saveTokens } from '../src/urql.js';
+import { ACCESS_TOKEN_TTL, EXPIRY_WAIT_MS, holdFirstAnswer, serverTakes } from './support/expiry.js';
 import { gql } from './support/operations.js';
 import { operationCount, sleep, startServer, uniqueName } from './support/server.js';
 
-// See apollo.test.js: 1 s tokens, which the server honours for 5 s more.
-const EXPIRY_WAIT_MS = (1 + 5 + 1.5) * 1000;
 const PASSWORD = 'correct horse battery';
 
 let server;
 before(async () => {
-  server = await startServer({ ACCESS_TOKEN_TTL: '1s' });
+  server = await startServer({ ACCESS_TOKEN_TTL });
 });
 after(() => server?.stop());
 
@@ -30,18 +27,6 @@ async function signedUpClient(prefix, onRefresh) {
   assert.ifError(error);
   saveTokens(tokens, data.signup);
   return { client, tokens, username, user: data.signup.user };
-}
-
-/** Whether the server itself still takes this access token. */
-async function serverTakes(accessToken) {
-  const res = await fetch(server.url, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', authorization: `Bearer ${accessToken}` },
-    body: JSON.stringify({ query: print(gql('Me')) }),
-  }).then((r) => r.json());
-  if (res.data?.me) return true;
-  assert.equal(res.errors[0].extensions.code, 'UNAUTHENTICATED');
-  return false;
 }
 
 describe('urql', () => {
@@ -92,7 +77,7 @@ describe('urql', () => {
     const { client, tokens, user } = await signedUpClient('urql_expiry', () => refreshed++);
     const stale = tokens.accessToken;
     await sleep(EXPIRY_WAIT_MS);
-    assert.equal(await serverTakes(stale), false, 'the old token is refused');
+    assert.equal(await serverTakes(server.url, stale), false, 'the old token is refused');
 
     const before = await operationCount(server.origin, 'refresh');
     // Ten different protected queries, as ten components would send them (identical
@@ -113,28 +98,20 @@ describe('urql', () => {
 
   test('tokens the server refuses before the client expects: didAuthError refreshes once and retries all', async () => {
     let refreshed = 0;
-    let refreshDone;
-    const afterRefresh = new Promise((resolve) => (refreshDone = resolve));
     const tokens = {};
-    // One refusal arrives only after the refresh: a straggler, to be resent with the
-    // new token, not answered with a second refresh.
+    // One refusal of the skewed queries arrives only after the refresh.
     let stale;
-    let held = 0;
-    const slowFetch = async (uri, options) => {
-      const res = await fetch(uri, options);
-      const skewedQuery = `${uri} ${options.body ?? ''}`.includes('Skewed');
-      if (skewedQuery && options.headers?.authorization === `Bearer ${stale}` && held++ === 0) {
-        await Promise.race([afterRefresh, sleep(10_000)]);
-      }
-      return res;
-    };
+    const gate = holdFirstAnswer(
+      (uri, options) =>
+        `${uri} ${options.body ?? ''}`.includes('Skewed') && options.headers?.authorization === `Bearer ${stale}`,
+    );
     const client = createUrqlClient({
       url: server.url,
       tokens,
-      fetch: slowFetch,
+      fetch: gate.fetch,
       onRefresh: () => {
         refreshed += 1;
-        refreshDone();
+        gate.release();
       },
     });
     const username = uniqueName('urql_skew');
@@ -154,7 +131,7 @@ describe('urql', () => {
       assert.ifError(result.error);
       assert.equal(result.data.me.username, username);
     }
-    assert.equal(held, 5, 'five refusals, one of them held back');
+    assert.equal(gate.matched, 5, 'five refusals, one of them held back');
     assert.equal(refreshed, 1);
   });
 
