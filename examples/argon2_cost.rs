@@ -6,25 +6,34 @@
 
 use std::time::Instant;
 
-use authgraph::{auth::password::PasswordHasher, config::Config};
+use authgraph::{
+    auth::password::{Lane, PasswordHasher, Ticket},
+    config::Config,
+};
 use secrecy::SecretString;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let config = Config::defaults();
-    let hasher = PasswordHasher::new(config.argon2_memory_kib, config.argon2_iterations, config.argon2_parallelism)
-        .expect("valid parameters");
+    let hasher = PasswordHasher::new(
+        config.argon2_memory_kib,
+        config.argon2_iterations,
+        config.argon2_parallelism,
+        config.argon2_queue_limit,
+    )
+    .expect("valid parameters");
+    let ticket = Ticket::new(Lane::Signin, None);
     let password = SecretString::from("correct horse battery staple");
-    let hash = hasher.hash(&password).await.unwrap();
+    let hash = hasher.hash(ticket, &password).await.unwrap();
     let runs = 20;
     let start = Instant::now();
     for _ in 0..runs {
-        std::hint::black_box(hasher.hash(&password).await.unwrap());
+        std::hint::black_box(hasher.hash(ticket, &password).await.unwrap());
     }
     let hash_ms = start.elapsed().as_secs_f64() * 1000.0 / f64::from(runs);
     let start = Instant::now();
     for _ in 0..runs {
-        assert!(hasher.verify(&password, Some(&hash)).await.unwrap());
+        assert!(hasher.verify(ticket, &password, Some(&hash)).await.unwrap());
     }
     let verify_ms = start.elapsed().as_secs_f64() * 1000.0 / f64::from(runs);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());

@@ -1,4 +1,4 @@
-//! What the operation limits cost per request: runs the token count and the document
+//! What the operation limits cost per request: runs the lexer pass and the document
 //! walk (the work `graphql::limits` adds to every request) on typical documents, next
 //! to the parse that every request pays anyway, and prints nanoseconds per call.
 //!
@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use async_graphql::{Variables, parser::parse_query};
-use authgraph::graphql::limits::{count_tokens, measure};
+use authgraph::graphql::limits::{lexer, walk};
 
 fn per_call(iterations: u32, mut f: impl FnMut()) -> f64 {
     for _ in 0..iterations / 10 {
@@ -43,13 +43,12 @@ fn main() {
     println!("{:<14} {:>7} {:>12} {:>12} {:>12}", "document", "bytes", "tokens ns", "walk ns", "parse ns");
     for (name, doc) in &documents {
         let tokens = per_call(20_000, || {
-            std::hint::black_box(count_tokens(std::hint::black_box(doc), 2001));
+            std::hint::black_box(lexer::scan(std::hint::black_box(doc), 2001));
         });
         let parsed = parse_query(doc).unwrap();
-        let op = parsed.operations.iter().next().unwrap().1;
         let vars = Variables::default();
         let walk = per_call(20_000, || {
-            std::hint::black_box(measure(&parsed, &op.node, &vars, 10_000));
+            std::hint::black_box(walk::measure_document(&parsed, &vars, 2000).unwrap());
         });
         let parse = per_call(5_000, || {
             std::hint::black_box(parse_query(std::hint::black_box(doc)).unwrap());

@@ -39,8 +39,12 @@ impl AppState {
     /// `keys` are the resolved signing keys (see `secret::resolve`).
     pub fn new(config: Config, keys: &JwtKeys, pool: DbPool) -> anyhow::Result<SharedState> {
         let tokens = AccessTokens::new(keys, &config.jwt_issuer, &config.jwt_audience, config.access_token_ttl)?;
-        let hasher =
-            PasswordHasher::new(config.argon2_memory_kib, config.argon2_iterations, config.argon2_parallelism)?;
+        let hasher = PasswordHasher::new(
+            config.argon2_memory_kib,
+            config.argon2_iterations,
+            config.argon2_parallelism,
+            config.argon2_queue_limit,
+        )?;
         let sessions = SessionPolicy {
             chain_keys: std::iter::once(&keys.current)
                 .chain(&keys.previous)

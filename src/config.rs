@@ -142,6 +142,11 @@ pub struct Config {
     pub argon2_parallelism: u32,
 
     /// `development` (GraphiQL, generated secret) or `production`.
+    /// Most password hashes waiting for a core; beyond it `SERVICE_UNAVAILABLE` with
+    /// `retryAfter`, before hashing. One client may hold a quarter of it.
+    #[arg(long, env = "ARGON2_QUEUE_LIMIT", default_value_t = 64)]
+    pub argon2_queue_limit: usize,
+
     #[arg(long, env = "APP_ENV", value_enum, default_value = "development", ignore_case = true)]
     pub app_env: AppEnv,
 
@@ -222,6 +227,11 @@ pub struct Config {
     #[arg(long, env = "GRAPHQL_MAX_QUERY_BYTES", default_value_t = 32 * 1024)]
     pub graphql_max_query_bytes: usize,
 
+    /// Fields, fragment spreads and inline fragments per document, every fragment
+    /// counted where it is spread (the work of validating the document).
+    #[arg(long, env = "GRAPHQL_MAX_SELECTIONS", default_value_t = 2000)]
+    pub graphql_max_selections: usize,
+
     /// Most operations in one batched HTTP request.
     #[arg(long, env = "GRAPHQL_MAX_BATCH", default_value_t = 10)]
     pub graphql_max_batch: usize,
@@ -258,6 +268,28 @@ pub struct Config {
     /// the client IP is the TCP peer.
     #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',', default_value = "")]
     pub trusted_proxies: Vec<String>,
+
+    /// A request head must be complete within this time of its first byte (or of the
+    /// connection opening).
+    #[arg(long, env = "HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub http_header_timeout: Duration,
+
+    /// A keep-alive connection with no request in flight is closed after this long.
+    #[arg(long, env = "HTTP_KEEPALIVE_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    pub http_keepalive_timeout: Duration,
+
+    /// A request body must arrive whole within this time.
+    #[arg(long, env = "HTTP_BODY_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub http_body_timeout: Duration,
+
+    /// A request is answered 503 if not done within this time, body included.
+    #[arg(long, env = "HTTP_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub http_request_timeout: Duration,
+
+    /// Most open connections; beyond it new ones wait in the kernel's backlog. Lowered at
+    /// start to what the open-files limit allows.
+    #[arg(long, env = "HTTP_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub http_max_connections: usize,
 
     /// Log filter, e.g. `info` or `authgraph=debug,tower_http=info`.
     #[arg(long, env = "RUST_LOG", default_value = "info")]
@@ -313,6 +345,19 @@ impl Config {
         }
         if self.session_max_age < self.refresh_token_ttl {
             return err("SESSION_MAX_AGE", "must not be shorter than REFRESH_TOKEN_TTL".into());
+        }
+        for (var, value) in [
+            ("HTTP_HEADER_TIMEOUT", self.http_header_timeout),
+            ("HTTP_KEEPALIVE_TIMEOUT", self.http_keepalive_timeout),
+            ("HTTP_BODY_TIMEOUT", self.http_body_timeout),
+            ("HTTP_REQUEST_TIMEOUT", self.http_request_timeout),
+        ] {
+            if value < Duration::from_millis(100) {
+                return err(var, "must be at least 100ms".into());
+            }
+        }
+        if self.http_max_connections == 0 {
+            return err("HTTP_MAX_CONNECTIONS", "must be at least 1".into());
         }
         if self.database_pool_size == 0 {
             return err("DATABASE_POOL_SIZE", "must be at least 1".into());

@@ -52,6 +52,9 @@ pub enum AppError {
     NotFound,
     /// `RATE_LIMITED` with `extensions.retryAfter` in seconds.
     RateLimited { retry_after_secs: u64 },
+    /// `SERVICE_UNAVAILABLE` with `extensions.retryAfter`: the password-hashing queue is
+    /// full; refused before any hashing.
+    Busy { retry_after_secs: u64 },
     /// `SERVICE_UNAVAILABLE`: the database cannot be reached now (pool timeout,
     /// connection refused or lost). Worth a retry.
     Unavailable(anyhow::Error),
@@ -81,7 +84,7 @@ impl AppError {
             Self::UsernameTaken => "USERNAME_TAKEN",
             Self::NotFound => "NOT_FOUND",
             Self::RateLimited { .. } => "RATE_LIMITED",
-            Self::Unavailable(_) => "SERVICE_UNAVAILABLE",
+            Self::Busy { .. } | Self::Unavailable(_) => "SERVICE_UNAVAILABLE",
             Self::Internal(_) => "INTERNAL_SERVER_ERROR",
         }
     }
@@ -98,6 +101,7 @@ impl AppError {
             Self::UsernameTaken => "Username is already taken".into(),
             Self::NotFound => "No such user".into(),
             Self::RateLimited { .. } => "Too many attempts; try again later".into(),
+            Self::Busy { .. } => "The server is busy; try again after retryAfter seconds".into(),
             Self::Unavailable(_) => "Service temporarily unavailable; try again".into(),
             Self::Internal(_) => "Internal server error".into(),
         }
@@ -129,7 +133,9 @@ impl From<AppError> for async_graphql::Error {
             match &err {
                 AppError::InvalidRefreshToken(reason) => ext.set("reason", reason.as_str()),
                 AppError::BadUserInput { field, .. } => ext.set("field", *field),
-                AppError::RateLimited { retry_after_secs } => ext.set("retryAfter", *retry_after_secs),
+                AppError::RateLimited { retry_after_secs } | AppError::Busy { retry_after_secs } => {
+                    ext.set("retryAfter", *retry_after_secs)
+                }
                 _ => {}
             }
         })

@@ -1,6 +1,6 @@
 //! Start-up and shutdown of the binary: database, migrations, HTTP server, CLI.
 
-use std::{future::IntoFuture, io::IsTerminal, net::SocketAddr};
+use std::io::IsTerminal;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -111,6 +111,21 @@ async fn serve(config: Config, database: &Database) -> anyhow::Result<()> {
     let (listen_addr, metrics_addr, shutdown_timeout) =
         (config.listen_addr, config.metrics_addr, config.shutdown_timeout);
     telemetry::set_embedded_database(database.embedded.is_some());
+    let open_files = http::serve::raise_open_files_limit();
+    let max_connections =
+        http::serve::fit_connections(config.http_max_connections, open_files, config.database_pool_size + 64);
+    if max_connections < config.http_max_connections {
+        tracing::warn!(
+            max_connections,
+            open_files,
+            "HTTP_MAX_CONNECTIONS lowered to fit the open-files limit (raise it with ulimit -n)"
+        );
+    }
+    let connection_limits = http::serve::ConnectionLimits {
+        header_timeout: config.http_header_timeout,
+        keepalive_timeout: config.http_keepalive_timeout,
+        max_connections,
+    };
     let state = AppState::new(config, &keys, pool.clone())?;
     let router = http::app(state.clone());
     let listener =
@@ -126,21 +141,15 @@ async fn serve(config: Config, database: &Database) -> anyhow::Result<()> {
             TcpListener::bind(addr).await.with_context(|| format!("cannot listen on METRICS_ADDR {addr}"))?;
         tracing::info!("metrics on http://{addr}/metrics");
         let metrics_router = http::metrics_app(state.clone());
-        tokio::spawn(
-            axum::serve(metrics_listener, metrics_router)
-                .with_graceful_shutdown(stopped(stop_rx.clone()))
-                .into_future(),
-        );
+        tokio::spawn(http::serve::serve(metrics_listener, metrics_router, connection_limits, stopped(stop_rx.clone())));
     }
     tracing::info!("listening on http://{}/graphql", listener.local_addr()?);
     let pruner = tokio::spawn(admin::prune_periodically(pool.clone(), state.config.clone()));
-    let server = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            tracing::info!("shutting down: finishing requests in flight");
-            let _ = stop_tx.send(true);
-        })
-        .into_future();
+    let server = http::serve::serve(listener, router, connection_limits, async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing requests in flight");
+        let _ = stop_tx.send(true);
+    });
     let deadline = async {
         stopped(stop_rx.clone()).await;
         tokio::time::sleep(shutdown_timeout).await;

@@ -3,7 +3,11 @@
 use diesel_async::AsyncConnection;
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{Caller, Client, Grant, sessions};
+use super::{
+    Caller, Client, Grant,
+    password::{Lane, Requester, Ticket},
+    sessions,
+};
 use crate::{
     app::AppState,
     db::{self, models::NewUser, sessions::EndReason},
@@ -26,7 +30,7 @@ pub async fn signup(state: &AppState, input: SignupInput, client: &Client) -> Ap
         let mut conn = state.pool.get().await?;
         state.rate_limits.take_signup(&mut conn, client.ip).await?;
     }
-    let password_hash = state.hasher.hash(&input.password).await?;
+    let password_hash = state.hasher.hash(Ticket::new(Lane::Signup, client.ip), &input.password).await?;
 
     let mut conn = state.pool.get().await?;
     let user_agent = client.user_agent.as_deref();
@@ -59,7 +63,8 @@ pub async fn signin(state: &AppState, username: &str, password: &SecretString, c
     // Do not hold a connection while hashing: the pool is smaller than the queue.
     drop(conn);
     let stored = found.as_ref().map(|(_, hash)| hash.as_str());
-    let verified = state.hasher.verify(password, stored).await?;
+    let ticket = Ticket::new(Lane::Signin, client.ip);
+    let verified = state.hasher.verify(ticket, password, stored).await?;
     let (Some((user, stored_hash)), true) = (found, verified) else {
         let mut conn = state.pool.get().await?;
         state.rate_limits.record_signin_failure(&mut conn, username, client.ip).await?;
@@ -67,7 +72,7 @@ pub async fn signin(state: &AppState, username: &str, password: &SecretString, c
     };
 
     let upgraded =
-        if state.hasher.needs_rehash(&stored_hash) { Some(state.hasher.hash(password).await?) } else { None };
+        if state.hasher.needs_rehash(&stored_hash) { Some(state.hasher.hash(ticket, password).await?) } else { None };
     let mut conn = state.pool.get().await?;
     state.rate_limits.record_signin_success(&mut conn, username).await?;
     let policy = &state.sessions;
@@ -96,14 +101,15 @@ pub async fn change_password(
         let mut conn = state.pool.get().await?;
         db::users::password_hash(&mut conn, user_id).await?
     };
-    if !state.hasher.verify(current, stored.as_deref()).await? {
+    let ticket = Ticket { lane: Lane::Account, requester: Requester::Account(user_id) };
+    if !state.hasher.verify(ticket, current, stored.as_deref()).await? {
         return Err(AppError::InvalidCredentials);
     }
     validate::password("newPassword", new)?;
     if new.expose_secret() == current.expose_secret() {
         return Err(AppError::bad_input("newPassword", "The new password must differ from the current one"));
     }
-    let hash = state.hasher.hash(new).await?;
+    let hash = state.hasher.hash(ticket, new).await?;
     let keep = caller.session_id;
     let mut conn = state.pool.get().await?;
     conn.transaction::<_, AppError, _>(async |conn| {

@@ -5,16 +5,29 @@
 //! hashes run on a small pool of threads of their own, one per core (more would only
 //! queue inside the OS scheduler and multiply memory use), fed by a queue.
 //!
+//! The queue is bounded and fair. Bounded: beyond `queue_limit` jobs waiting, a request
+//! is refused before any hashing with `SERVICE_UNAVAILABLE` and a `retryAfter` that
+//! estimates when the queue will have drained, so a storm costs memory and latency only
+//! up to that bound. Fair: each kind of work (sign-in, sign-up, account changes) has a
+//! lane, the threads take from the lanes in turn, and within a lane from each requester
+//! in turn; one requester may hold at most a quarter of the queue. A sign-in that
+//! arrives behind two hundred sign-ups therefore waits for the jobs already running and
+//! at most one job of each other lane, not for the whole storm.
+//!
 //! Each of those threads keeps its argon2 working memory and reuses it for every job.
 //! Measured with the benchmark: letting argon2 allocate 19 MiB per hash on tokio's
 //! blocking pool left the server at 550+ MiB of RSS after a sign-in burst, because the
 //! allocator keeps freed blocks in per-thread arenas across many short-lived threads.
 //! With reused memory the hashing memory is exactly `cores × ARGON2_MEMORY_KIB`.
 
-use std::sync::{
-    Arc, Mutex,
-    atomic::{AtomicU64, Ordering},
-    mpsc,
+use std::{
+    collections::{HashMap, VecDeque},
+    net::IpAddr,
+    sync::{
+        Arc, Condvar, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Instant,
 };
 
 use anyhow::anyhow;
@@ -22,6 +35,7 @@ use argon2::{Algorithm, Argon2, Block, Params, Version, password_hash::phc::Pass
 use base64::{Engine, engine::general_purpose::STANDARD_NO_PAD};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::oneshot;
+use uuid::Uuid;
 
 use crate::error::{AppError, AppResult};
 
@@ -32,33 +46,140 @@ const OUTPUT_LEN: usize = 32;
 /// A job for a hashing thread, given that thread's working memory.
 type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
 
+/// The kind of work a hash is for; each has its own lane in the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    Signin = 0,
+    Signup = 1,
+    /// Password changes, and later verifications of an account's own secrets.
+    Account = 2,
+}
+
+const LANES: usize = 3;
+
+/// Who asked for a hash, for fairness within a lane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Requester {
+    Address(IpAddr),
+    Account(Uuid),
+    Unknown,
+}
+
+/// A place in the queue: the lane and the requester.
+#[derive(Debug, Clone, Copy)]
+pub struct Ticket {
+    pub lane: Lane,
+    pub requester: Requester,
+}
+
+impl Ticket {
+    pub fn new(lane: Lane, ip: Option<IpAddr>) -> Self {
+        Self { lane, requester: ip.map_or(Requester::Unknown, Requester::Address) }
+    }
+}
+
+/// One lane: requesters served in turn, each with its jobs in order.
+#[derive(Default)]
+struct LaneQueue {
+    turn: VecDeque<Requester>,
+    jobs: HashMap<Requester, VecDeque<Job>>,
+}
+
+impl LaneQueue {
+    fn push(&mut self, requester: Requester, job: Job) {
+        let jobs = self.jobs.entry(requester).or_default();
+        if jobs.is_empty() {
+            self.turn.push_back(requester);
+        }
+        jobs.push_back(job);
+    }
+
+    fn pop(&mut self) -> Option<Job> {
+        let requester = self.turn.pop_front()?;
+        let jobs = self.jobs.get_mut(&requester)?;
+        let job = jobs.pop_front();
+        if jobs.is_empty() {
+            self.jobs.remove(&requester);
+        } else {
+            self.turn.push_back(requester);
+        }
+        job
+    }
+
+    fn queued_by(&self, requester: &Requester) -> usize {
+        self.jobs.get(requester).map_or(0, VecDeque::len)
+    }
+}
+
+#[derive(Default)]
+struct Queue {
+    lanes: [LaneQueue; LANES],
+    /// The lane to look at first next time.
+    next_lane: usize,
+    queued: usize,
+    closed: bool,
+}
+
+impl Queue {
+    fn pop(&mut self) -> Option<Job> {
+        for i in 0..LANES {
+            let lane = (self.next_lane + i) % LANES;
+            if let Some(job) = self.lanes[lane].pop() {
+                self.next_lane = (lane + 1) % LANES;
+                self.queued -= 1;
+                return Some(job);
+            }
+        }
+        None
+    }
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    ready: Condvar,
+}
+
+/// Held only by the `PasswordHasher` clones: when the last one goes, the threads end.
+struct Handle(Arc<Shared>);
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.0.queue.lock().unwrap_or_else(|e| e.into_inner()).closed = true;
+        self.0.ready.notify_all();
+    }
+}
+
 #[derive(Clone)]
 pub struct PasswordHasher {
     params: Params,
-    queue: mpsc::Sender<Job>,
+    handle: Arc<Handle>,
+    threads: usize,
+    /// Most jobs waiting at once; a quarter of it per requester.
+    queue_limit: usize,
     /// A well-formed hash with the configured parameters that no password matches:
     /// sign-in verifies against it when the username is unknown, so that an unknown
     /// user costs the same time as a wrong password.
     dummy_hash: Arc<str>,
     /// Argon2 computations finished, hashes and verifications alike.
     computed: Arc<AtomicU64>,
+    /// How long the last computation took, in microseconds: for `retryAfter`.
+    last_micros: Arc<AtomicU64>,
 }
 
 impl PasswordHasher {
-    pub fn new(memory_kib: u32, iterations: u32, parallelism: u32) -> anyhow::Result<Self> {
+    pub fn new(memory_kib: u32, iterations: u32, parallelism: u32, queue_limit: usize) -> anyhow::Result<Self> {
         let params = Params::new(memory_kib, iterations, parallelism, Some(OUTPUT_LEN))
             .map_err(|e| anyhow!("invalid argon2 parameters: {e}"))?;
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let (queue, jobs) = mpsc::channel::<Job>();
-        let jobs = Arc::new(Mutex::new(jobs));
-        for i in 0..cores {
-            let jobs = jobs.clone();
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let shared = Arc::new(Shared { queue: Mutex::default(), ready: Condvar::new() });
+        for i in 0..threads {
+            let shared = shared.clone();
             std::thread::Builder::new().name(format!("argon2-{i}")).spawn(move || {
                 let mut memory = Vec::new();
-                // Ends when every PasswordHasher clone (every sender) is gone. A job that
-                // panics drops its reply (its caller gets an internal error) but must not
-                // take the thread with it, or the queue would stall.
-                while let Ok(job) = { jobs.lock().unwrap_or_else(|e| e.into_inner()).recv() } {
+                // Ends when every PasswordHasher clone is gone. A job that panics drops
+                // its reply (its caller gets an internal error) but must not take the
+                // thread with it, or the queue would stall.
+                while let Some(job) = next_job(&shared) {
                     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut memory)));
                 }
             })?;
@@ -72,7 +193,20 @@ impl PasswordHasher {
             STANDARD_NO_PAD.encode(salt),
             STANDARD_NO_PAD.encode(output)
         );
-        Ok(Self { params, queue, dummy_hash: dummy_hash.into(), computed: Arc::new(AtomicU64::new(0)) })
+        Ok(Self {
+            params,
+            handle: Arc::new(Handle(shared)),
+            threads,
+            queue_limit: queue_limit.max(1),
+            dummy_hash: dummy_hash.into(),
+            computed: Arc::new(AtomicU64::new(0)),
+            last_micros: Arc::new(AtomicU64::new(50_000)),
+        })
+    }
+
+    /// Jobs waiting for a thread now.
+    pub fn queued(&self) -> usize {
+        self.handle.0.queue.lock().unwrap().queued
     }
 
     /// How many argon2 computations have finished since start.
@@ -81,10 +215,10 @@ impl PasswordHasher {
     }
 
     /// Hashes a new password (PHC string, random salt).
-    pub async fn hash(&self, password: &SecretString) -> AppResult<String> {
+    pub async fn hash(&self, ticket: Ticket, password: &SecretString) -> AppResult<String> {
         let params = self.params.clone();
         let password = password.clone();
-        self.run(move |memory| {
+        self.run(ticket, move |memory| {
             let mut salt = [0u8; SALT_LEN];
             rand::fill(&mut salt);
             let mut output = [0u8; OUTPUT_LEN];
@@ -111,12 +245,12 @@ impl PasswordHasher {
 
     /// Checks a password against a stored hash, or against the dummy hash when there
     /// is no account (always false, same cost).
-    pub async fn verify(&self, password: &SecretString, stored: Option<&str>) -> AppResult<bool> {
+    pub async fn verify(&self, ticket: Ticket, password: &SecretString, stored: Option<&str>) -> AppResult<bool> {
         let known = stored.is_some();
         let hash: Arc<str> = stored.map_or_else(|| self.dummy_hash.clone(), Arc::from);
         let password = password.clone();
         let matches = self
-            .run(move |memory| {
+            .run(ticket, move |memory| {
                 let parsed = PasswordHash::new(&hash).map_err(|e| AppError::internal(anyhow!("stored hash: {e}")))?;
                 let algorithm = Algorithm::try_from(parsed.algorithm.as_str())
                     .map_err(|e| AppError::internal(anyhow!("stored hash algorithm: {e}")))?;
@@ -162,25 +296,64 @@ impl PasswordHasher {
         }
     }
 
-    /// Queues a job for a hashing thread and waits for it without blocking the runtime.
+    /// Queues a job in its lane and waits for it without blocking the runtime; refuses
+    /// at once when the queue, or the requester's share of it, is full.
     async fn run<T: Send + 'static>(
         &self,
+        ticket: Ticket,
         job: impl FnOnce(&mut Vec<Block>) -> AppResult<T> + Send + 'static,
     ) -> AppResult<T> {
+        let (reply, answer) = oneshot::channel();
+        let computed = self.computed.clone();
+        let last_micros = self.last_micros.clone();
+        let job: Job = Box::new(move |memory| {
+            let start = Instant::now();
+            let result = job(memory);
+            last_micros.store(u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+            computed.fetch_add(1, Ordering::Relaxed);
+            let _ = reply.send(result);
+        });
+        {
+            let shared = &self.handle.0;
+            let mut queue = shared.queue.lock().unwrap();
+            let lane = &queue.lanes[ticket.lane as usize];
+            let share = (self.queue_limit / 4).max(1);
+            if queue.queued >= self.queue_limit || lane.queued_by(&ticket.requester) >= share {
+                let waiting = queue.queued as u64 + 1;
+                drop(queue);
+                metrics::counter!("authgraph_argon2_refused_total").increment(1);
+                return Err(AppError::Busy { retry_after_secs: self.drain_secs(waiting) });
+            }
+            queue.lanes[ticket.lane as usize].push(ticket.requester, job);
+            queue.queued += 1;
+            shared.ready.notify_one();
+        }
         // Counted from the moment the job waits for a thread: the queue's depth.
         let jobs = metrics::gauge!("authgraph_argon2_jobs");
         jobs.increment(1.0);
         let _done = scopeguard(move || jobs.decrement(1.0));
-        let (reply, answer) = oneshot::channel();
-        let computed = self.computed.clone();
-        self.queue
-            .send(Box::new(move |memory| {
-                let result = job(memory);
-                computed.fetch_add(1, Ordering::Relaxed);
-                let _ = reply.send(result);
-            }))
-            .map_err(|_| AppError::internal(anyhow!("the hashing threads are gone")))?;
         answer.await.map_err(|_| AppError::internal(anyhow!("a hashing job was dropped")))?
+    }
+
+    /// Seconds until `jobs` queued jobs are done, by the last computation's time.
+    fn drain_secs(&self, jobs: u64) -> u64 {
+        let micros = self.last_micros.load(Ordering::Relaxed).max(1);
+        let total = jobs.saturating_mul(micros) / self.threads.max(1) as u64;
+        total.div_ceil(1_000_000).max(1)
+    }
+}
+
+/// Waits for the next job; `None` once the hasher is gone and the queue is empty.
+fn next_job(shared: &Shared) -> Option<Job> {
+    let mut queue = shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        if let Some(job) = queue.pop() {
+            return Some(job);
+        }
+        if queue.closed {
+            return None;
+        }
+        queue = shared.ready.wait(queue).unwrap_or_else(|e| e.into_inner());
     }
 }
 
@@ -225,24 +398,100 @@ fn scopeguard(f: impl FnOnce()) -> impl Drop {
 mod tests {
     use super::*;
 
+    const T: Ticket = Ticket { lane: Lane::Signin, requester: Requester::Unknown };
+
     fn hasher() -> PasswordHasher {
-        PasswordHasher::new(19_456, 2, 1).unwrap()
+        PasswordHasher::new(19_456, 2, 1, 64).unwrap()
     }
 
     #[tokio::test]
     async fn a_hash_verifies_its_password_only() {
         let h = hasher();
-        let hash = h.hash(&"correct horse".to_owned().into()).await.unwrap();
+        let hash = h.hash(T, &"correct horse".to_owned().into()).await.unwrap();
         assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
-        assert!(h.verify(&"correct horse".to_owned().into(), Some(&hash)).await.unwrap());
-        assert!(!h.verify(&"wrong horse".to_owned().into(), Some(&hash)).await.unwrap());
+        assert!(h.verify(T, &"correct horse".to_owned().into(), Some(&hash)).await.unwrap());
+        assert!(!h.verify(T, &"wrong horse".to_owned().into(), Some(&hash)).await.unwrap());
         assert!(!h.needs_rehash(&hash));
+    }
+
+    fn marker(id: u32, log: Arc<Mutex<Vec<u32>>>) -> Job {
+        Box::new(move |_| log.lock().unwrap().push(id))
+    }
+
+    #[test]
+    fn a_signin_behind_a_signup_storm_is_taken_next() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut queue = Queue::default();
+        for i in 0..200 {
+            let requester = Requester::Address(IpAddr::from([10, 0, (i / 256) as u8, (i % 256) as u8]));
+            queue.lanes[Lane::Signup as usize].push(requester, marker(i, log.clone()));
+            queue.queued += 1;
+        }
+        queue.lanes[Lane::Signin as usize].push(Requester::Unknown, marker(1000, log.clone()));
+        queue.queued += 1;
+        let mut memory = Vec::new();
+        for _ in 0..2 {
+            queue.pop().unwrap()(&mut memory);
+        }
+        assert!(log.lock().unwrap().contains(&1000), "{:?}", log.lock().unwrap());
+    }
+
+    #[test]
+    fn requesters_in_a_lane_take_turns() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut lane = LaneQueue::default();
+        let (a, b) = (Requester::Address(IpAddr::from([10, 0, 0, 1])), Requester::Address(IpAddr::from([10, 0, 0, 2])));
+        for i in 0..3 {
+            lane.push(a, marker(i, log.clone()));
+        }
+        lane.push(b, marker(10, log.clone()));
+        let mut memory = Vec::new();
+        while let Some(job) = lane.pop() {
+            job(&mut memory);
+        }
+        assert_eq!(*log.lock().unwrap(), vec![0, 10, 1, 2]);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_before_hashing_with_a_retry_time() {
+        let h = PasswordHasher::new(19_456, 2, 1, 4).unwrap();
+        let password: SecretString = "storm password".to_owned().into();
+        let ticket = Ticket { lane: Lane::Signup, requester: Requester::Address(IpAddr::from([10, 0, 0, 1])) };
+        let results = futures_join(&h, ticket, &password, 12).await;
+        let busy: Vec<u64> = results
+            .iter()
+            .filter_map(|r| match r {
+                Err(AppError::Busy { retry_after_secs }) => Some(*retry_after_secs),
+                _ => None,
+            })
+            .collect();
+        assert!(!busy.is_empty() && busy.iter().all(|s| *s >= 1), "one requester holds at most a quarter");
+        assert!(results.iter().filter(|r| r.is_ok()).count() >= 1);
+        assert_eq!(h.computed() as usize, results.iter().filter(|r| r.is_ok()).count(), "refusals hash nothing");
+    }
+
+    async fn futures_join(
+        h: &PasswordHasher,
+        ticket: Ticket,
+        password: &SecretString,
+        n: usize,
+    ) -> Vec<AppResult<String>> {
+        let mut handles = Vec::new();
+        for _ in 0..n {
+            let (h, password) = (h.clone(), password.clone());
+            handles.push(tokio::spawn(async move { h.hash(ticket, &password).await }));
+        }
+        let mut out = Vec::new();
+        for handle in handles {
+            out.push(handle.await.unwrap());
+        }
+        out
     }
 
     #[tokio::test]
     async fn an_unknown_user_never_verifies() {
         let h = hasher();
-        assert!(!h.verify(&"anything".to_owned().into(), None).await.unwrap());
+        assert!(!h.verify(T, &"anything".to_owned().into(), None).await.unwrap());
     }
 
     #[test]
@@ -261,15 +510,15 @@ mod tests {
     async fn hashes_interoperate_with_the_reference_implementation() {
         use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
         let h = hasher();
-        let ours = h.hash(&"interop password".to_owned().into()).await.unwrap();
+        let ours = h.hash(T, &"interop password".to_owned().into()).await.unwrap();
         assert!(Argon2::default().verify_password(b"interop password", ours.as_str()).is_ok());
         for params in [Params::new(19_456, 2, 1, None).unwrap(), Params::new(8192, 1, 2, Some(64)).unwrap()] {
             let theirs = Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
                 .hash_password(b"interop password")
                 .unwrap()
                 .to_string();
-            assert!(h.verify(&"interop password".to_owned().into(), Some(&theirs)).await.unwrap(), "{theirs}");
-            assert!(!h.verify(&"interop passwore".to_owned().into(), Some(&theirs)).await.unwrap());
+            assert!(h.verify(T, &"interop password".to_owned().into(), Some(&theirs)).await.unwrap(), "{theirs}");
+            assert!(!h.verify(T, &"interop passwore".to_owned().into(), Some(&theirs)).await.unwrap());
         }
     }
 }

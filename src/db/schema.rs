@@ -38,6 +38,13 @@ diesel::table! {
 }
 
 diesel::table! {
+    user_count (singleton) {
+        singleton -> Bool,
+        total -> Int8,
+    }
+}
+
+diesel::table! {
     users (id) {
         id -> Uuid,
         name -> Text,
@@ -52,4 +59,4 @@ diesel::table! {
 diesel::joinable!(refresh_tokens -> sessions (session_id));
 diesel::joinable!(sessions -> users (user_id));
 
-diesel::allow_tables_to_appear_in_same_query!(rate_limit_events, refresh_tokens, sessions, users,);
+diesel::allow_tables_to_appear_in_same_query!(rate_limit_events, refresh_tokens, sessions, user_count, users,);

@@ -32,16 +32,7 @@ pub fn schema(state: Option<SharedState>) -> AppSchema {
         let config = &state.config;
         // Observe wraps everything after it, so it sees cached documents too.
         builder = builder.extension(observe::Observe);
-        builder = builder.extension(limits::OperationLimits::new(limits::Limits {
-            max_depth: config.graphql_max_depth,
-            max_cost: config.graphql_max_cost,
-            max_aliases: config.graphql_max_aliases,
-            max_root_fields: config.graphql_max_root_fields,
-            max_directives: config.graphql_max_directives,
-            max_tokens: config.graphql_max_tokens,
-            max_query_bytes: config.graphql_max_query_bytes,
-            introspection: config.introspection(),
-        }));
+        builder = builder.extension(limits::OperationLimits::new(Arc::new(limits(config))));
         if !config.introspection() {
             builder = builder.disable_introspection();
         }
@@ -51,6 +42,21 @@ pub fn schema(state: Option<SharedState>) -> AppSchema {
         builder = builder.data(state);
     }
     builder.finish()
+}
+
+/// The operation limits of a configuration.
+pub fn limits(config: &crate::config::Config) -> limits::Limits {
+    limits::Limits {
+        max_depth: config.graphql_max_depth,
+        max_cost: config.graphql_max_cost,
+        max_aliases: config.graphql_max_aliases,
+        max_root_fields: config.graphql_max_root_fields,
+        max_directives: config.graphql_max_directives,
+        max_tokens: config.graphql_max_tokens,
+        max_query_bytes: config.graphql_max_query_bytes,
+        max_selections: config.graphql_max_selections,
+        introspection: config.introspection(),
+    }
 }
 
 /// The SDL written to `schema.graphql`.

@@ -15,7 +15,7 @@ use async_graphql::{
     parser::types::{ExecutableDocument, Selection},
 };
 
-use super::limits::RequestedOperation;
+use super::limits::operation::RequestedOperation;
 use crate::auth::RequestAuth;
 
 pub struct Observe;

@@ -12,32 +12,60 @@
 //! request then goes through parsing and every limit like any other.
 //!
 //! The store is keyed by the SHA-256 of the text, checked on registration, so nobody can
-//! register a different document under a hash that other clients use. It is bounded in
-//! bytes; when full, some entries are dropped, and their clients just register again.
+//! register a different document under a hash that other clients use. Only documents
+//! that parse and pass every limit are kept: anything else is refused with the error it
+//! would get anyway. The store is bounded by the memory it takes, entries counted with
+//! their overhead and not only their text, so a flood of tiny distinct texts cannot grow
+//! it either; when full, the oldest entries go, and their clients just register again.
 
-use std::{collections::HashMap, sync::Mutex};
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{Arc, Mutex},
+};
 
 use async_graphql::{ErrorExtensions, Request, ServerError, Value};
 use sha2::{Digest, Sha256};
 
-/// What the store may hold in query text, in all.
-const STORE_BYTES: usize = 4 * 1024 * 1024;
+use super::limits::Limits;
+
+/// What the store may hold, text and overhead together.
+pub const STORE_BYTES: usize = 4 * 1024 * 1024;
+/// Memory an entry takes besides its text: the 32-byte key twice (map and eviction
+/// queue), the boxed text's pointer and length, the map's control byte and spare
+/// capacity (it is at most 7/8 full), and the allocator's header and rounding of the
+/// text's own block. An overestimate on purpose.
+pub const ENTRY_OVERHEAD: usize = 128;
 
 pub struct PersistedQueries {
-    /// Longest document accepted for registration: the same as for any query.
-    max_query_bytes: usize,
+    /// Every limit applies to a text before it is kept.
+    limits: Arc<Limits>,
     store: Mutex<Store>,
 }
 
 #[derive(Default)]
 struct Store {
     queries: HashMap<[u8; 32], Box<str>>,
+    /// Hashes in the order they were stored: the oldest is dropped first.
+    order: VecDeque<[u8; 32]>,
+    /// Text plus `ENTRY_OVERHEAD` per entry.
     bytes: usize,
 }
 
+/// How full the store is, for the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    pub entries: usize,
+    pub bytes: usize,
+}
+
 impl PersistedQueries {
-    pub fn new(max_query_bytes: usize) -> Self {
-        Self { max_query_bytes, store: Mutex::default() }
+    pub fn new(limits: Arc<Limits>) -> Self {
+        Self { limits, store: Mutex::default() }
+    }
+
+    pub fn usage(&self) -> Usage {
+        let store = self.store.lock().unwrap();
+        Usage { entries: store.queries.len(), bytes: store.bytes }
     }
 
     /// Replaces a request's `persistedQuery` extension by the query text it stands
@@ -47,14 +75,19 @@ impl PersistedQueries {
         let Some(extension) = request.extensions.remove("persistedQuery") else {
             return Ok(());
         };
-        let (outcome, result) = self.resolve_hash(&extension, &mut request.query);
+        let (outcome, result) = self.resolve_hash(&extension, &mut request.query, &request.variables);
         // These requests may never reach the schema, so the per-operation metrics would
         // not see them; the hit rate tells whether the store is large enough.
         metrics::counter!("authgraph_persisted_queries_total", "outcome" => outcome).increment(1);
         result
     }
 
-    fn resolve_hash(&self, extension: &Value, query: &mut String) -> (&'static str, Result<(), ServerError>) {
+    fn resolve_hash(
+        &self,
+        extension: &Value,
+        query: &mut String,
+        variables: &async_graphql::Variables,
+    ) -> (&'static str, Result<(), ServerError>) {
         let hash = match parse_extension(extension) {
             Ok(hash) => hash,
             Err(err) => return ("refused", Err(err)),
@@ -71,24 +104,30 @@ impl PersistedQueries {
         if <[u8; 32]>::from(Sha256::digest(query.as_bytes())) != hash {
             return ("refused", Err(error("BAD_REQUEST", "persistedQuery.sha256Hash is not the SHA-256 of the query")));
         }
-        // Too long to run is too long to keep; the limits refuse it with their message.
-        if query.len() <= self.max_query_bytes {
-            self.insert(hash, query);
+        if self.store.lock().unwrap().queries.contains_key(&hash) {
+            return ("registered", Ok(()));
         }
+        // Kept only if it would run: the same checks, and the same refusal, as execution.
+        if let Err(err) = self.limits.admit(query, variables) {
+            return ("refused", Err(err));
+        }
+        self.insert(hash, query);
         ("registered", Ok(()))
     }
 
     fn insert(&self, hash: [u8; 32], query: &str) {
+        let size = query.len() + ENTRY_OVERHEAD;
         let mut store = self.store.lock().unwrap();
-        if store.queries.contains_key(&hash) {
+        if store.queries.contains_key(&hash) || size > STORE_BYTES {
             return;
         }
-        while store.bytes + query.len() > STORE_BYTES {
-            let Some(victim) = store.queries.keys().next().copied() else { break };
-            let removed = store.queries.remove(&victim).map_or(0, |q| q.len());
+        while store.bytes + size > STORE_BYTES {
+            let Some(victim) = store.order.pop_front() else { break };
+            let removed = store.queries.remove(&victim).map_or(0, |q| q.len() + ENTRY_OVERHEAD);
             store.bytes -= removed;
         }
-        store.bytes += query.len();
+        store.bytes += size;
+        store.order.push_back(hash);
         store.queries.insert(hash, query.into());
     }
 }
@@ -128,6 +167,12 @@ mod tests {
 
     const QUERY: &str = "{ me { id } }";
 
+    fn store_with(max_query_bytes: usize) -> PersistedQueries {
+        let mut config = crate::config::Config::defaults();
+        config.graphql_max_query_bytes = max_query_bytes;
+        PersistedQueries::new(Arc::new(crate::graphql::limits(&config)))
+    }
+
     fn hash_of(query: &str) -> String {
         Sha256::digest(query.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
     }
@@ -148,7 +193,7 @@ mod tests {
 
     #[test]
     fn an_unknown_hash_is_not_found_until_registered() {
-        let store = PersistedQueries::new(1024);
+        let store = store_with(1024);
         let err = store.resolve(&mut request("", &hash_of(QUERY))).unwrap_err();
         assert_eq!(code(&err), "PERSISTED_QUERY_NOT_FOUND");
         assert_eq!(err.message, "PersistedQueryNotFound", "Apollo's link matches this message");
@@ -165,7 +210,7 @@ mod tests {
 
     #[test]
     fn a_text_cannot_be_registered_under_another_texts_hash() {
-        let store = PersistedQueries::new(1024);
+        let store = store_with(1024);
         let popular = hash_of(QUERY);
         let err = store.resolve(&mut request("{ users { totalCount } }", &popular)).unwrap_err();
         assert_eq!(code(&err), "BAD_REQUEST");
@@ -175,7 +220,7 @@ mod tests {
 
     #[test]
     fn malformed_extensions_are_refused() {
-        let store = PersistedQueries::new(1024);
+        let store = store_with(1024);
         for hash in ["", "abc", &"g".repeat(64), &"+a".repeat(32), &"é".repeat(32)] {
             assert_eq!(code(&store.resolve(&mut request("", hash)).unwrap_err()), "BAD_REQUEST", "{hash:?}");
         }
@@ -193,7 +238,7 @@ mod tests {
 
     #[test]
     fn the_store_stays_within_its_byte_budget() {
-        let store = PersistedQueries::new(64 * 1024);
+        let store = store_with(64 * 1024);
         let big = |i: usize| format!("{{ me {{ id }} }} # {i} {}", "x".repeat(60 * 1024));
         for i in 0..200 {
             let query = big(i);
@@ -201,16 +246,42 @@ mod tests {
         }
         let stored = store.store.lock().unwrap();
         assert!(stored.bytes <= STORE_BYTES, "{} bytes", stored.bytes);
-        assert_eq!(stored.bytes, stored.queries.values().map(|q| q.len()).sum::<usize>());
+        let texts = stored.queries.values().map(|q| q.len() + ENTRY_OVERHEAD).sum::<usize>();
+        assert_eq!(stored.bytes, texts);
+        assert_eq!(stored.order.len(), stored.queries.len());
         assert!(stored.queries.len() > 10);
     }
 
     #[test]
-    fn a_document_over_the_size_limit_is_run_but_not_kept() {
-        let store = PersistedQueries::new(8);
-        let mut req = request(QUERY, &hash_of(QUERY));
-        store.resolve(&mut req).unwrap();
-        assert_eq!(req.query, QUERY, "the limits refuse it later with their own message");
-        assert!(store.store.lock().unwrap().queries.is_empty());
+    fn tiny_texts_are_counted_with_their_overhead() {
+        let store = store_with(1024);
+        let floods = STORE_BYTES / ENTRY_OVERHEAD + 1000;
+        for i in 0..floods {
+            let query = format!("{{a{i}:__typename}}");
+            store.resolve(&mut request(&query, &hash_of(&query))).unwrap();
+        }
+        let usage = store.usage();
+        assert!(usage.bytes <= STORE_BYTES, "{usage:?}");
+        assert!(usage.entries < STORE_BYTES / ENTRY_OVERHEAD, "{usage:?}");
+        // The newest are kept, the oldest dropped.
+        let newest = format!("{{a{}:__typename}}", floods - 1);
+        store.resolve(&mut request("", &hash_of(&newest))).unwrap();
+        let oldest = "{a0:__typename}";
+        assert_eq!(code(&store.resolve(&mut request("", &hash_of(oldest))).unwrap_err()), "PERSISTED_QUERY_NOT_FOUND");
+    }
+
+    #[test]
+    fn only_documents_that_parse_and_pass_the_limits_are_kept() {
+        let store = store_with(8);
+        let err = store.resolve(&mut request(QUERY, &hash_of(QUERY))).unwrap_err();
+        assert!(err.message.contains("max query size"), "{}", err.message);
+        let store = store_with(1024);
+        for text in ["{ me { id ", "not graphql at all", "{ ...A } fragment A on Query { ...A }"] {
+            assert_eq!(
+                code(&store.resolve(&mut request(text, &hash_of(text))).unwrap_err()),
+                "GRAPHQL_VALIDATION_FAILED"
+            );
+        }
+        assert_eq!(store.usage().entries, 0);
     }
 }

@@ -23,7 +23,7 @@ use axum::{
 };
 
 use super::{Http, bad_body, bearer, client_ip::ClientIp, graphiql, request_error};
-use crate::graphql::limits::RequestBudget;
+use crate::graphql::limits::{Limits, RequestBudget};
 
 const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
 
@@ -64,7 +64,7 @@ pub(crate) async fn get(
     if let Err(err) = http.persisted.resolve(&mut request) {
         return respond(&headers, BatchResponse::Single(async_graphql::Response::from_errors(vec![err])));
     }
-    if is_mutation(&request) {
+    if is_mutation(&http.limits, &request) {
         let mut res =
             request_error(StatusCode::METHOD_NOT_ALLOWED, "BAD_REQUEST", "Mutations are accepted over POST only");
         res.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
@@ -74,9 +74,10 @@ pub(crate) async fn get(
 }
 
 /// Whether the operation a request would run is a mutation. A document that does not
-/// parse is not one here: execution then reports the parse error.
-fn is_mutation(request: &async_graphql::Request) -> bool {
-    let Ok(document) = async_graphql::parser::parse_query(&request.query) else {
+/// parse, or is over a limit, is not one here: execution then reports why (and the
+/// limits bound the parse, as for any request).
+fn is_mutation(limits: &Limits, request: &async_graphql::Request) -> bool {
+    let Ok((document, _)) = limits.admit(&request.query, &request.variables) else {
         return false;
     };
     document.operations.iter().any(|(name, op)| {
@@ -251,10 +252,11 @@ mod tests {
             r.operation_name = name.map(str::to_owned);
             r
         };
-        assert!(is_mutation(&req("mutation { logout }", None)));
-        assert!(!is_mutation(&req("{ me { id } }", None)));
+        let limits = crate::graphql::limits(&crate::config::Config::defaults());
+        assert!(is_mutation(&limits, &req("mutation { logout }", None)));
+        assert!(!is_mutation(&limits, &req("{ me { id } }", None)));
         let both = "query Q { me { id } } mutation M { logout }";
-        assert!(is_mutation(&req(both, Some("M"))));
-        assert!(!is_mutation(&req(both, Some("Q"))));
+        assert!(is_mutation(&limits, &req(both, Some("M"))));
+        assert!(!is_mutation(&limits, &req(both, Some("Q"))));
     }
 }

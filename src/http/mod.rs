@@ -5,6 +5,7 @@ pub mod client_ip;
 pub mod cookie;
 mod endpoint;
 mod graphiql;
+pub mod serve;
 
 use std::{sync::Arc, time::Duration};
 
@@ -40,12 +41,14 @@ pub(crate) struct Http {
     state: SharedState,
     schema: AppSchema,
     persisted: Arc<graphql::persisted::PersistedQueries>,
+    limits: Arc<graphql::limits::Limits>,
 }
 
 /// The whole application as one router, used by `main` and by the tests alike.
 pub fn app(state: SharedState) -> Router {
     let schema = graphql::schema(Some(state.clone()));
-    let persisted = Arc::new(graphql::persisted::PersistedQueries::new(state.config.graphql_max_query_bytes));
+    let limits = Arc::new(graphql::limits(&state.config));
+    let persisted = Arc::new(graphql::persisted::PersistedQueries::new(limits.clone()));
     let dev = !state.config.is_production();
     let cors = cors(&state.config.cors_origins, state.config.refresh_token_cookie);
     let mut router = Router::new();
@@ -61,14 +64,16 @@ pub fn app(state: SharedState) -> Router {
         Router::new()
     };
     let request_id = REQUEST_ID.clone();
+    let deadlines = Deadlines { body: state.config.http_body_timeout, request: state.config.http_request_timeout };
     let trusted_proxies = Arc::new(client_ip::parse_proxies(&state.config.trusted_proxies).unwrap_or_default());
     router
         .route("/.well-known/jwks.json", get(jwks))
         .merge(metrics_route)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(Http { state, schema, persisted })
+        .with_state(Http { state, schema, persisted, limits })
         .layer(middleware::from_fn_with_state(trusted_proxies, client_ip::layer))
+        .layer(middleware::from_fn_with_state(deadlines, deadlines_layer))
         .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
@@ -79,6 +84,58 @@ pub fn app(state: SharedState) -> Router {
             tracing::info_span!("request", id, method = %req.method(), path = %req.uri().path())
         }))
         .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
+}
+
+/// How long a request may take to arrive and to be answered.
+#[derive(Clone, Copy)]
+struct Deadlines {
+    body: Duration,
+    request: Duration,
+}
+
+/// Receives the whole body within `body` (408 if it trickles in slower, and the
+/// connection is closed) and answers within `request` (503 otherwise), so a slow
+/// client or a stuck dependency holds a connection and a task for a bounded time.
+/// Bodies are at most `BODY_LIMIT`, so reading them whole first costs little.
+async fn deadlines_layer(State(deadlines): State<Deadlines>, req: Request, next: Next) -> Response {
+    let answer = async {
+        let (parts, body) = req.into_parts();
+        let bytes = match tokio::time::timeout(deadlines.body, axum::body::to_bytes(body, BODY_LIMIT)).await {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(err)) => {
+                // Ours (`Limited`) or the outer RequestBodyLimitLayer's, for bodies
+                // without a Content-Length.
+                let too_large = err.to_string().contains("length limit exceeded");
+                if too_large {
+                    let message = format!("Request body over {BODY_LIMIT} bytes");
+                    return request_error(StatusCode::PAYLOAD_TOO_LARGE, "BAD_REQUEST", &message);
+                }
+                return request_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", "The request body could not be read");
+            }
+            Err(_) => {
+                metrics::counter!("authgraph_http_timeouts_total", "phase" => "body").increment(1);
+                let mut res = request_error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "BAD_REQUEST",
+                    "The request body did not arrive in time (HTTP_BODY_TIMEOUT)",
+                );
+                res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                return res;
+            }
+        };
+        next.run(Request::from_parts(parts, axum::body::Body::from(bytes))).await
+    };
+    match tokio::time::timeout(deadlines.request, answer).await {
+        Ok(res) => res,
+        Err(_) => {
+            metrics::counter!("authgraph_http_timeouts_total", "phase" => "request").increment(1);
+            request_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "SERVICE_UNAVAILABLE",
+                "The request was not answered in time (HTTP_REQUEST_TIMEOUT); retry later",
+            )
+        }
+    }
 }
 
 /// A body that is not a GraphQL request: 413 when over the limit (also for bodies

@@ -30,8 +30,9 @@ pub struct UserPage {
 /// `users(first, after)`: keyset pagination on (created_at, id), so pages never skip
 /// or repeat a user when others sign up meanwhile.
 ///
-/// `totalCount` is a `count(*)` over the whole table, so it is computed only when the
-/// client asks for it (`with_total`); otherwise it is reported as 0.
+/// `totalCount` is read from a count the database keeps with every insert and delete
+/// (see the `count_users` migration), so it costs one indexed read; it is still read
+/// only when the client asks for it (`with_total`), and reported as 0 otherwise.
 pub async fn page(state: &AppState, first: Option<i32>, after: Option<&str>, with_total: bool) -> AppResult<UserPage> {
     let first = first.unwrap_or(DEFAULT_PAGE_SIZE);
     if !(1..=MAX_PAGE_SIZE).contains(&first) {
