@@ -143,7 +143,8 @@ pub struct Config {
 
     /// `development` (GraphiQL, generated secret) or `production`.
     /// Most password hashes waiting for a core; beyond it `SERVICE_UNAVAILABLE` with
-    /// `retryAfter`, before hashing. One client may hold a quarter of it.
+    /// `retryAfter`, before hashing. One kind of work (sign-in, sign-up, account) may hold
+    /// half of it, one client a quarter of that.
     #[arg(long, env = "ARGON2_QUEUE_LIMIT", default_value_t = 64)]
     pub argon2_queue_limit: usize,
 

@@ -9,8 +9,9 @@
 //! is refused before any hashing with `SERVICE_UNAVAILABLE` and a `retryAfter` that
 //! estimates when the queue will have drained, so a storm costs memory and latency only
 //! up to that bound. Fair: each kind of work (sign-in, sign-up, account changes) has a
-//! lane, the threads take from the lanes in turn, and within a lane from each requester
-//! in turn; one requester may hold at most a quarter of the queue. A sign-in that
+//! lane holding at most half the queue, so a storm of one kind always leaves room for
+//! the others; the threads take from the lanes in turn, and within a lane from each
+//! requester in turn; one requester may hold at most a quarter of a lane. A sign-in that
 //! arrives behind two hundred sign-ups therefore waits for the jobs already running and
 //! at most one job of each other lane, not for the whole storm.
 //!
@@ -83,6 +84,7 @@ impl Ticket {
 struct LaneQueue {
     turn: VecDeque<Requester>,
     jobs: HashMap<Requester, VecDeque<Job>>,
+    queued: usize,
 }
 
 impl LaneQueue {
@@ -92,12 +94,14 @@ impl LaneQueue {
             self.turn.push_back(requester);
         }
         jobs.push_back(job);
+        self.queued += 1;
     }
 
     fn pop(&mut self) -> Option<Job> {
         let requester = self.turn.pop_front()?;
         let jobs = self.jobs.get_mut(&requester)?;
         let job = jobs.pop_front();
+        self.queued -= usize::from(job.is_some());
         if jobs.is_empty() {
             self.jobs.remove(&requester);
         } else {
@@ -154,7 +158,7 @@ pub struct PasswordHasher {
     params: Params,
     handle: Arc<Handle>,
     threads: usize,
-    /// Most jobs waiting at once; a quarter of it per requester.
+    /// Most jobs waiting at once; half of it per lane, a quarter of that per requester.
     queue_limit: usize,
     /// A well-formed hash with the configured parameters that no password matches:
     /// sign-in verifies against it when the username is unknown, so that an unknown
@@ -317,8 +321,12 @@ impl PasswordHasher {
             let shared = &self.handle.0;
             let mut queue = shared.queue.lock().unwrap();
             let lane = &queue.lanes[ticket.lane as usize];
-            let share = (self.queue_limit / 4).max(1);
-            if queue.queued >= self.queue_limit || lane.queued_by(&ticket.requester) >= share {
+            let lane_limit = (self.queue_limit / 2).max(1);
+            let share = (lane_limit / 4).max(1);
+            if queue.queued >= self.queue_limit
+                || lane.queued >= lane_limit
+                || lane.queued_by(&ticket.requester) >= share
+            {
                 let waiting = queue.queued as u64 + 1;
                 drop(queue);
                 metrics::counter!("authgraph_argon2_refused_total").increment(1);

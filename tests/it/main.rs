@@ -6,6 +6,7 @@ mod support;
 mod accounts;
 mod auth_flow;
 mod cookies;
+mod exhaustion;
 mod foundation;
 mod graphql_over_http;
 mod operations;

@@ -41,6 +41,8 @@ use async_graphql::{
     parser::types::ExecutableDocument,
 };
 
+use crate::error::AppError;
+
 use self::{
     cache::DocumentCache,
     operation::RequestedOperation,
@@ -216,9 +218,13 @@ impl Extension for LimitsExtension {
         // one clients expect, so every error has a code to branch on.
         for error in &mut response.errors {
             let has_code = error.extensions.as_ref().is_some_and(|e| e.get("code").is_some());
-            if !has_code && error.path.is_empty() {
-                error.extensions.get_or_insert_with(Default::default).set("code", "GRAPHQL_VALIDATION_FAILED");
+            if has_code {
+                continue;
             }
+            // Errors without a path are the parser's and validation's; with a path,
+            // they come from coercing an argument (resolvers' errors all have codes).
+            let code = if error.path.is_empty() { "GRAPHQL_VALIDATION_FAILED" } else { "BAD_USER_INPUT" };
+            error.extensions.get_or_insert_with(Default::default).set("code", code);
         }
         response
     }
@@ -260,6 +266,11 @@ impl Extension for LimitsExtension {
             // No such operation: validation will say so.
             return Ok(document);
         };
+        if operation.first_out_of_range {
+            let max = crate::users::MAX_PAGE_SIZE;
+            let err = AppError::bad_input("first", format!("first must be between 1 and {max}"));
+            return Err(async_graphql::Error::from(err).into_server_error(Default::default()));
+        }
         if operation.auth_mutations > 0 {
             let previous = match ctx.data_opt::<Arc<RequestBudget>>() {
                 Some(budget) => budget.auth_mutations.fetch_add(operation.auth_mutations, Ordering::SeqCst),

@@ -51,6 +51,9 @@ pub struct Measure {
     pub introspection_depth: u64,
     /// `__schema` or `__type` at the root.
     pub introspects: bool,
+    /// A `first` argument that is no 32-bit integer: execution would fail on it with
+    /// async-graphql's own message, so it is refused first, naming the argument.
+    pub first_out_of_range: bool,
 }
 
 /// What a whole document asks for.
@@ -125,6 +128,7 @@ pub fn measure_document(
             type_reentry: s.introspection_reentry,
             introspection_depth: s.introspection_depth,
             introspects: s.introspects,
+            first_out_of_range: s.first_out_of_range,
         });
     }
     Ok(DocumentMeasure { selections, operations })
@@ -161,6 +165,7 @@ struct Summary {
     introspection_depth: u64,
     introspection_reentry: u64,
     introspects: bool,
+    first_out_of_range: bool,
 }
 
 impl Summary {
@@ -183,6 +188,7 @@ impl Summary {
         self.introspection_depth = self.introspection_depth.max(other.introspection_depth);
         self.introspection_reentry = self.introspection_reentry.max(other.introspection_reentry);
         self.introspects |= other.introspects;
+        self.first_out_of_range |= other.first_out_of_range;
     }
 }
 
@@ -228,6 +234,7 @@ impl Walker<'_> {
         }
         let page = self.page_size(field);
         let child = self.summarize(&field.selection_set.node);
+        s.first_out_of_range |= child.first_out_of_range || self.first_out_of_range(field);
         let below = child.cost(page);
         if matches!(name, "edges" | "nodes") {
             s.cost_base = s.cost_base.saturating_add(1);
@@ -269,6 +276,22 @@ impl Walker<'_> {
             (Some(n), _) => Some(n),
             (None, "users") => Some(users::DEFAULT_PAGE_SIZE as u64),
             (None, _) => None,
+        }
+    }
+}
+
+impl Walker<'_> {
+    fn first_out_of_range(&self, field: &Field) -> bool {
+        let Some((_, first)) = field.arguments.iter().find(|(name, _)| name.node == "first") else {
+            return false;
+        };
+        let value = match &first.node {
+            async_graphql_value::Value::Variable(var) => self.variables.get(var).cloned(),
+            literal => literal.clone().into_const(),
+        };
+        match value {
+            Some(Value::Number(n)) => n.as_i64().is_none_or(|n| i32::try_from(n).is_err()),
+            _ => false,
         }
     }
 }
