@@ -129,6 +129,8 @@ impl PersistedQueries {
         store.bytes += size;
         store.order.push_back(hash);
         store.queries.insert(hash, query.into());
+        metrics::gauge!("authgraph_persisted_queries_entries").set(store.queries.len() as f64);
+        metrics::gauge!("authgraph_persisted_queries_bytes").set(store.bytes as f64);
     }
 }
 

@@ -7,6 +7,7 @@ mod accounts;
 mod auth_flow;
 mod cookies;
 mod exhaustion;
+mod exhaustion_http;
 mod foundation;
 mod graphql_over_http;
 mod operations;

@@ -36,6 +36,11 @@ impl Server {
     pub fn start(data_dir: &Path, env: &[(&str, &str)]) -> Server {
         let mut cmd = command(data_dir);
         cmd.envs(env.iter().copied());
+        Self::spawn(cmd, data_dir)
+    }
+
+    /// Starts the server from a command the test prepared (limits, extra settings).
+    pub fn spawn(mut cmd: Command, data_dir: &Path) -> Server {
         let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
         let addr = loop {
@@ -77,6 +82,13 @@ impl Server {
             .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
             .collect();
         format!("postgresql:///authgraph?host={encoded}&port=5432&user=authgraph")
+    }
+
+    /// The server's resident memory, from /proc.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
     }
 
     pub fn pid_file(&self) -> PathBuf {
