@@ -72,14 +72,16 @@ pub struct PruneReport {
 }
 
 /// Deletes what no rule needs any more: sessions ended longer than SESSION_RETENTION
-/// ago (their refresh tokens go with them), and rate-limit events older than the
-/// longest window.
+/// ago (their refresh tokens go with them), rate-limit events older than the
+/// longest window, and sign-in networks unused for 90 days (counted with the events).
 pub async fn prune(pool: &DbPool, config: &Config) -> anyhow::Result<PruneReport> {
     let mut conn = pool.get().await?;
     let cutoff = Utc::now() - config.session_retention;
     let sessions = db::sessions::prune(&mut conn, cutoff).await?;
     let window = RateLimits::from_config(config).longest_window();
-    let rate_limit_events = db::rate_limit_events::prune(&mut conn, window).await?;
+    let mut rate_limit_events = db::rate_limit_events::prune(&mut conn, window).await?;
+    let known_cutoff = Utc::now() - crate::auth::rate_limit::KNOWN_NETWORK_RETENTION;
+    rate_limit_events += db::signin_addresses::prune(&mut conn, known_cutoff).await?;
     Ok(PruneReport { sessions, rate_limit_events })
 }
 

@@ -144,8 +144,8 @@ pub struct Config {
     /// `development` (GraphiQL, generated secret) or `production`.
     /// Most password hashes waiting for a core; beyond it `SERVICE_UNAVAILABLE` with
     /// `retryAfter`, before hashing. One kind of work (sign-in, sign-up, account) may hold
-    /// half of it, one client a quarter of that.
-    #[arg(long, env = "ARGON2_QUEUE_LIMIT", default_value_t = 64)]
+    /// half of it, one client half of that.
+    #[arg(long, env = "ARGON2_QUEUE_LIMIT", default_value_t = 128)]
     pub argon2_queue_limit: usize,
 
     #[arg(long, env = "APP_ENV", value_enum, default_value = "development", ignore_case = true)]
@@ -245,11 +245,22 @@ pub struct Config {
     #[arg(long, env = "GRAPHQL_SUGGESTIONS")]
     pub graphql_suggestions: Option<bool>,
 
-    /// Failed sign-ins per account within SIGNIN_FAILURE_WINDOW before RATE_LIMITED.
+    /// Failed sign-ins per account within SIGNIN_FAILURE_WINDOW before RATE_LIMITED, for
+    /// networks the account has not signed in from before; also the limit of wrong
+    /// current passwords per account (changePassword).
     #[arg(long, env = "SIGNIN_FAILURES_PER_ACCOUNT", default_value_t = 10)]
     pub signin_failures_per_account: u32,
 
-    /// Failed sign-ins per client IP within SIGNIN_FAILURE_WINDOW before RATE_LIMITED.
+    /// Failed sign-ins allowed per account from one client network per window: trips
+    /// before the account-wide limit, for that network only.
+    #[arg(long, env = "SIGNIN_FAILURES_PER_ACCOUNT_ADDRESS", default_value_t = 5)]
+    pub signin_failures_per_account_address: u32,
+
+    /// IPv6 clients are counted per network of this many leading bits (IPv4 per address).
+    #[arg(long, env = "RATE_LIMIT_IPV6_PREFIX", default_value_t = 64)]
+    pub rate_limit_ipv6_prefix: u8,
+
+    /// Failed sign-ins per client network within SIGNIN_FAILURE_WINDOW before RATE_LIMITED.
     #[arg(long, env = "SIGNIN_FAILURES_PER_IP", default_value_t = 100)]
     pub signin_failures_per_ip: u32,
 
@@ -356,6 +367,9 @@ impl Config {
             if value < Duration::from_millis(100) {
                 return err(var, "must be at least 100ms".into());
             }
+        }
+        if !(1..=128).contains(&self.rate_limit_ipv6_prefix) {
+            return err("RATE_LIMIT_IPV6_PREFIX", "must be between 1 and 128".into());
         }
         if self.http_max_connections == 0 {
             return err("HTTP_MAX_CONNECTIONS", "must be at least 1".into());

@@ -56,7 +56,7 @@ struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "floor,me,users,user,forged,refresh,signin,signin_many,signup,signin_with_me,mixed,mixed_256"
+        default_value = "floor,me,users,user,forged,refresh,signin,signin_many,signup,signin_with_me,signin_during_signups,mixed,mixed_256"
     )]
     scenarios: Vec<String>,
     /// Distinct accounts for `signin_many`.
@@ -447,6 +447,16 @@ async fn step(cx: &StepCtx, index: usize, iteration: u64, conn: &mut Conn) -> (&
                 "signin"
             } else {
                 "me"
+            }
+        }
+        // One connection in eight signs in while the rest sign up as fast as answered:
+        // the sign-ins' latency shows the hashing queue's fairness; the sign-ups'
+        // errors are the queue's bound refusing the excess (SERVICE_UNAVAILABLE).
+        "signin_during_signups" => {
+            if index.is_multiple_of(8) {
+                "signin"
+            } else {
+                "signup"
             }
         }
         "signin_many" => "signin",

@@ -30,7 +30,8 @@ pub async fn signup(state: &AppState, input: SignupInput, client: &Client) -> Ap
         let mut conn = state.pool.get().await?;
         state.rate_limits.take_signup(&mut conn, client.ip).await?;
     }
-    let password_hash = state.hasher.hash(Ticket::new(Lane::Signup, client.ip), &input.password).await?;
+    let network = state.rate_limits.network(client.ip);
+    let password_hash = state.hasher.hash(Ticket::new(Lane::Signup, network), &input.password).await?;
 
     let mut conn = state.pool.get().await?;
     let user_agent = client.user_agent.as_deref();
@@ -53,7 +54,8 @@ pub async fn signup(state: &AppState, input: SignupInput, client: &Client) -> Ap
 /// `signin`: one answer and one cost for a wrong password and an unknown user.
 pub async fn signin(state: &AppState, username: &str, password: &SecretString, client: &Client) -> AppResult<Grant> {
     let mut conn = state.pool.get().await?;
-    state.rate_limits.check_signin(&mut conn, username, client.ip).await?;
+    // Counted as a failure from here on, before the hash; forgiven if right.
+    let attempt = state.rate_limits.take_signin(&mut conn, username, client.ip).await?;
     // Usernames that could never exist still cost a hash: the time must not tell.
     let found = if validate::username(username).is_ok() {
         db::users::find_credentials(&mut conn, username).await?
@@ -63,18 +65,16 @@ pub async fn signin(state: &AppState, username: &str, password: &SecretString, c
     // Do not hold a connection while hashing: the pool is smaller than the queue.
     drop(conn);
     let stored = found.as_ref().map(|(_, hash)| hash.as_str());
-    let ticket = Ticket::new(Lane::Signin, client.ip);
+    let ticket = Ticket::new(Lane::Signin, state.rate_limits.network(client.ip));
     let verified = state.hasher.verify(ticket, password, stored).await?;
     let (Some((user, stored_hash)), true) = (found, verified) else {
-        let mut conn = state.pool.get().await?;
-        state.rate_limits.record_signin_failure(&mut conn, username, client.ip).await?;
         return Err(AppError::InvalidCredentials);
     };
 
     let upgraded =
         if state.hasher.needs_rehash(&stored_hash) { Some(state.hasher.hash(ticket, password).await?) } else { None };
     let mut conn = state.pool.get().await?;
-    state.rate_limits.record_signin_success(&mut conn, username).await?;
+    state.rate_limits.signin_succeeded(&mut conn, attempt).await?;
     let policy = &state.sessions;
     let user_id = user.id;
     let user_agent = client.user_agent.as_deref();
@@ -97,13 +97,19 @@ pub async fn change_password(
     new: &SecretString,
 ) -> AppResult<()> {
     let user_id = caller.user.id;
-    let stored = {
+    let (stored, attempt) = {
         let mut conn = state.pool.get().await?;
-        db::users::password_hash(&mut conn, user_id).await?
+        // A stolen access token must not buy unlimited guesses at the password.
+        let attempt = state.rate_limits.take_password_check(&mut conn, user_id).await?;
+        (db::users::password_hash(&mut conn, user_id).await?, attempt)
     };
     let ticket = Ticket { lane: Lane::Account, requester: Requester::Account(user_id) };
     if !state.hasher.verify(ticket, current, stored.as_deref()).await? {
         return Err(AppError::InvalidCredentials);
+    }
+    {
+        let mut conn = state.pool.get().await?;
+        state.rate_limits.password_check_succeeded(&mut conn, attempt).await?;
     }
     validate::password("newPassword", new)?;
     if new.expose_secret() == current.expose_secret() {
@@ -115,6 +121,9 @@ pub async fn change_password(
     conn.transaction::<_, AppError, _>(async |conn| {
         db::users::set_password_hash(conn, user_id, &hash).await?;
         db::sessions::end_all(conn, user_id, Some(keep), EndReason::PasswordChanged).await?;
+        // Networks that knew the old password are strangers again.
+        let account = super::rate_limit::account_key(&caller.user.username);
+        db::signin_addresses::forget_account(conn, &account).await?;
         Ok(())
     })
     .await

@@ -8,6 +8,7 @@
 
 pub mod access_token;
 pub mod credentials;
+pub mod network;
 pub mod password;
 pub mod rate_limit;
 pub mod refresh_token;

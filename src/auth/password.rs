@@ -11,7 +11,7 @@
 //! up to that bound. Fair: each kind of work (sign-in, sign-up, account changes) has a
 //! lane holding at most half the queue, so a storm of one kind always leaves room for
 //! the others; the threads take from the lanes in turn, and within a lane from each
-//! requester in turn; one requester may hold at most a quarter of a lane. A sign-in that
+//! requester in turn; one requester may hold at most half a lane. A sign-in that
 //! arrives behind two hundred sign-ups therefore waits for the jobs already running and
 //! at most one job of each other lane, not for the whole storm.
 //!
@@ -23,7 +23,6 @@
 
 use std::{
     collections::{HashMap, VecDeque},
-    net::IpAddr,
     sync::{
         Arc, Condvar, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -38,6 +37,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
+use super::network::Network;
 use crate::error::{AppError, AppResult};
 
 /// Length of the salt and of the hash output we write.
@@ -61,7 +61,7 @@ const LANES: usize = 3;
 /// Who asked for a hash, for fairness within a lane.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Requester {
-    Address(IpAddr),
+    Network(Network),
     Account(Uuid),
     Unknown,
 }
@@ -74,8 +74,8 @@ pub struct Ticket {
 }
 
 impl Ticket {
-    pub fn new(lane: Lane, ip: Option<IpAddr>) -> Self {
-        Self { lane, requester: ip.map_or(Requester::Unknown, Requester::Address) }
+    pub fn new(lane: Lane, network: Option<Network>) -> Self {
+        Self { lane, requester: network.map_or(Requester::Unknown, Requester::Network) }
     }
 }
 
@@ -158,7 +158,7 @@ pub struct PasswordHasher {
     params: Params,
     handle: Arc<Handle>,
     threads: usize,
-    /// Most jobs waiting at once; half of it per lane, a quarter of that per requester.
+    /// Most jobs waiting at once; half of it per lane, half of that per requester.
     queue_limit: usize,
     /// A well-formed hash with the configured parameters that no password matches:
     /// sign-in verifies against it when the username is unknown, so that an unknown
@@ -322,7 +322,7 @@ impl PasswordHasher {
             let mut queue = shared.queue.lock().unwrap();
             let lane = &queue.lanes[ticket.lane as usize];
             let lane_limit = (self.queue_limit / 2).max(1);
-            let share = (lane_limit / 4).max(1);
+            let share = (lane_limit / 2).max(1);
             if queue.queued >= self.queue_limit
                 || lane.queued >= lane_limit
                 || lane.queued_by(&ticket.requester) >= share
@@ -404,6 +404,8 @@ fn scopeguard(f: impl FnOnce()) -> impl Drop {
 
 #[cfg(test)]
 mod tests {
+    use std::net::IpAddr;
+
     use super::*;
 
     const T: Ticket = Ticket { lane: Lane::Signin, requester: Requester::Unknown };
@@ -431,7 +433,8 @@ mod tests {
         let log = Arc::new(Mutex::new(Vec::new()));
         let mut queue = Queue::default();
         for i in 0..200 {
-            let requester = Requester::Address(IpAddr::from([10, 0, (i / 256) as u8, (i % 256) as u8]));
+            let requester =
+                Requester::Network(Network::of(IpAddr::from([10, 0, (i / 256) as u8, (i % 256) as u8]), 64));
             queue.lanes[Lane::Signup as usize].push(requester, marker(i, log.clone()));
             queue.queued += 1;
         }
@@ -448,7 +451,10 @@ mod tests {
     fn requesters_in_a_lane_take_turns() {
         let log = Arc::new(Mutex::new(Vec::new()));
         let mut lane = LaneQueue::default();
-        let (a, b) = (Requester::Address(IpAddr::from([10, 0, 0, 1])), Requester::Address(IpAddr::from([10, 0, 0, 2])));
+        let (a, b) = (
+            Requester::Network(Network::of(IpAddr::from([10, 0, 0, 1]), 64)),
+            Requester::Network(Network::of(IpAddr::from([10, 0, 0, 2]), 64)),
+        );
         for i in 0..3 {
             lane.push(a, marker(i, log.clone()));
         }
@@ -464,7 +470,8 @@ mod tests {
     async fn a_full_queue_refuses_before_hashing_with_a_retry_time() {
         let h = PasswordHasher::new(19_456, 2, 1, 4).unwrap();
         let password: SecretString = "storm password".to_owned().into();
-        let ticket = Ticket { lane: Lane::Signup, requester: Requester::Address(IpAddr::from([10, 0, 0, 1])) };
+        let ticket =
+            Ticket { lane: Lane::Signup, requester: Requester::Network(Network::of(IpAddr::from([10, 0, 0, 1]), 64)) };
         let results = futures_join(&h, ticket, &password, 12).await;
         let busy: Vec<u64> = results
             .iter()

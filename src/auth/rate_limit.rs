@@ -1,43 +1,76 @@
-//! Brute-force protection: failed sign-ins per account and per client IP, sign-ups
-//! per client IP, each in a sliding window counted in PostgreSQL (so all instances
-//! share the count).
+//! Brute-force protection: failed sign-ins and password checks, and sign-ups, each in a
+//! sliding window counted in PostgreSQL (so all instances share the count).
 //!
-//! A locked account stays locked for at most one window after the last failure that
-//! counted, whoever caused it: an attacker can delay the owner, not lock them out for
-//! good. Checks run before any password hashing, so a limited client costs one
-//! indexed query, not an argon2 computation.
+//! Every attempt is taken before its hash runs, atomically with the check
+//! (`db::rate_limit_events::take`): N concurrent guesses against a limit of L hash at
+//! most L. An attempt counts as a failure from the start; one that turns out right is
+//! forgiven, and only that one: a success never erases failures it did not make.
+//!
+//! Sign-in failures are counted three ways, so that an attacker who knows a username
+//! cannot lock its owner out:
+//!
+//! - per account and client network (`SIGNIN_FAILURES_PER_ACCOUNT_ADDRESS`, 5): trips
+//!   first for one guesser, and only for that guesser's network;
+//! - per client network (`SIGNIN_FAILURES_PER_IP`, 100), across accounts;
+//! - per account (`SIGNIN_FAILURES_PER_ACCOUNT`, 10), against guessing spread over
+//!   many networks. This one refuses only networks the account has never signed in
+//!   from: the owner, from a network where they signed in before, still gets in
+//!   with the right password while the account is under attack from elsewhere.
+//!
+//! A limited attempt costs one small transaction, never an argon2 computation. A lock
+//! ends one window after the last counted failure. IPv6 clients are counted per
+//! network (`RATE_LIMIT_IPV6_PREFIX`, /64), IPv4 clients per address.
 
 use std::{net::IpAddr, time::Duration};
 
 use diesel_async::AsyncPgConnection;
+use uuid::Uuid;
 
+use super::network::Network;
 use crate::{
     config::Config,
-    db,
+    db::{self, rate_limit_events::Counter},
     error::{AppError, AppResult},
 };
 
 const SIGNIN_ACCOUNT: &str = "signin_account";
+const SIGNIN_ACCOUNT_ADDRESS: &str = "signin_account_address";
 const SIGNIN_IP: &str = "signin_ip";
 const SIGNUP_IP: &str = "signup_ip";
+const PASSWORD_ACCOUNT: &str = "password_account";
+
+/// How long a network stays known to an account without another sign-in from it.
+pub const KNOWN_NETWORK_RETENTION: Duration = Duration::from_secs(90 * 86_400);
 
 #[derive(Debug, Clone)]
 pub struct RateLimits {
     pub failures_per_account: u32,
+    pub failures_per_account_address: u32,
     pub failures_per_ip: u32,
     pub failure_window: Duration,
     pub signups_per_ip: u32,
     pub signup_window: Duration,
+    pub ipv6_prefix: u8,
+}
+
+/// An attempt taken from the counters; forgiven if it turns out not to be a failure.
+#[must_use = "forgive the attempt when it succeeds"]
+pub struct Attempt {
+    events: Vec<i64>,
+    /// For a sign-in: the account key and network to remember on success.
+    known: Option<(String, String)>,
 }
 
 impl RateLimits {
     pub fn from_config(config: &Config) -> Self {
         Self {
             failures_per_account: config.signin_failures_per_account,
+            failures_per_account_address: config.signin_failures_per_account_address,
             failures_per_ip: config.signin_failures_per_ip,
             failure_window: config.signin_failure_window,
             signups_per_ip: config.signups_per_ip,
             signup_window: config.signup_window,
+            ipv6_prefix: config.rate_limit_ipv6_prefix,
         }
     }
 
@@ -46,47 +79,78 @@ impl RateLimits {
         self.failure_window.max(self.signup_window)
     }
 
-    /// Refuses a sign-in for an account or address with too many recent failures.
-    pub async fn check_signin(
+    /// The network a client address is counted in.
+    pub fn network(&self, ip: Option<IpAddr>) -> Option<Network> {
+        ip.map(|ip| Network::of(ip, self.ipv6_prefix))
+    }
+
+    /// Takes a sign-in attempt for `username` from `ip`, or refuses it.
+    pub async fn take_signin(
         &self,
         conn: &mut AsyncPgConnection,
         username: &str,
         ip: Option<IpAddr>,
-    ) -> AppResult<()> {
+    ) -> AppResult<Attempt> {
         let account = account_key(username);
-        check(conn, SIGNIN_ACCOUNT, &account, self.failures_per_account, self.failure_window).await?;
-        if let Some(ip) = ip {
-            check(conn, SIGNIN_IP, &ip.to_string(), self.failures_per_ip, self.failure_window).await?;
+        let network = self.network(ip).map(|n| n.to_string());
+        let pair = network.as_ref().map(|n| format!("{account} {n}"));
+        let known = match &network {
+            Some(network) => db::signin_addresses::is_known(conn, &account, network).await?,
+            None => false,
+        };
+        let window = self.failure_window;
+        let mut counters = Vec::with_capacity(3);
+        if let (Some(network), Some(pair)) = (&network, &pair) {
+            counters.push(Counter {
+                bucket: SIGNIN_ACCOUNT_ADDRESS,
+                key: pair,
+                limit: self.failures_per_account_address,
+                window,
+            });
+            counters.push(Counter { bucket: SIGNIN_IP, key: network, limit: self.failures_per_ip, window });
+        }
+        if !known {
+            counters.push(Counter { bucket: SIGNIN_ACCOUNT, key: &account, limit: self.failures_per_account, window });
+        }
+        let events = take(conn, &counters).await?;
+        Ok(Attempt { events, known: network.map(|n| (account, n)) })
+    }
+
+    /// A sign-in attempt that was right: forgives it and remembers the network.
+    pub async fn signin_succeeded(&self, conn: &mut AsyncPgConnection, attempt: Attempt) -> AppResult<()> {
+        db::rate_limit_events::forgive(conn, &attempt.events).await?;
+        if let Some((account, network)) = &attempt.known {
+            db::signin_addresses::remember(conn, account, network).await?;
         }
         Ok(())
     }
 
-    pub async fn record_signin_failure(
-        &self,
-        conn: &mut AsyncPgConnection,
-        username: &str,
-        ip: Option<IpAddr>,
-    ) -> AppResult<()> {
-        db::rate_limit_events::record(conn, SIGNIN_ACCOUNT, &account_key(username)).await?;
-        if let Some(ip) = ip {
-            db::rate_limit_events::record(conn, SIGNIN_IP, &ip.to_string()).await?;
-        }
-        Ok(())
+    /// Takes an attempt at the current password of an account (changePassword, and
+    /// every later check of a secret the caller must already know).
+    pub async fn take_password_check(&self, conn: &mut AsyncPgConnection, user: Uuid) -> AppResult<Attempt> {
+        let key = user.to_string();
+        let counter = Counter {
+            bucket: PASSWORD_ACCOUNT,
+            key: &key,
+            limit: self.failures_per_account,
+            window: self.failure_window,
+        };
+        let events = take(conn, &[counter]).await?;
+        Ok(Attempt { events, known: None })
     }
 
-    /// A correct password forgives the account's earlier failures (not the address's).
-    pub async fn record_signin_success(&self, conn: &mut AsyncPgConnection, username: &str) -> AppResult<()> {
-        db::rate_limit_events::clear(conn, SIGNIN_ACCOUNT, &account_key(username)).await?;
+    /// A password check that was right: forgives that attempt only.
+    pub async fn password_check_succeeded(&self, conn: &mut AsyncPgConnection, attempt: Attempt) -> AppResult<()> {
+        db::rate_limit_events::forgive(conn, &attempt.events).await?;
         Ok(())
     }
 
     /// Counts a sign-up attempt from `ip`, refusing it when over the limit.
     pub async fn take_signup(&self, conn: &mut AsyncPgConnection, ip: Option<IpAddr>) -> AppResult<()> {
-        let Some(ip) = ip else { return Ok(()) };
-        let key = ip.to_string();
-        check(conn, SIGNUP_IP, &key, self.signups_per_ip, self.signup_window).await?;
-        db::rate_limit_events::record(conn, SIGNUP_IP, &key).await?;
-        Ok(())
+        let Some(network) = self.network(ip) else { return Ok(()) };
+        let key = network.to_string();
+        let counter = Counter { bucket: SIGNUP_IP, key: &key, limit: self.signups_per_ip, window: self.signup_window };
+        take(conn, &[counter]).await.map(drop)
     }
 }
 
@@ -94,17 +158,18 @@ impl RateLimits {
 /// counted like real ones: the limit must not reveal which accounts exist.
 /// Bounded in length: sign-in counts attempts before validating the username, and a
 /// client must not be able to store megabytes per attempt.
-fn account_key(username: &str) -> String {
+pub fn account_key(username: &str) -> String {
     username.chars().take(64).collect::<String>().to_lowercase()
 }
 
-async fn check(conn: &mut AsyncPgConnection, bucket: &str, key: &str, limit: u32, window: Duration) -> AppResult<()> {
-    match db::rate_limit_events::blocked_for(conn, bucket, key, limit, window).await? {
-        Some(seconds) => {
+async fn take(conn: &mut AsyncPgConnection, counters: &[Counter<'_>]) -> AppResult<Vec<i64>> {
+    match db::rate_limit_events::take(conn, counters).await? {
+        Ok(events) => Ok(events),
+        Err((seconds, index)) => {
+            let bucket = counters[index].bucket;
             metrics::counter!("authgraph_rate_limited_total", "bucket" => bucket.to_owned()).increment(1);
             Err(AppError::RateLimited { retry_after_secs: (seconds.ceil() as u64).max(1) })
         }
-        None => Ok(()),
     }
 }
 

@@ -9,6 +9,7 @@ pub mod rate_limit_events;
 pub mod refresh_tokens;
 pub mod schema;
 pub mod sessions;
+pub mod signin_addresses;
 pub mod users;
 
 use std::time::Duration;

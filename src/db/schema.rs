@@ -38,6 +38,14 @@ diesel::table! {
 }
 
 diesel::table! {
+    signin_addresses (account, network) {
+        account -> Text,
+        network -> Text,
+        last_success_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     user_count (singleton) {
         singleton -> Bool,
         total -> Int8,
@@ -59,4 +67,11 @@ diesel::table! {
 diesel::joinable!(refresh_tokens -> sessions (session_id));
 diesel::joinable!(sessions -> users (user_id));
 
-diesel::allow_tables_to_appear_in_same_query!(rate_limit_events, refresh_tokens, sessions, user_count, users,);
+diesel::allow_tables_to_appear_in_same_query!(
+    rate_limit_events,
+    refresh_tokens,
+    sessions,
+    signin_addresses,
+    user_count,
+    users,
+);

@@ -148,3 +148,18 @@ async fn malformed_json_is_a_client_error() {
         .await;
     assert!(res.status().is_client_error(), "{}", res.status());
 }
+
+/// Every setting is documented: each `env = "…"` of the configuration appears in the
+/// README, so a new limit cannot ship without its default written down.
+#[test]
+fn every_setting_is_in_the_readme() {
+    let config = include_str!("../../src/config.rs");
+    let readme = include_str!("../../README.md");
+    let missing: Vec<&str> = config
+        .split("env = \"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .filter(|var| !readme.contains(&format!("`{var}`")))
+        .collect();
+    assert!(missing.is_empty(), "settings missing from README.md: {missing:?}");
+}

@@ -5,6 +5,7 @@ mod support;
 
 mod accounts;
 mod auth_flow;
+mod brute_force;
 mod cookies;
 mod exhaustion;
 mod exhaustion_http;
