@@ -8,7 +8,7 @@ use crate::{
     auth::{access_token::AccessTokens, password::PasswordHasher, rate_limit::RateLimits, refresh_token::ChainKey},
     config::Config,
     db::DbPool,
-    secret::JwtKeys,
+    secret::Keys,
 };
 
 pub type SharedState = Arc<AppState>;
@@ -36,9 +36,9 @@ pub struct SessionPolicy {
 }
 
 impl AppState {
-    /// `keys` are the resolved signing keys (see `secret::resolve`).
-    pub fn new(config: Config, keys: &JwtKeys, pool: DbPool) -> anyhow::Result<SharedState> {
-        let tokens = AccessTokens::new(keys, &config.jwt_issuer, &config.jwt_audience, config.access_token_ttl)?;
+    /// `keys` are the resolved keys (see `secret::resolve`).
+    pub fn new(config: Config, keys: &Keys, pool: DbPool) -> anyhow::Result<SharedState> {
+        let tokens = AccessTokens::new(&keys.jwt, &config.jwt_issuer, &config.jwt_audience, config.access_token_ttl)?;
         let hasher = PasswordHasher::new(
             config.argon2_memory_kib,
             config.argon2_iterations,
@@ -46,8 +46,8 @@ impl AppState {
             config.argon2_queue_limit,
         )?;
         let sessions = SessionPolicy {
-            chain_keys: std::iter::once(&keys.current)
-                .chain(&keys.previous)
+            chain_keys: std::iter::once(&keys.refresh.current)
+                .chain(&keys.refresh.previous)
                 .map(|k| ChainKey::from_key(k.expose_secret()))
                 .collect(),
             idle_ttl: config.refresh_token_ttl,

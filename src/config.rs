@@ -105,6 +105,16 @@ pub struct Config {
     pub jwt_access_secret: Option<SecretString>,
 
     /// `iss` claim of access tokens, checked on every request.
+    /// The key that derives each refresh token's successor (its UTF-8 bytes, at least 32).
+    /// Generated in development; required in production.
+    #[arg(long, env = "REFRESH_TOKEN_KEY", value_parser = parse_secret, hide_env_values = true)]
+    pub refresh_token_key: Option<SecretString>,
+
+    /// Earlier refresh-token keys, comma-separated: a retry inside the reuse interval
+    /// still finds a successor derived with one of them.
+    #[arg(long, env = "REFRESH_TOKEN_KEY_PREVIOUS", value_delimiter = ',', value_parser = parse_secret, hide_env_values = true)]
+    pub refresh_token_key_previous: Vec<SecretString>,
+
     #[arg(long, env = "JWT_ISSUER", default_value = "authgraph")]
     pub jwt_issuer: String,
 
@@ -422,6 +432,18 @@ impl Config {
                 }
             }
         }
+        match &self.refresh_token_key {
+            Some(key) if key.expose_secret().len() < MIN_SECRET_BYTES && self.is_production() => {
+                return err("REFRESH_TOKEN_KEY", format!("must be at least {MIN_SECRET_BYTES} bytes in production"));
+            }
+            None if self.is_production() => {
+                return err(
+                    "REFRESH_TOKEN_KEY",
+                    format!("is required in production (at least {MIN_SECRET_BYTES} random bytes, not the JWT key)"),
+                );
+            }
+            _ => {}
+        }
         if let Err(msg) = crate::http::client_ip::parse_proxies(&self.trusted_proxies) {
             return err("TRUSTED_PROXIES", msg);
         }
@@ -516,6 +538,10 @@ mod tests {
         config.jwt_access_secret = Some("short".to_owned().into());
         assert_eq!(config.validate().unwrap_err().var, "JWT_ACCESS_SECRET");
         config.jwt_access_secret = Some("x".repeat(32).into());
+        assert_eq!(config.validate().unwrap_err().var, "REFRESH_TOKEN_KEY");
+        config.refresh_token_key = Some("short".to_owned().into());
+        assert_eq!(config.validate().unwrap_err().var, "REFRESH_TOKEN_KEY");
+        config.refresh_token_key = Some("r".repeat(32).into());
         config.validate().unwrap();
     }
 
@@ -529,6 +555,7 @@ mod tests {
         config.jwt_signing_key = Some("c2hvcnQ".to_owned().into());
         assert_eq!(config.validate().unwrap_err().var, "JWT_SIGNING_KEY");
         config.jwt_signing_key = Some("A".repeat(43).into());
+        config.refresh_token_key = Some("r".repeat(32).into());
         config.validate().unwrap();
     }
 

@@ -1,5 +1,9 @@
-//! Resolving the keys that sign access tokens: from the configuration, or generated
-//! once in development.
+//! Resolving the keys: those that sign access tokens and the one that derives refresh
+//! tokens' successors, from the configuration, or generated once in development.
+//!
+//! The two are separate secrets. The refresh chain used to be derived from the JWT key,
+//! so whoever held an HS256 secret (every service that verifies tokens) and one old
+//! refresh token could compute the session's later tokens offline.
 
 use std::{
     fs,
@@ -37,6 +41,18 @@ impl JwtKeys {
     }
 }
 
+/// The keys that derive refresh-token successors: the current one, then earlier ones.
+pub struct RefreshKeys {
+    pub current: KeyBytes,
+    pub previous: Vec<KeyBytes>,
+}
+
+/// Every key the server uses.
+pub struct Keys {
+    pub jwt: JwtKeys,
+    pub refresh: RefreshKeys,
+}
+
 fn bytes(b: &[u8]) -> KeyBytes {
     SecretBox::new(Box::new(b.to_vec()))
 }
@@ -44,7 +60,44 @@ fn bytes(b: &[u8]) -> KeyBytes {
 /// The configured keys; in development a missing key is generated once into
 /// `DATA_DIR` (mode 0600), so tokens survive restarts. Production never gets here
 /// without one: `Config::validate` refuses to start.
-pub fn resolve(config: &Config) -> anyhow::Result<JwtKeys> {
+pub fn resolve(config: &Config) -> anyhow::Result<Keys> {
+    Ok(Keys { jwt: resolve_jwt(config)?, refresh: resolve_refresh(config)? })
+}
+
+fn resolve_refresh(config: &Config) -> anyhow::Result<RefreshKeys> {
+    let current = configured_or_generated(config, "REFRESH_TOKEN_KEY", "refresh_token_key", &config.refresh_token_key)?;
+    Ok(RefreshKeys {
+        current: bytes(current.expose_secret().as_bytes()),
+        previous: config
+            .refresh_token_key_previous
+            .iter()
+            .filter(|p| !p.expose_secret().is_empty())
+            .map(|p| bytes(p.expose_secret().as_bytes()))
+            .collect(),
+    })
+}
+
+/// The configured key, or in development one generated once into `DATA_DIR`.
+fn configured_or_generated(
+    config: &Config,
+    var: &str,
+    file: &str,
+    configured: &Option<SecretString>,
+) -> anyhow::Result<SecretString> {
+    match configured {
+        Some(text) => Ok(text.clone()),
+        None => {
+            anyhow::ensure!(!config.is_production(), "{var} is required in production");
+            let path = config.data_dir.join(file);
+            let text = load_or_create(&path)
+                .with_context(|| format!("{var} is unset and {} cannot be used", path.display()))?;
+            tracing::warn!(path = %path.display(), "{var} is unset: using a generated development key; set it in production");
+            Ok(text)
+        }
+    }
+}
+
+fn resolve_jwt(config: &Config) -> anyhow::Result<JwtKeys> {
     let (var, file, configured, previous) = match config.jwt_algorithm {
         JwtAlgorithm::Hs256 => {
             ("JWT_ACCESS_SECRET", "jwt_access_secret", &config.jwt_access_secret, &config.jwt_access_secret_previous)
@@ -53,17 +106,7 @@ pub fn resolve(config: &Config) -> anyhow::Result<JwtKeys> {
             ("JWT_SIGNING_KEY", "jwt_signing_key", &config.jwt_signing_key, &config.jwt_signing_key_previous)
         }
     };
-    let current = match configured {
-        Some(text) => text.clone(),
-        None => {
-            anyhow::ensure!(!config.is_production(), "{var} is required in production");
-            let path = config.data_dir.join(file);
-            let text = load_or_create(&path)
-                .with_context(|| format!("{var} is unset and {} cannot be used", path.display()))?;
-            tracing::warn!(path = %path.display(), "{var} is unset: using a generated development key; set it in production");
-            text
-        }
-    };
+    let current = configured_or_generated(config, var, file, configured)?;
     let to_bytes = |text: &SecretString| -> anyhow::Result<KeyBytes> {
         Ok(match config.jwt_algorithm {
             JwtAlgorithm::Hs256 => bytes(text.expose_secret().as_bytes()),

@@ -15,12 +15,13 @@ use sha2::{Digest, Sha256};
 /// Length of a token's text: 32 bytes in unpadded base64url.
 pub const TOKEN_LEN: usize = 43;
 
-/// The key that derives a token's successor. Kept apart from the JWT key by deriving
-/// it under its own label, so neither use can stand in for the other.
+/// The key that derives a token's successor, from `REFRESH_TOKEN_KEY`: a secret of its
+/// own, never the JWT key, so holding the key that verifies access tokens says nothing
+/// about a session's next refresh token. Derived under a label of its own too.
 pub struct ChainKey(SecretBox<[u8; 32]>);
 
 impl ChainKey {
-    /// Derived from a signing key's material (the HS256 secret or the Ed25519 seed).
+    /// Derived from the refresh-token key's bytes.
     pub fn from_key(key: &[u8]) -> Self {
         let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
         mac.update(b"authgraph refresh-token chain v1");

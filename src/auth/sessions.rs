@@ -1,8 +1,10 @@
 //! Sessions and their refresh tokens: open, rotate, end.
 //!
 //! Rotation runs in one transaction that locks the presented token's row and then its
-//! session's row (always in that order; logout locks only sessions, so the two never
-//! deadlock). Concurrent refreshes of one token therefore run one after the other:
+//! session's row. Ending a session (logout, password change, reuse, deletion) locks
+//! only session rows and never touches token rows, since the session row alone
+//! decides whether its tokens work; so the two cannot deadlock. Every time a rotation
+//! compares is read from the database's clock, which also wrote `used_at`. Concurrent refreshes of one token therefore run one after the other:
 //! the first rotates, the rest find the token used and, inside the reuse interval,
 //! are handed the same successor. A parent can have only one child (unique index on
 //! `parent_id`), so no interleaving can ever produce two.
@@ -86,11 +88,10 @@ pub async fn refresh(state: &AppState, presented: &SecretString) -> AppResult<Gr
 
 async fn rotate(conn: &mut AsyncPgConnection, policy: &SessionPolicy, presented: &str) -> AppResult<Rotation> {
     let invalid = |reason| Err(AppError::InvalidRefreshToken(reason));
-    let Some(token) = db::refresh_tokens::lock_by_hash(conn, &refresh_token::hash(presented)).await? else {
+    let Some((token, now)) = db::refresh_tokens::lock_by_hash(conn, &refresh_token::hash(presented)).await? else {
         return invalid(RefreshFailure::NotFound);
     };
     let session = db::sessions::lock(conn, token.session_id).await?;
-    let now = Utc::now();
     if session.revoked_at.is_some() {
         return invalid(RefreshFailure::Revoked);
     }
@@ -129,8 +130,11 @@ async fn rotate(conn: &mut AsyncPgConnection, policy: &SessionPolicy, presented:
     Ok(Rotation::Rotated { user, session_id: session.id, token: current })
 }
 
+/// Whether a token used at `used_at` is still inside the reuse interval at `now`, both
+/// read from the database's clock. A negative age (the database's clock stepped back)
+/// counts as zero: a retry must never be mistaken for reuse because of a clock.
 fn within(used_at: DateTime<Utc>, now: DateTime<Utc>, policy: &SessionPolicy) -> bool {
-    (now - used_at).to_std().is_ok_and(|age| age <= policy.reuse_interval)
+    (now - used_at).to_std().unwrap_or_default() <= policy.reuse_interval
 }
 
 /// Follows the chain of successors from a used token to the one not used yet. Each

@@ -1,6 +1,7 @@
 //! Queries on `refresh_tokens`. Tokens are looked up by the SHA-256 of their text.
 
-use diesel::{dsl::now, prelude::*};
+use chrono::{DateTime, Utc};
+use diesel::{dsl::now, prelude::*, sql_types::Timestamptz};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
@@ -18,11 +19,16 @@ pub async fn insert(conn: &mut AsyncPgConnection, new: NewRefreshToken<'_>) -> Q
 }
 
 /// Finds a token and locks its row until the transaction ends: concurrent refreshes
-/// of one token queue here, and each sees the outcome of the one before it.
-pub async fn lock_by_hash(conn: &mut AsyncPgConnection, hash: &[u8]) -> QueryResult<Option<RefreshToken>> {
+/// of one token queue here, and each sees the outcome of the one before it. Also
+/// returns the database's clock, which wrote `used_at`: the rotation compares times
+/// on that one clock, never with the server's.
+pub async fn lock_by_hash(
+    conn: &mut AsyncPgConnection,
+    hash: &[u8],
+) -> QueryResult<Option<(RefreshToken, DateTime<Utc>)>> {
     refresh_tokens::table
         .filter(refresh_tokens::token_hash.eq(hash))
-        .select(RefreshToken::as_select())
+        .select((RefreshToken::as_select(), diesel::dsl::sql::<Timestamptz>("now()")))
         .for_update()
         .first(conn)
         .await

@@ -19,7 +19,6 @@ diesel::table! {
         created_at -> Timestamptz,
         expires_at -> Timestamptz,
         used_at -> Nullable<Timestamptz>,
-        revoked_at -> Nullable<Timestamptz>,
     }
 }
 

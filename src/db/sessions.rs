@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::{
     models::{NewSession, Session},
-    schema::{refresh_tokens, sessions},
+    schema::sessions,
 };
 
 /// Why a session ended, kept in `revoked_reason` for audits.
@@ -61,7 +61,8 @@ pub async fn touch(conn: &mut AsyncPgConnection, id: Uuid, expires_at: DateTime<
         .await
 }
 
-/// Ends one session, and with it its refresh tokens. Returns whether it was live.
+/// Ends one session, and with it its refresh tokens (which check the session). Returns
+/// whether it was live.
 pub async fn end(conn: &mut AsyncPgConnection, id: Uuid, reason: EndReason) -> QueryResult<bool> {
     Ok(end_many(conn, &[id], reason).await? > 0)
 }
@@ -87,19 +88,13 @@ async fn end_many(conn: &mut AsyncPgConnection, ids: &[Uuid], reason: EndReason)
     if ids.is_empty() {
         return Ok(0);
     }
+    // The session row alone decides; its token rows are left alone, so ending a session
+    // locks only session rows and cannot deadlock with a rotation, which locks a token
+    // and then its session.
     let ended = diesel::update(sessions::table.filter(sessions::id.eq_any(ids)).filter(sessions::revoked_at.is_null()))
         .set((sessions::revoked_at.eq(now), sessions::revoked_reason.eq(reason.as_str())))
         .execute(conn)
         .await?;
-    // The session row alone decides; marking its tokens keeps the audit trail plain.
-    diesel::update(
-        refresh_tokens::table
-            .filter(refresh_tokens::session_id.eq_any(ids))
-            .filter(refresh_tokens::revoked_at.is_null()),
-    )
-    .set(refresh_tokens::revoked_at.eq(now))
-    .execute(conn)
-    .await?;
     Ok(ended)
 }
 

@@ -34,7 +34,7 @@ async fn readyz_is_503_when_the_database_is_unreachable() {
             .unwrap();
     let mut config = app.state.config.clone();
     config.database_url = None;
-    let keys = authgraph::secret::JwtKeys::hs256(crate::support::SECRET, &[]);
+    let keys = authgraph::secret::resolve(&config).unwrap();
     let state = authgraph::app::AppState::new(config, &keys, broken).unwrap();
     let router = authgraph::http::app(state);
     use tower::ServiceExt;

@@ -16,4 +16,5 @@ mod refresh;
 mod schema;
 mod security;
 mod server_process;
+mod session_races;
 mod users;

@@ -39,6 +39,8 @@ use tower::ServiceExt;
 
 /// The JWT key of every test app; tests that forge tokens use it (or not) on purpose.
 pub const SECRET: &str = "test-secret-test-secret-test-secret!";
+/// The refresh-token key of every test app.
+pub const REFRESH_KEY: &str = "test-refresh-key-test-refresh-key!!";
 /// A password that passes validation.
 pub const PASSWORD: &str = "correct horse battery staple";
 
@@ -105,6 +107,7 @@ pub async fn fresh_database() -> String {
 pub fn test_config(database_url: &str) -> Config {
     let mut config = Config::defaults();
     config.jwt_access_secret = Some(SecretString::from(SECRET));
+    config.refresh_token_key = Some(SecretString::from(REFRESH_KEY));
     config.database_url = Some(SecretString::from(database_url.to_owned()));
     config.database_pool_size = 10;
     config
