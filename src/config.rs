@@ -189,6 +189,11 @@ pub struct Config {
     pub metrics_addr: Option<SocketAddr>,
 
     /// How long a request waits for a database connection before SERVICE_UNAVAILABLE.
+    /// Serve `/metrics` on LISTEN_ADDR when METRICS_ADDR is unset. Default: in
+    /// development only; production keeps it off the public listener.
+    #[arg(long, env = "METRICS_PUBLIC")]
+    pub metrics_public: Option<bool>,
+
     #[arg(long, env = "DATABASE_ACQUIRE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub database_acquire_timeout: Duration,
 
@@ -343,6 +348,11 @@ impl Config {
     }
 
     /// Field suggestions leak schema names; development only unless switched on.
+    /// Whether `/metrics` is served on the main listener.
+    pub fn metrics_on_listener(&self) -> bool {
+        self.metrics_addr.is_none() && self.metrics_public.unwrap_or(!self.is_production())
+    }
+
     pub fn suggestions(&self) -> bool {
         self.graphql_suggestions.unwrap_or(!self.is_production())
     }

@@ -127,6 +127,10 @@ impl Server {
             .env("DATABASE_POOL_SIZE", "32")
             .env("SIGNUPS_PER_IP", "1000000000")
             .env("SIGNIN_FAILURES_PER_IP", "1000000000")
+            // Every sign-in attempt counts as a failure until its hash says otherwise, so
+            // 32 concurrent sign-ins of one account from one address would trip these.
+            .env("SIGNIN_FAILURES_PER_ACCOUNT", "1000000000")
+            .env("SIGNIN_FAILURES_PER_ACCOUNT_ADDRESS", "1000000000")
             // Quiet, but for the start-up lines that say where it listens.
             .env("RUST_LOG", "warn,authgraph::server=info")
             .env_remove("DATABASE_URL")
@@ -502,7 +506,9 @@ async fn step(cx: &StepCtx, index: usize, iteration: u64, conn: &mut Conn) -> (&
             expect_data(target.gql(None, SIGNIN, vars).await, "signin").map(drop)
         }
         "signup" => {
-            let vars = json!({ "u": format!("s{run_id}_{index}_{iteration}"), "p": PASSWORD });
+            // Each scenario that signs up gets its own names.
+            let tag = if scenario == "signup" { 'a' } else { 'b' };
+            let vars = json!({ "u": format!("s{run_id}{tag}{index}_{iteration}"), "p": PASSWORD });
             expect_data(target.gql(None, SIGNUP, vars).await, "signup").map(drop)
         }
         _ => Err(anyhow::anyhow!("unknown scenario {scenario}")),

@@ -38,7 +38,7 @@ pub async fn signup(state: &AppState, input: SignupInput, client: &Client) -> Ap
     let policy = &state.sessions;
     let (user, session, token) = conn
         .transaction::<_, AppError, _>(async |conn| {
-            let user = db::users::insert(conn, NewUser { name, username, password_hash: &password_hash })
+            let user = db::users::insert(conn, NewUser { name: &name, username, password_hash: &password_hash })
                 .await
                 .map_err(|e| match unique_violation(&e) {
                     Some("users_username_lower_key") => AppError::UsernameTaken,

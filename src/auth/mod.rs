@@ -59,6 +59,8 @@ pub struct Client {
     pub ip: Option<IpAddr>,
     /// The refresh token from the cookie, in cookie mode.
     pub refresh_cookie: Option<SecretString>,
+    /// The request carried the refresh cookie more than once (refused by `refresh`).
+    pub refresh_cookie_duplicated: bool,
 }
 
 impl RequestAuth {

@@ -45,9 +45,14 @@ impl MutationRoot {
 
     /// Public. Rotates the refresh token (argument, or the httpOnly cookie when enabled).
     async fn refresh(&self, ctx: &Context<'_>, refresh_token: Option<String>) -> Result<AuthPayload> {
+        let client = &request_auth(ctx).client;
         let token = match refresh_token {
             Some(token) => secret(token),
-            None => request_auth(ctx).client.refresh_cookie.clone().unwrap_or_else(|| secret(String::new())),
+            None if client.refresh_cookie_duplicated => {
+                let message = "The refresh cookie was sent more than once; clear the site's cookies";
+                return Err(crate::error::AppError::bad_input("refreshToken", message).into());
+            }
+            None => client.refresh_cookie.clone().unwrap_or_else(|| secret(String::new())),
         };
         Ok(deliver(ctx, auth::sessions::refresh(state(ctx), &token).await?))
     }

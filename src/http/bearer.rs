@@ -22,6 +22,15 @@ pub fn request_auth(state: &AppState, headers: &HeaderMap, ip: Option<IpAddr>) -
         state.tokens.verify(token.trim())
     });
     let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let refresh_cookie = if state.config.refresh_token_cookie { cookie::read_refresh_token(headers) } else { None };
-    RequestAuth::new(token, Client { user_agent, ip, refresh_cookie })
+    let cookie = if state.config.refresh_token_cookie {
+        cookie::read_refresh_token(headers, state.config.is_production())
+    } else {
+        cookie::RefreshCookie::Absent
+    };
+    let refresh_cookie_duplicated = matches!(cookie, cookie::RefreshCookie::Duplicated);
+    let refresh_cookie = match cookie {
+        cookie::RefreshCookie::Present(token) => Some(token),
+        _ => None,
+    };
+    RequestAuth::new(token, Client { user_agent, ip, refresh_cookie, refresh_cookie_duplicated })
 }

@@ -57,8 +57,10 @@ pub fn app(state: SharedState) -> Router {
     if dev {
         router = router.route("/graphiql/{file}", get(graphiql::asset));
     }
-    // `/metrics` joins the main listener unless METRICS_ADDR gives it its own.
-    let metrics_route = if state.config.metrics_addr.is_none() {
+    // `/metrics` joins the main listener unless METRICS_ADDR gives it its own, or this
+    // is production (where it tells anyone the traffic, the errors and the versions)
+    // and METRICS_PUBLIC does not ask for it.
+    let metrics_route = if state.config.metrics_on_listener() {
         Router::new().route("/metrics", get(metrics)).with_state(state.clone())
     } else {
         Router::new()
@@ -84,6 +86,25 @@ pub fn app(state: SharedState) -> Router {
             tracing::info_span!("request", id, method = %req.method(), path = %req.uri().path())
         }))
         .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
+        .layer(middleware::from_fn(drop_unfit_request_id))
+}
+
+/// Longest `X-Request-Id` a client may choose.
+const MAX_REQUEST_ID: usize = 64;
+
+/// A client's `X-Request-Id` is kept (it ties our log lines to theirs) only when short
+/// and printable ASCII; anything else would let a client write what it likes into every
+/// log line and response of the request, so a new id is made instead.
+async fn drop_unfit_request_id(mut req: Request, next: Next) -> Response {
+    let unfit = req.headers().get_all(&REQUEST_ID).iter().count() > 1
+        || req.headers().get(&REQUEST_ID).is_some_and(|id| {
+            let bytes = id.as_bytes();
+            bytes.is_empty() || bytes.len() > MAX_REQUEST_ID || !bytes.iter().all(|b| b.is_ascii_graphic())
+        });
+    if unfit {
+        req.headers_mut().remove(&REQUEST_ID);
+    }
+    next.run(req).await
 }
 
 /// How long a request may take to arrive and to be answered.

@@ -98,10 +98,8 @@ pub async fn update(
 ) -> AppResult<User> {
     let id = parse_id(id)?;
     authorize(caller, id)?;
-    let changes = UserChanges {
-        name: name.map(validate::name).transpose()?,
-        username: username.map(validate::username).transpose()?,
-    };
+    let name = name.map(validate::name).transpose()?;
+    let changes = UserChanges { name: name.as_deref(), username: username.map(validate::username).transpose()? };
     let mut conn = state.pool.get().await?;
     let updated = if changes.name.is_none() && changes.username.is_none() {
         db::users::find(&mut conn, id).await?

@@ -11,17 +11,38 @@ static COMMON_PASSWORDS: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
     include_str!("common_passwords.txt").lines().filter(|l| !l.starts_with('#') && !l.is_empty()).collect()
 });
 
-/// 1–100 characters after trimming; returns the trimmed name.
-pub fn name(name: &str) -> AppResult<&str> {
-    let trimmed = name.trim();
-    let len = trimmed.chars().count();
+/// Characters that change how the text around them is shown without being shown
+/// themselves: bidirectional overrides and isolates (which can make "Ada" render as
+/// "adA", or reverse a name shown next to a role), and zero-width characters (which
+/// make two different names look the same).
+fn is_invisible_format(c: char) -> bool {
+    matches!(c,
+        '\u{200B}'..='\u{200F}'   // zero-width space, joiners, LRM, RLM
+        | '\u{202A}'..='\u{202E}' // bidi embeddings and overrides
+        | '\u{2060}'..='\u{2064}' // word joiner, invisible operators
+        | '\u{2066}'..='\u{2069}' // bidi isolates
+        | '\u{061C}'              // Arabic letter mark
+        | '\u{180E}'              // Mongolian vowel separator
+        | '\u{FEFF}'              // zero-width no-break space
+    )
+}
+
+/// 1–100 characters after trimming, without control, bidi-override or zero-width
+/// characters; returns the trimmed name in Unicode NFC, so one name has one spelling.
+pub fn name(name: &str) -> AppResult<String> {
+    use unicode_normalization::UnicodeNormalization;
+    let normalized: String = name.trim().nfc().collect();
+    let len = normalized.chars().count();
     if !(1..=100).contains(&len) {
         return Err(AppError::bad_input("name", "Name must be 1 to 100 characters"));
     }
-    if trimmed.chars().any(char::is_control) {
+    if normalized.chars().any(char::is_control) {
         return Err(AppError::bad_input("name", "Name must not contain control characters"));
     }
-    Ok(trimmed)
+    if normalized.chars().any(is_invisible_format) {
+        return Err(AppError::bad_input("name", "Name must not contain invisible formatting characters"));
+    }
+    Ok(normalized)
 }
 
 /// 3–32 of letters, digits, `_`, `.`, `-` (ASCII, so case-folding is unambiguous).
@@ -50,6 +71,17 @@ pub fn password(field: &'static str, password: &SecretString) -> AppResult<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_are_nfc_and_free_of_invisible_formatting() {
+        // "é" as e + combining acute becomes the one precomposed character.
+        assert_eq!(name("  Jose\u{0301}  ").unwrap(), "Jos\u{00E9}");
+        for bad in ["Ada\u{202E}ecalevol", "A\u{200B}da", "Ada\u{2066}x\u{2069}", "\u{FEFF}Ada", "Ada\u{0007}"] {
+            assert_eq!(field(name(bad).unwrap_err()), "name", "{bad:?}");
+        }
+        assert_eq!(name("Ada Lovelace").unwrap(), "Ada Lovelace");
+        assert_eq!(name("محمد").unwrap(), "محمد", "right-to-left scripts are fine");
+    }
 
     fn field(err: AppError) -> &'static str {
         match err {

@@ -12,6 +12,7 @@ mod exhaustion_http;
 mod foundation;
 mod graphql_over_http;
 mod operations;
+mod production;
 mod refresh;
 mod schema;
 mod security;

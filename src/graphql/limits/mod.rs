@@ -221,10 +221,22 @@ impl Extension for LimitsExtension {
             if has_code {
                 continue;
             }
-            // Errors without a path are the parser's and validation's; with a path,
-            // they come from coercing an argument (resolvers' errors all have codes).
+            // Errors without a path are validation's (ours and the parser's carry codes);
+            // with a path, they come from coercing an argument (resolvers' errors all
+            // have codes).
             let code = if error.path.is_empty() { "GRAPHQL_VALIDATION_FAILED" } else { "BAD_USER_INPUT" };
             error.extensions.get_or_insert_with(Default::default).set("code", code);
+            // Their messages name fields, arguments and types ("Field \"me\" of type
+            // \"User!\" must have a selection of subfields"): with introspection off, a
+            // probe could read the schema out of them. The detail goes to the log.
+            if !self.limits.introspection {
+                tracing::info!(detail = %error.message, "invalid operation (message withheld from the client)");
+                error.message = if code == "BAD_USER_INPUT" {
+                    "An argument has a value its type does not accept".to_owned()
+                } else {
+                    "The operation does not fit this API; see the server log for the detail".to_owned()
+                };
+            }
         }
         response
     }
