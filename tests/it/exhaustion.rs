@@ -179,6 +179,7 @@ async fn total_count_over_a_million_rows_reads_one_row_per_count() {
 
     let counts: String = (0..10).map(|i| format!("c{i}: users(first: 1) {{ totalCount }} ")).collect();
     let batch: Vec<Value> = (0..10).map(|_| json!({ "query": format!("{{ {counts} }}") })).collect();
+    let start = Instant::now();
     let mut requests = Vec::new();
     for _ in 0..8 {
         let (router, batch) = (app.router.clone(), Value::Array(batch.clone()));
@@ -200,9 +201,11 @@ async fn total_count_over_a_million_rows_reads_one_row_per_count() {
             }
         }
     }
+    let elapsed = start.elapsed();
     app.state.pool.close();
     others_gone(&mut observer).await;
     let read = count(&mut observer, USERS_TUPLES_READ).await - before;
+    eprintln!("8 batches of 100 totalCount over {ACCOUNTS} accounts: {elapsed:?}, {read} tuples of users read");
     // 800 counts and 800 one-row pages; counting the table would read 800 million.
     assert!(read < 20_000, "{read} tuples of users read");
 }
@@ -260,6 +263,7 @@ async fn a_signin_stays_fast_during_a_signup_storm() {
     let ticket = Ticket::new(Lane::Signin, None);
     hasher.verify(ticket, &PASSWORD.to_owned().into(), None).await.unwrap();
     let during = hasher.computed() - before;
+    eprintln!("the sign-in's hash waited for {during} hashes with {ahead} queued ahead");
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
     assert!(during <= 2 * threads + 2, "{during} hashes ran while the sign-in waited behind {ahead}");
     // And the whole sign-in, during the same storm, is answered, not refused.

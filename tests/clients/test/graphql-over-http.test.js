@@ -14,7 +14,12 @@ for (const [mode, env] of [
   ['development', {}],
   // The audit's checks of `variables` query `__type`, so introspection is switched
   // back on; everything else is production's HTTP behaviour (no GraphiQL, JSON logs).
-  ['production', { APP_ENV: 'production', JWT_ACCESS_SECRET: 'x'.repeat(64), GRAPHQL_INTROSPECTION: 'true' }],
+  ['production', {
+    APP_ENV: 'production',
+    JWT_ACCESS_SECRET: 'x'.repeat(64),
+    REFRESH_TOKEN_KEY: 'r'.repeat(64),
+    GRAPHQL_INTROSPECTION: 'true',
+  }],
 ]) {
   test(`graphql-http auditServer, ${mode}: no failures, no warnings`, async (t) => {
     const server = await startServer(env);
