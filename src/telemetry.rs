@@ -13,7 +13,7 @@ use std::{sync::OnceLock, time::Duration};
 use metrics::{describe_counter, describe_gauge, describe_histogram, gauge};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::{app::AppState, db};
+use crate::db::{self, DbPool};
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -59,13 +59,13 @@ pub fn set_embedded_database(running: bool) {
 }
 
 /// The metrics page, with the state gauges read now.
-pub async fn render(state: &AppState) -> String {
-    let status = state.pool.status();
+pub async fn render(pool: &DbPool) -> String {
+    let status = pool.status();
     gauge!("authgraph_db_pool_connections", "state" => "max").set(status.max_size as f64);
     gauge!("authgraph_db_pool_connections", "state" => "open").set(status.size as f64);
     gauge!("authgraph_db_pool_connections", "state" => "idle").set(status.available as f64);
     gauge!("authgraph_db_pool_waiting").set(status.waiting as f64);
-    let up = tokio::time::timeout(Duration::from_secs(1), db::ping(&state.pool)).await.unwrap_or(false);
+    let up = tokio::time::timeout(Duration::from_secs(1), db::ping(pool)).await.unwrap_or(false);
     gauge!("authgraph_database_up").set(if up { 1.0 } else { 0.0 });
     handle().render()
 }

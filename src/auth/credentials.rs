@@ -11,7 +11,7 @@ use super::{
 use crate::{
     app::AppState,
     db::{self, models::NewUser, sessions::EndReason},
-    error::{AppError, AppResult, unique_violation},
+    error::{AppError, AppResult},
     users::validate,
 };
 
@@ -40,7 +40,7 @@ pub async fn signup(state: &AppState, input: SignupInput, client: &Client) -> Ap
         .transaction::<_, AppError, _>(async |conn| {
             let user = db::users::insert(conn, NewUser { name: &name, username, password_hash: &password_hash })
                 .await
-                .map_err(|e| match unique_violation(&e) {
+                .map_err(|e| match db::unique_violation(&e) {
                     Some("users_username_lower_key") => AppError::UsernameTaken,
                     _ => e.into(),
                 })?;

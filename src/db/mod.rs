@@ -4,6 +4,7 @@
 //! run several of them in one transaction. Diesel with diesel-async talks to
 //! PostgreSQL through tokio-postgres: no libpq at build or run time.
 
+mod errors;
 pub mod models;
 pub mod rate_limit_events;
 pub mod refresh_tokens;
@@ -19,18 +20,14 @@ use diesel::{QueryableByName, sql_query, sql_types::Bool};
 use diesel_async::{
     AsyncConnection, AsyncPgConnection, RunQueryDsl,
     async_connection_wrapper::AsyncConnectionWrapper,
-    pooled_connection::{
-        AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
-        deadpool::{self, Object},
-    },
+    pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod, deadpool},
 };
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
-pub use diesel_async::AsyncPgConnection as PgConn;
+pub use errors::{is_connection_error, unique_violation};
 
 pub type DbPool = deadpool::Pool<AsyncPgConnection>;
 pub type PoolError = deadpool::PoolError;
-pub type PooledConn = Object<AsyncPgConnection>;
 
 /// The migrations in `migrations/`, compiled into the binary.
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
@@ -125,7 +122,7 @@ pub async fn read<T>(
         query(&mut conn).await
     };
     match first {
-        Err(err) if crate::error::is_connection_error(&err) => {
+        Err(err) if errors::is_connection_error(&err) => {
             tracing::debug!(error = %err, "retrying a read on a new connection");
             let mut conn = pool.get().await?;
             Ok(query(&mut conn).await?)

@@ -4,6 +4,7 @@
 //! in `schema.graphql` at the repository root and compared by a test, so every
 //! change to the API shows up as a reviewed diff.
 
+pub mod cookie;
 mod guard;
 pub mod limits;
 mod mutation;

@@ -1,6 +1,7 @@
 use async_graphql::{Context, ID, Object, Result};
 
 use super::{
+    cookie,
     guard::Authenticated,
     request_auth, state,
     types::{AuthPayload, ChangePasswordInput, SigninInput, SignupInput, UpdateUserInput, secret},
@@ -8,7 +9,6 @@ use super::{
 use crate::{
     auth::{self, credentials, sessions::LogoutScope},
     db::models::User,
-    http::cookie,
     users,
 };
 use axum::http::header;

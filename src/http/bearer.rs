@@ -4,10 +4,10 @@ use axum::http::{HeaderMap, header};
 
 use std::net::IpAddr;
 
-use super::cookie;
 use crate::{
     app::AppState,
     auth::{Client, RequestAuth},
+    graphql::cookie,
 };
 
 /// Verifies the bearer token, if any. A malformed header counts as an invalid token

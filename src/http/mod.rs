@@ -2,7 +2,6 @@
 
 mod bearer;
 pub mod client_ip;
-pub mod cookie;
 mod endpoint;
 mod graphiql;
 pub mod serve;
@@ -222,7 +221,7 @@ pub fn metrics_app(state: SharedState) -> Router {
 
 /// Prometheus text format.
 async fn metrics(State(state): State<SharedState>) -> Response {
-    let body = crate::telemetry::render(&state).await;
+    let body = crate::telemetry::render(&state.pool).await;
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
 

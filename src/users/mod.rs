@@ -13,7 +13,7 @@ use crate::{
         self, DbPool,
         models::{Role, User, UserChanges},
     },
-    error::{AppError, AppResult, unique_violation},
+    error::{AppError, AppResult},
 };
 
 pub const DEFAULT_PAGE_SIZE: i32 = 20;
@@ -104,7 +104,7 @@ pub async fn update(
     let updated = if changes.name.is_none() && changes.username.is_none() {
         db::users::find(&mut conn, id).await?
     } else {
-        db::users::update(&mut conn, id, changes).await.map_err(|e| match unique_violation(&e) {
+        db::users::update(&mut conn, id, changes).await.map_err(|e| match db::unique_violation(&e) {
             Some("users_username_lower_key") => AppError::UsernameTaken,
             _ => e.into(),
         })?

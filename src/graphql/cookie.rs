@@ -1,4 +1,5 @@
-//! The refresh-token cookie of cookie mode (`REFRESH_TOKEN_COOKIE=true`).
+//! The refresh-token cookie of cookie mode (`REFRESH_TOKEN_COOKIE=true`): written where
+//! sessions are delivered (the mutations), read by the HTTP edge into the request.
 //!
 //! HttpOnly, so scripts (and XSS) never read it; SameSite=Strict, so browsers never
 //! send it on cross-site requests. Together with the JSON-only POST rule, a forged

@@ -1,0 +1,48 @@
+//! What a database failure means, decided where the database is known: a lost
+//! connection is worth a retry (`SERVICE_UNAVAILABLE`), anything else is internal,
+//! and a unique violation is named by its constraint for the query's caller to judge.
+
+use super::PoolError;
+use crate::error::AppError;
+
+/// Database errors become `Unavailable` when the connection is the problem and
+/// `Internal` otherwise. Not-found and unique violations are decided where the query
+/// is made, because only there is it known what they mean.
+impl From<diesel::result::Error> for AppError {
+    fn from(err: diesel::result::Error) -> Self {
+        if is_connection_error(&err) { Self::Unavailable(err.into()) } else { Self::Internal(err.into()) }
+    }
+}
+
+impl From<PoolError> for AppError {
+    fn from(err: PoolError) -> Self {
+        Self::Unavailable(anyhow::anyhow!("database pool: {err}"))
+    }
+}
+
+/// True when the error is about the connection, not the query: the database went
+/// away (restart, failover, network), so the same query may well work on a new
+/// connection.
+pub fn is_connection_error(err: &diesel::result::Error) -> bool {
+    use diesel::result::{DatabaseErrorKind, Error};
+    match err {
+        Error::DatabaseError(DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand, _) => true,
+        // 57P01-03: the server is shutting down or starting up; it says so in words only.
+        Error::DatabaseError(DatabaseErrorKind::Unknown, info) => {
+            let msg = info.message();
+            msg.starts_with("terminating connection") || msg.starts_with("the database system is")
+        }
+        Error::BrokenTransactionManager => true,
+        _ => false,
+    }
+}
+
+/// The name of the unique constraint a Diesel error violated, if any.
+pub fn unique_violation(err: &diesel::result::Error) -> Option<&str> {
+    match err {
+        diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, info) => {
+            info.constraint_name()
+        }
+        _ => None,
+    }
+}
