@@ -16,7 +16,7 @@ use tokio::{
 };
 
 use crate::support::{
-    fresh_database,
+    TestDatabase, fresh_database,
     process::{Server, command, http},
     sha256_hex,
 };
@@ -24,11 +24,24 @@ use crate::support::{
 /// How long a test waits for what the server must do in about a second.
 const PATIENCE: Duration = Duration::from_secs(15);
 
-async fn server(dir: &Path, env: &[(&str, &str)]) -> Server {
-    let url = fresh_database().await;
+/// The server and its database, which is dropped after the server stops.
+struct Running {
+    server: Server,
+    _database: TestDatabase,
+}
+
+impl std::ops::Deref for Running {
+    type Target = Server;
+    fn deref(&self) -> &Server {
+        &self.server
+    }
+}
+
+async fn server(dir: &Path, env: &[(&str, &str)]) -> Running {
+    let database = fresh_database().await;
     let mut env = env.to_vec();
-    env.push(("DATABASE_URL", &url));
-    Server::start(dir, &env)
+    env.push(("DATABASE_URL", &database.url));
+    Running { server: Server::start(dir, &env), _database: database }
 }
 
 /// Reads until the peer closes the connection; `Err` if it is still open after `PATIENCE`.
@@ -127,9 +140,9 @@ async fn slow_and_silent_clients_are_disconnected() {
 async fn thousands_of_idle_sockets_leave_room_for_a_request() {
     authgraph::http::serve::raise_open_files_limit();
     let dir = tempfile::tempdir().unwrap();
-    let url = fresh_database().await;
+    let database = fresh_database().await;
     let mut cmd = command(dir.path());
-    cmd.env("DATABASE_URL", &url).env("HTTP_HEADER_TIMEOUT", "60s");
+    cmd.env("DATABASE_URL", &database.url).env("HTTP_HEADER_TIMEOUT", "60s");
     // SAFETY: setrlimit is async-signal-safe; it runs in the child before exec.
     unsafe {
         cmd.pre_exec(|| {
@@ -148,6 +161,7 @@ async fn thousands_of_idle_sockets_leave_room_for_a_request() {
     let answered = tokio::time::timeout(PATIENCE, server.gql(None, "{ __typename }", json!({}))).await;
     assert_eq!(answered.expect("answered beside 3,000 idle sockets")["data"]["__typename"], "Query");
     drop(idle);
+    drop(server);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -213,7 +213,7 @@ async fn production_turns_off_introspection_suggestions_and_graphiql() {
     let typo = prod.gql(None, "{ usr { totalCount } }", json!({})).await;
     assert!(!typo.to_string().contains("Did you mean"), "{typo}");
     let page = prod.request(Request::get("/graphql").body(Body::empty()).unwrap()).await;
-    assert_ne!(page.status(), StatusCode::OK);
+    assert_eq!(page.status(), StatusCode::BAD_REQUEST, "no GraphiQL in production");
 
     let dev = TestApp::new().await;
     let typo = dev.gql(None, "{ usr { totalCount } }", json!({})).await;
@@ -327,9 +327,20 @@ async fn failed_signins_lock_the_account_for_one_window_only() {
     // but no longer: the attacker cannot extend it without new failures counting.
     rate_limited(app.signin_from("198.51.100.2", "ada", PASSWORD).await).await;
     assert_eq!(app.state.hasher.computed(), before, "a limited sign-in hashes nothing");
-    tokio::time::sleep(Duration::from_millis(2_100)).await;
-    let res = body_json(app.signin_from("198.51.100.2", "ada", PASSWORD).await).await;
-    Auth::from_payload(&res, "signin");
+    // And no longer: the lock ends one window after the last failure. Waited for, not
+    // slept: the deadline only stops a broken test.
+    let start = std::time::Instant::now();
+    loop {
+        let res = body_json(app.signin_from("198.51.100.2", "ada", PASSWORD).await).await;
+        if error_code(&res).is_empty() {
+            Auth::from_payload(&res, "signin");
+            break;
+        }
+        expect_error(&res, "RATE_LIMITED");
+        assert!(start.elapsed() < Duration::from_secs(30), "still locked long after the window: {res}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(start.elapsed() >= Duration::from_millis(500), "unlocked before its window ended");
 }
 
 #[tokio::test]
@@ -413,75 +424,6 @@ async fn rotated_keys_keep_earlier_tokens_valid_until_they_expire() {
     assert!(without_old.gql(Some(&fresh.access), ME, json!({})).await["data"]["me"].is_object());
     expect_error(&without_old.gql(Some(&ada.access), ME, json!({})).await, "UNAUTHENTICATED");
     expect_error(&before.gql(Some(&fresh.access), ME, json!({})).await, "UNAUTHENTICATED");
-}
-
-/// A writer for captured log lines.
-#[derive(Clone, Default)]
-struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-#[tokio::test]
-async fn no_secret_reaches_the_logs_even_at_trace_level() {
-    let _ = tracing_log::LogTracer::init();
-    let capture = Capture::default();
-    let mut config = authgraph::config::Config::defaults();
-    config.log = "trace".into();
-    let writer = capture.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_env_filter(authgraph::server::log_filter(&config))
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-
-    let app = TestApp::new().await;
-    let new_password = "an entirely new passphrase";
-    let ada = app.signup("ada").await;
-    let signin = Auth::from_payload(&app.signin("ada", PASSWORD).await, "signin");
-    expect_error(&app.signin("ada", "wrong password guess").await, "INVALID_CREDENTIALS");
-    let refreshed = Auth::from_payload(&app.refresh(&signin.refresh).await, "refresh");
-    app.gql(Some(&refreshed.access), ME, json!({})).await;
-    let change = "mutation($i: ChangePasswordInput!) { changePassword(input: $i) }";
-    app.gql(Some(&ada.access), change, json!({ "i": { "currentPassword": PASSWORD, "newPassword": new_password } }))
-        .await;
-    app.gql(Some("forged.token.value"), ME, json!({})).await;
-
-    let stored_hash: String = {
-        use authgraph::db::schema::users;
-        use diesel::prelude::*;
-        use diesel_async::RunQueryDsl;
-        let mut conn = app.state.pool.get().await.unwrap();
-        users::table.select(users::password_hash).first(&mut conn).await.unwrap()
-    };
-
-    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
-    assert!(logs.contains("request"), "logs were captured: {} bytes", logs.len());
-    for (what, secret) in [
-        ("stored password hash", stored_hash.as_str()),
-        ("password", PASSWORD),
-        ("new password", new_password),
-        ("wrong password", "wrong password guess"),
-        ("access token", ada.access.as_str()),
-        ("refreshed access token", refreshed.access.as_str()),
-        ("refresh token", ada.refresh.as_str()),
-        ("rotated refresh token", refreshed.refresh.as_str()),
-        ("JWT key", SECRET),
-        ("password hash", "$argon2id$"),
-    ] {
-        assert!(!logs.contains(secret), "the logs contain the {what}");
-        // Drivers print query parameters as byte lists: look for that form too.
-        let bytes: Vec<String> = secret.bytes().take(24).map(|b| b.to_string()).collect();
-        assert!(!logs.contains(&bytes.join(", ")), "the logs contain the {what}, as bytes");
-    }
 }
 
 #[tokio::test]

@@ -93,14 +93,44 @@ fn start_cluster() -> Cluster {
     Cluster { _pg: pg, url_of, template, prefix }
 }
 
-/// A fresh, migrated database of its own, by URL.
-pub async fn fresh_database() -> String {
+/// A database of the test cluster, cloned from the migrated template and dropped when
+/// its holder lets go (with its connections), so a run against a shared
+/// `TEST_DATABASE_URL` server leaves nothing behind.
+pub struct TestDatabase {
+    pub url: String,
+    name: String,
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let (admin_url, name) = ((cluster().url_of)("postgres"), self.name.clone());
+        // Its own thread and runtime: a test's runtime may be the one dropping us.
+        let dropped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                use diesel_async::{AsyncConnection, RunQueryDsl};
+                let mut conn = diesel_async::AsyncPgConnection::establish(&admin_url).await?;
+                diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                    .execute(&mut conn)
+                    .await?;
+                anyhow::Ok(())
+            })
+        })
+        .join();
+        if let Ok(Err(err)) = dropped {
+            eprintln!("could not drop test database {}: {err:#}", self.name);
+        }
+    }
+}
+
+/// A fresh, migrated database of its own.
+pub async fn fresh_database() -> TestDatabase {
     let cluster = cluster();
     let name = format!("{}_{}", cluster.prefix, NEXT_DB.fetch_add(1, Ordering::Relaxed));
     db::create_database(&(cluster.url_of)("postgres"), &name, Some(&cluster.template))
         .await
         .expect("clone the template database");
-    (cluster.url_of)(&name)
+    TestDatabase { url: (cluster.url_of)(&name), name }
 }
 
 /// Configuration for a test app: defaults, the test secret, and `database_url`.
@@ -118,6 +148,8 @@ pub struct TestApp {
     pub state: SharedState,
     pub router: Router,
     pub database_url: String,
+    /// Shared with siblings; the database is dropped with the last of them.
+    database: std::sync::Arc<TestDatabase>,
 }
 
 impl TestApp {
@@ -127,15 +159,17 @@ impl TestApp {
 
     /// A test app whose configuration `adjust` changes first.
     pub async fn with_config(adjust: impl FnOnce(&mut Config)) -> Self {
-        Self::on_database(fresh_database().await, adjust)
+        let database = std::sync::Arc::new(fresh_database().await);
+        Self::on_database(database, adjust)
     }
 
     /// Another instance on this app's database, as a second server would be.
     pub fn sibling(&self, adjust: impl FnOnce(&mut Config)) -> Self {
-        Self::on_database(self.database_url.clone(), adjust)
+        Self::on_database(self.database.clone(), adjust)
     }
 
-    fn on_database(database_url: String, adjust: impl FnOnce(&mut Config)) -> Self {
+    fn on_database(database: std::sync::Arc<TestDatabase>, adjust: impl FnOnce(&mut Config)) -> Self {
+        let database_url = database.url.clone();
         let mut config = test_config(&database_url);
         adjust(&mut config);
         config.validate().expect("valid test config");
@@ -143,7 +177,7 @@ impl TestApp {
         let pool = db::pool(&database_url, config.database_pool_size, Duration::from_secs(5)).unwrap();
         let state = AppState::new(config, &keys, pool).unwrap();
         let router = http::app(state.clone());
-        Self { state, router, database_url }
+        Self { state, router, database_url, database }
     }
 
     /// Sends any request through the router.
