@@ -24,7 +24,14 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::{config::JwtAlgorithm, db::models::Role, secret::JwtKeys};
+use crate::{
+    config::JwtAlgorithm,
+    db::{
+        ids::{SessionId, UserId},
+        models::Role,
+    },
+    secret::JwtKeys,
+};
 
 /// `typ` header of our access tokens: a refresh token or an ID token signed with the
 /// same key is refused by this alone.
@@ -35,9 +42,9 @@ const LEEWAY_SECS: u64 = 5;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
     /// The user's id.
-    pub sub: Uuid,
+    pub sub: UserId,
     /// The session's id: logout and reuse detection end it, and with it this token.
-    pub sid: Uuid,
+    pub sid: SessionId,
     pub role: String,
     pub iat: i64,
     pub exp: i64,
@@ -133,7 +140,7 @@ impl AccessTokens {
         self.ttl.as_secs() as i64
     }
 
-    pub fn issue(&self, user_id: Uuid, session_id: Uuid, role: Role) -> anyhow::Result<String> {
+    pub fn issue(&self, user_id: UserId, session_id: SessionId, role: Role) -> anyhow::Result<String> {
         let now = Utc::now().timestamp();
         let claims = Claims {
             sub: user_id,
@@ -194,7 +201,7 @@ mod tests {
     #[test]
     fn an_issued_token_verifies_with_its_claims() {
         let t = tokens("0123456789abcdef0123456789abcdef");
-        let (user, session) = (Uuid::new_v4(), Uuid::new_v4());
+        let (user, session) = (UserId::random(), SessionId::random());
         let claims = t.verify(&t.issue(user, session, Role::Admin).unwrap()).unwrap();
         assert_eq!((claims.sub, claims.sid, claims.role.as_str()), (user, session, "ADMIN"));
         assert_eq!(claims.exp - claims.iat, 60);
@@ -202,7 +209,8 @@ mod tests {
 
     #[test]
     fn a_token_signed_with_another_key_is_refused() {
-        let token = tokens("another key, also thirty-two bytes!").issue(Uuid::new_v4(), Uuid::new_v4(), Role::User);
+        let token =
+            tokens("another key, also thirty-two bytes!").issue(UserId::random(), SessionId::random(), Role::User);
         assert_eq!(
             tokens("0123456789abcdef0123456789abcdef").verify(&token.unwrap()).unwrap_err(),
             "unknown signing key"
@@ -217,7 +225,7 @@ mod tests {
             previous: vec![secrecy::SecretBox::new(Box::new(vec![9u8; 32]))],
         };
         let t = AccessTokens::new(&keys, "authgraph", "authgraph", Duration::from_secs(60)).unwrap();
-        let token = t.issue(Uuid::new_v4(), Uuid::new_v4(), Role::User).unwrap();
+        let token = t.issue(UserId::random(), SessionId::random(), Role::User).unwrap();
         let header = decode_header(&token).unwrap();
         assert_eq!(header.alg, Algorithm::EdDSA);
         assert!(t.verify(&token).is_ok());

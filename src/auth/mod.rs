@@ -18,11 +18,14 @@ use std::net::IpAddr;
 
 use secrecy::SecretString;
 use tokio::sync::OnceCell;
-use uuid::Uuid;
 
 use crate::{
     app::AppState,
-    db::{self, models::User},
+    db::{
+        self,
+        ids::{SessionId, UserId},
+        models::User,
+    },
     error::{AppError, AppResult},
 };
 use access_token::Claims;
@@ -31,7 +34,7 @@ use access_token::Claims;
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub user: User,
-    pub session_id: Uuid,
+    pub session_id: SessionId,
 }
 
 impl Caller {
@@ -74,7 +77,7 @@ impl RequestAuth {
     }
 
     /// The caller's user id, if a protected field already established it.
-    pub fn known_user_id(&self) -> Option<Uuid> {
+    pub fn known_user_id(&self) -> Option<UserId> {
         self.caller.get().map(|c| c.user.id)
     }
 

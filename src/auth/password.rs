@@ -35,10 +35,12 @@ use argon2::{Algorithm, Argon2, Block, Params, Version, password_hash::phc::Pass
 use base64::{Engine, engine::general_purpose::STANDARD_NO_PAD};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::oneshot;
-use uuid::Uuid;
 
 use super::network::Network;
-use crate::error::{AppError, AppResult};
+use crate::{
+    db::ids::UserId,
+    error::{AppError, AppResult},
+};
 
 /// Length of the salt and of the hash output we write.
 const SALT_LEN: usize = 16;
@@ -62,7 +64,7 @@ const LANES: usize = 3;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Requester {
     Network(Network),
-    Account(Uuid),
+    Account(UserId),
     Unknown,
 }
 

@@ -24,12 +24,11 @@
 use std::{net::IpAddr, time::Duration};
 
 use diesel_async::AsyncPgConnection;
-use uuid::Uuid;
 
 use super::network::Network;
 use crate::{
     config::Config,
-    db::{self, rate_limit_events::Counter},
+    db::{self, ids::UserId, rate_limit_events::Counter},
     error::{AppError, AppResult},
 };
 
@@ -127,7 +126,7 @@ impl RateLimits {
 
     /// Takes an attempt at the current password of an account (changePassword, and
     /// every later check of a secret the caller must already know).
-    pub async fn take_password_check(&self, conn: &mut AsyncPgConnection, user: Uuid) -> AppResult<Attempt> {
+    pub async fn take_password_check(&self, conn: &mut AsyncPgConnection, user: UserId) -> AppResult<Attempt> {
         let key = user.to_string();
         let counter = Counter {
             bucket: PASSWORD_ACCOUNT,

@@ -10,7 +10,9 @@
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use hmac::{Hmac, KeyInit, Mac};
 use secrecy::{ExposeSecret, SecretBox, SecretString};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
+
+use crate::db::refresh_tokens::HashedToken;
 
 /// Length of a token's text: 32 bytes in unpadded base64url.
 pub const TOKEN_LEN: usize = 43;
@@ -44,8 +46,8 @@ pub fn generate() -> SecretString {
 }
 
 /// What the database stores and looks tokens up by.
-pub fn hash(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
+pub fn hash(token: &str) -> HashedToken {
+    HashedToken::of(token)
 }
 
 /// Whether a presented string could be one of our tokens at all; anything else is

@@ -12,13 +12,13 @@
 use chrono::{DateTime, Utc};
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 use secrecy::{ExposeSecret, SecretString};
-use uuid::Uuid;
 
 use super::{Caller, Grant, refresh_token};
 use crate::{
     app::{AppState, SessionPolicy},
     db::{
         self,
+        ids::{SessionId, UserId},
         models::{NewRefreshToken, NewSession, Session, User},
         sessions::EndReason,
     },
@@ -34,7 +34,7 @@ const MAX_CHAIN_WALK: usize = 16;
 pub async fn open(
     conn: &mut AsyncPgConnection,
     policy: &SessionPolicy,
-    user_id: Uuid,
+    user_id: UserId,
     user_agent: Option<&str>,
 ) -> AppResult<(Session, SecretString)> {
     let now = Utc::now();
@@ -47,7 +47,7 @@ pub async fn open(
         conn,
         NewRefreshToken {
             session_id: session.id,
-            token_hash: &refresh_token::hash(token.expose_secret()),
+            token_hash: refresh_token::hash(token.expose_secret()).as_bytes(),
             parent_id: None,
             expires_at,
         },
@@ -57,13 +57,13 @@ pub async fn open(
 }
 
 /// Builds the client's grant for a session.
-pub fn grant(state: &AppState, user: User, session_id: Uuid, refresh_token: SecretString) -> AppResult<Grant> {
+pub fn grant(state: &AppState, user: User, session_id: SessionId, refresh_token: SecretString) -> AppResult<Grant> {
     let access_token = state.tokens.issue(user.id, session_id, user.role).map_err(AppError::internal)?;
     Ok(Grant { access_token, refresh_token, expires_in: state.tokens.ttl_secs(), user })
 }
 
 enum Rotation {
-    Rotated { user: User, session_id: Uuid, token: SecretString },
+    Rotated { user: User, session_id: SessionId, token: SecretString },
     Reused,
 }
 
@@ -112,7 +112,7 @@ async fn rotate(conn: &mut AsyncPgConnection, policy: &SessionPolicy, presented:
                 conn,
                 NewRefreshToken {
                     session_id: session.id,
-                    token_hash: &refresh_token::hash(child.expose_secret()),
+                    token_hash: refresh_token::hash(child.expose_secret()).as_bytes(),
                     parent_id: Some(token.id),
                     expires_at,
                 },

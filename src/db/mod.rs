@@ -5,6 +5,7 @@
 //! PostgreSQL through tokio-postgres: no libpq at build or run time.
 
 mod errors;
+pub mod ids;
 pub mod models;
 pub mod rate_limit_events;
 pub mod refresh_tokens;

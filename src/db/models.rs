@@ -12,7 +12,10 @@ use diesel::{
 };
 use uuid::Uuid;
 
-use super::schema::{refresh_tokens, sessions, users};
+use super::{
+    ids::{SessionId, UserId},
+    schema::{refresh_tokens, sessions, users},
+};
 
 /// What an account may do. Only an operator's CLI can make an account ADMIN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, AsExpression, FromSqlRow, async_graphql::Enum)]
@@ -59,7 +62,7 @@ impl FromSql<Text, Pg> for Role {
 #[derive(Debug, Clone, Queryable, Selectable, Identifiable)]
 #[diesel(table_name = users, check_for_backend(Pg))]
 pub struct User {
-    pub id: Uuid,
+    pub id: UserId,
     pub name: String,
     pub username: String,
     pub role: Role,
@@ -86,8 +89,8 @@ pub struct UserChanges<'a> {
 #[derive(Debug, Clone, Queryable, Selectable, Identifiable)]
 #[diesel(table_name = sessions, check_for_backend(Pg))]
 pub struct Session {
-    pub id: Uuid,
-    pub user_id: Uuid,
+    pub id: SessionId,
+    pub user_id: UserId,
     pub created_at: DateTime<Utc>,
     pub last_used_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
@@ -100,7 +103,7 @@ pub struct Session {
 #[derive(Insertable)]
 #[diesel(table_name = sessions)]
 pub struct NewSession<'a> {
-    pub user_id: Uuid,
+    pub user_id: UserId,
     pub expires_at: DateTime<Utc>,
     pub max_expires_at: DateTime<Utc>,
     pub user_agent: Option<&'a str>,
@@ -110,7 +113,7 @@ pub struct NewSession<'a> {
 #[diesel(table_name = refresh_tokens, check_for_backend(Pg))]
 pub struct RefreshToken {
     pub id: Uuid,
-    pub session_id: Uuid,
+    pub session_id: SessionId,
     pub token_hash: Vec<u8>,
     pub parent_id: Option<Uuid>,
     pub created_at: DateTime<Utc>,
@@ -121,7 +124,7 @@ pub struct RefreshToken {
 #[derive(Insertable)]
 #[diesel(table_name = refresh_tokens)]
 pub struct NewRefreshToken<'a> {
-    pub session_id: Uuid,
+    pub session_id: SessionId,
     pub token_hash: &'a [u8],
     pub parent_id: Option<Uuid>,
     pub expires_at: DateTime<Utc>,

@@ -10,6 +10,23 @@ use super::{
     schema::refresh_tokens,
 };
 
+/// The SHA-256 of a refresh token: what is stored and looked up, never the token
+/// itself. A type of its own, so a token's text cannot be passed where its hash is
+/// meant (which would store or search the secret).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct HashedToken([u8; 32]);
+
+impl HashedToken {
+    pub fn of(token: &str) -> Self {
+        use sha2::Digest;
+        Self(sha2::Sha256::digest(token.as_bytes()).into())
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 pub async fn insert(conn: &mut AsyncPgConnection, new: NewRefreshToken<'_>) -> QueryResult<RefreshToken> {
     diesel::insert_into(refresh_tokens::table)
         .values(new)
@@ -24,10 +41,10 @@ pub async fn insert(conn: &mut AsyncPgConnection, new: NewRefreshToken<'_>) -> Q
 /// on that one clock, never with the server's.
 pub async fn lock_by_hash(
     conn: &mut AsyncPgConnection,
-    hash: &[u8],
+    hash: &HashedToken,
 ) -> QueryResult<Option<(RefreshToken, DateTime<Utc>)>> {
     refresh_tokens::table
-        .filter(refresh_tokens::token_hash.eq(hash))
+        .filter(refresh_tokens::token_hash.eq(hash.as_bytes()))
         .select((RefreshToken::as_select(), diesel::dsl::sql::<Timestamptz>("now()")))
         .for_update()
         .first(conn)
@@ -35,9 +52,9 @@ pub async fn lock_by_hash(
         .optional()
 }
 
-pub async fn find_by_hash(conn: &mut AsyncPgConnection, hash: &[u8]) -> QueryResult<Option<RefreshToken>> {
+pub async fn find_by_hash(conn: &mut AsyncPgConnection, hash: &HashedToken) -> QueryResult<Option<RefreshToken>> {
     refresh_tokens::table
-        .filter(refresh_tokens::token_hash.eq(hash))
+        .filter(refresh_tokens::token_hash.eq(hash.as_bytes()))
         .select(RefreshToken::as_select())
         .first(conn)
         .await

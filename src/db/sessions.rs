@@ -3,9 +3,9 @@
 use chrono::{DateTime, Utc};
 use diesel::{dsl::now, prelude::*};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use uuid::Uuid;
 
 use super::{
+    ids::{SessionId, UserId},
     models::{NewSession, Session},
     schema::sessions,
 };
@@ -37,12 +37,12 @@ pub async fn insert(conn: &mut AsyncPgConnection, new: NewSession<'_>) -> QueryR
 
 /// Locks the session row for the rest of the transaction, so a refresh and a logout
 /// (or two refreshes) of one session happen one after the other.
-pub async fn lock(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<Session> {
+pub async fn lock(conn: &mut AsyncPgConnection, id: SessionId) -> QueryResult<Session> {
     sessions::table.find(id).select(Session::as_select()).for_update().first(conn).await
 }
 
 /// The user's sessions that can still be refreshed, newest first.
-pub async fn list_live(conn: &mut AsyncPgConnection, user_id: Uuid) -> QueryResult<Vec<Session>> {
+pub async fn list_live(conn: &mut AsyncPgConnection, user_id: UserId) -> QueryResult<Vec<Session>> {
     sessions::table
         .filter(sessions::user_id.eq(user_id))
         .filter(sessions::revoked_at.is_null())
@@ -54,7 +54,7 @@ pub async fn list_live(conn: &mut AsyncPgConnection, user_id: Uuid) -> QueryResu
 }
 
 /// Records a use of the session and moves its expiry.
-pub async fn touch(conn: &mut AsyncPgConnection, id: Uuid, expires_at: DateTime<Utc>) -> QueryResult<usize> {
+pub async fn touch(conn: &mut AsyncPgConnection, id: SessionId, expires_at: DateTime<Utc>) -> QueryResult<usize> {
     diesel::update(sessions::table.find(id))
         .set((sessions::last_used_at.eq(now), sessions::expires_at.eq(expires_at)))
         .execute(conn)
@@ -63,15 +63,15 @@ pub async fn touch(conn: &mut AsyncPgConnection, id: Uuid, expires_at: DateTime<
 
 /// Ends one session, and with it its refresh tokens (which check the session). Returns
 /// whether it was live.
-pub async fn end(conn: &mut AsyncPgConnection, id: Uuid, reason: EndReason) -> QueryResult<bool> {
+pub async fn end(conn: &mut AsyncPgConnection, id: SessionId, reason: EndReason) -> QueryResult<bool> {
     Ok(end_many(conn, &[id], reason).await? > 0)
 }
 
 /// Ends every live session of the user, except `keep` when given.
 pub async fn end_all(
     conn: &mut AsyncPgConnection,
-    user_id: Uuid,
-    keep: Option<Uuid>,
+    user_id: UserId,
+    keep: Option<SessionId>,
     reason: EndReason,
 ) -> QueryResult<usize> {
     let mut target =
@@ -80,11 +80,11 @@ pub async fn end_all(
         target = target.filter(sessions::id.ne(keep));
     }
     // Boxed queries cannot be update targets; select the ids instead.
-    let ids: Vec<Uuid> = target.select(sessions::id).load(conn).await?;
+    let ids: Vec<SessionId> = target.select(sessions::id).load(conn).await?;
     end_many(conn, &ids, reason).await
 }
 
-async fn end_many(conn: &mut AsyncPgConnection, ids: &[Uuid], reason: EndReason) -> QueryResult<usize> {
+async fn end_many(conn: &mut AsyncPgConnection, ids: &[SessionId], reason: EndReason) -> QueryResult<usize> {
     if ids.is_empty() {
         return Ok(0);
     }
@@ -99,7 +99,7 @@ async fn end_many(conn: &mut AsyncPgConnection, ids: &[Uuid], reason: EndReason)
 }
 
 /// Live sessions per user, for the admin listing.
-pub async fn live_counts(conn: &mut AsyncPgConnection) -> QueryResult<Vec<(Uuid, i64)>> {
+pub async fn live_counts(conn: &mut AsyncPgConnection) -> QueryResult<Vec<(UserId, i64)>> {
     sessions::table
         .filter(sessions::revoked_at.is_null())
         .filter(sessions::expires_at.gt(now))

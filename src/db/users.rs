@@ -3,9 +3,9 @@
 use chrono::{DateTime, Utc};
 use diesel::{dsl::now, prelude::*};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use uuid::Uuid;
 
 use super::{
+    ids::{SessionId, UserId},
     models::{NewUser, Role, User, UserChanges},
     schema::{sessions, user_count, users},
 };
@@ -16,7 +16,7 @@ pub async fn insert(conn: &mut AsyncPgConnection, new: NewUser<'_>) -> QueryResu
     diesel::insert_into(users::table).values(new).returning(User::as_returning()).get_result(conn).await
 }
 
-pub async fn find(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<Option<User>> {
+pub async fn find(conn: &mut AsyncPgConnection, id: UserId) -> QueryResult<Option<User>> {
     users::table.find(id).select(User::as_select()).first(conn).await.optional()
 }
 
@@ -30,7 +30,7 @@ pub async fn find_credentials(conn: &mut AsyncPgConnection, username: &str) -> Q
         .optional()
 }
 
-pub async fn password_hash(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<Option<String>> {
+pub async fn password_hash(conn: &mut AsyncPgConnection, id: UserId) -> QueryResult<Option<String>> {
     users::table.find(id).select(users::password_hash).first(conn).await.optional()
 }
 
@@ -38,8 +38,8 @@ pub async fn password_hash(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResul
 /// the session belongs to the user the token names.
 pub async fn find_by_live_session(
     conn: &mut AsyncPgConnection,
-    user_id: Uuid,
-    session_id: Uuid,
+    user_id: UserId,
+    session_id: SessionId,
 ) -> QueryResult<Option<User>> {
     sessions::table
         .inner_join(users::table)
@@ -56,7 +56,7 @@ pub async fn find_by_live_session(
 /// Up to `limit` users after the keyset position `after`, oldest first.
 pub async fn page(
     conn: &mut AsyncPgConnection,
-    after: Option<(DateTime<Utc>, Uuid)>,
+    after: Option<(DateTime<Utc>, UserId)>,
     limit: i64,
 ) -> QueryResult<Vec<User>> {
     let mut query = users::table
@@ -77,7 +77,7 @@ pub async fn count(conn: &mut AsyncPgConnection) -> QueryResult<i64> {
     user_count::table.select(user_count::total).first(conn).await
 }
 
-pub async fn update(conn: &mut AsyncPgConnection, id: Uuid, changes: UserChanges<'_>) -> QueryResult<Option<User>> {
+pub async fn update(conn: &mut AsyncPgConnection, id: UserId, changes: UserChanges<'_>) -> QueryResult<Option<User>> {
     diesel::update(users::table.find(id))
         .set((changes, users::updated_at.eq(now)))
         .returning(User::as_returning())
@@ -86,7 +86,7 @@ pub async fn update(conn: &mut AsyncPgConnection, id: Uuid, changes: UserChanges
         .optional()
 }
 
-pub async fn set_password_hash(conn: &mut AsyncPgConnection, id: Uuid, hash: &str) -> QueryResult<usize> {
+pub async fn set_password_hash(conn: &mut AsyncPgConnection, id: UserId, hash: &str) -> QueryResult<usize> {
     diesel::update(users::table.find(id))
         .set((users::password_hash.eq(hash), users::updated_at.eq(now)))
         .execute(conn)
@@ -103,7 +103,7 @@ pub async fn set_role(conn: &mut AsyncPgConnection, username: &str, role: Role) 
 }
 
 /// Deletes the account; its sessions and refresh tokens go with it (ON DELETE CASCADE).
-pub async fn delete(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<bool> {
+pub async fn delete(conn: &mut AsyncPgConnection, id: UserId) -> QueryResult<bool> {
     let n = diesel::delete(users::table.find(id)).execute(conn).await?;
     Ok(n > 0)
 }

@@ -1,16 +1,17 @@
 //! The GraphQL object and input types of the contract.
 
+use crate::{
+    auth::Grant,
+    db::{
+        ids::SessionId,
+        models::{Role, Session as SessionRow, User},
+    },
+};
 use async_graphql::{
     ID, InputObject, InputValueError, InputValueResult, Object, Scalar, ScalarType, SimpleObject, Value,
 };
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
-use uuid::Uuid;
-
-use crate::{
-    auth::Grant,
-    db::models::{Role, Session as SessionRow, User},
-};
 
 /// `DateTime` in the schema. Our own scalar rather than async-graphql's for chrono,
 /// whose description in the SDL speaks of Rust types.
@@ -36,7 +37,9 @@ impl ScalarType for DateTimeUtc {
 #[Object]
 impl User {
     async fn id(&self) -> ID {
-        ID(self.id.to_string())
+        // Ids become GraphQL `ID`s through their `Display` (the UUID as text), and come
+        // back through `users::parse_id`.
+        self.id.into()
     }
     async fn name(&self) -> &str {
         &self.name
@@ -95,9 +98,9 @@ pub struct SessionInfo {
 }
 
 impl SessionInfo {
-    pub fn new(row: SessionRow, current_session: Uuid) -> Self {
+    pub fn new(row: SessionRow, current_session: SessionId) -> Self {
         Self {
-            id: ID(row.id.to_string()),
+            id: row.id.into(),
             created_at: DateTimeUtc(row.created_at),
             last_used_at: DateTimeUtc(row.last_used_at),
             expires_at: DateTimeUtc(row.expires_at),

@@ -4,13 +4,13 @@ pub mod validate;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Utc};
-use uuid::Uuid;
 
 use crate::{
     app::AppState,
     auth::Caller,
     db::{
         self, DbPool,
+        ids::UserId,
         models::{Role, User, UserChanges},
     },
     error::{AppError, AppResult},
@@ -57,7 +57,7 @@ pub fn cursor(user: &User) -> String {
     URL_SAFE_NO_PAD.encode(format!("v1:{}:{}", user.created_at.timestamp_micros(), user.id))
 }
 
-fn decode_cursor(cursor: &str) -> AppResult<(DateTime<Utc>, Uuid)> {
+fn decode_cursor(cursor: &str) -> AppResult<(DateTime<Utc>, UserId)> {
     let bad = || AppError::bad_input("after", "after is not a cursor from this API");
     let text = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
     let text = std::str::from_utf8(&text).map_err(|_| bad())?;
@@ -72,7 +72,7 @@ fn decode_cursor(cursor: &str) -> AppResult<(DateTime<Utc>, Uuid)> {
 }
 
 /// Parses a GraphQL `ID` argument as a user id.
-pub fn parse_id(id: &str) -> AppResult<Uuid> {
+pub fn parse_id(id: &str) -> AppResult<UserId> {
     id.parse().map_err(|_| AppError::bad_input("id", "id is not a valid user id"))
 }
 
@@ -84,7 +84,7 @@ pub async fn get(state: &AppState, id: &str) -> AppResult<Option<User>> {
 
 /// Only the account's owner or an admin may change or delete it. Checked before
 /// looking the id up, so a stranger cannot learn which ids exist.
-fn authorize(caller: &Caller, target: Uuid) -> AppResult<()> {
+fn authorize(caller: &Caller, target: UserId) -> AppResult<()> {
     if caller.user.id == target || caller.is_admin() { Ok(()) } else { Err(AppError::Forbidden) }
 }
 

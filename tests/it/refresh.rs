@@ -151,6 +151,6 @@ async fn refresh_tokens_are_stored_only_as_hashes() {
     let mut conn = app.state.pool.get().await.unwrap();
     let stored: Vec<Vec<u8>> = refresh_tokens::table.select(refresh_tokens::token_hash).load(&mut conn).await.unwrap();
     assert_eq!(stored.len(), 1);
-    assert_eq!(stored[0], authgraph::auth::refresh_token::hash(&auth.refresh).to_vec());
+    assert_eq!(stored[0], authgraph::auth::refresh_token::hash(&auth.refresh).as_bytes());
     assert!(!stored[0].windows(8).any(|w| auth.refresh.as_bytes().windows(8).any(|t| t == w)));
 }

@@ -1,0 +1,74 @@
+//! Ids that must not be confused have types of their own: a `UserId` where a
+//! `SessionId` is expected is a compile error, not a query that finds nothing (or the
+//! wrong row). Both are UUIDs in the database and in tokens; the Diesel conversions
+//! live here once, the GraphQL `ID` ones in `graphql::types`.
+
+use std::{fmt, str::FromStr};
+
+use diesel::{
+    deserialize::{self, FromSql, FromSqlRow},
+    expression::AsExpression,
+    pg::{Pg, PgValue},
+    serialize::{self, Output, ToSql},
+    sql_types,
+};
+use uuid::Uuid;
+
+macro_rules! uuid_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(
+            Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, AsExpression, FromSqlRow,
+            serde::Serialize, serde::Deserialize,
+        )]
+        #[diesel(sql_type = sql_types::Uuid)]
+        #[serde(transparent)]
+        pub struct $name(Uuid);
+
+        impl $name {
+            /// A new random id (the database makes the ids of new rows; tests and
+            /// tools use this).
+            pub fn random() -> Self {
+                Self(Uuid::new_v4())
+            }
+
+            pub fn as_uuid(&self) -> Uuid {
+                self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = uuid::Error;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                s.parse().map(Self)
+            }
+        }
+
+        impl ToSql<sql_types::Uuid, Pg> for $name {
+            fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
+                <Uuid as ToSql<sql_types::Uuid, Pg>>::to_sql(&self.0, out)
+            }
+        }
+
+        impl FromSql<sql_types::Uuid, Pg> for $name {
+            fn from_sql(value: PgValue<'_>) -> deserialize::Result<Self> {
+                <Uuid as FromSql<sql_types::Uuid, Pg>>::from_sql(value).map(Self)
+            }
+        }
+    };
+}
+
+uuid_id!(
+    /// An account (`users.id`, a token's `sub`).
+    UserId
+);
+uuid_id!(
+    /// A signed-in device (`sessions.id`, a token's `sid`).
+    SessionId
+);
