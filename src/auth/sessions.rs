@@ -167,7 +167,7 @@ async fn current_successor(
 }
 
 /// Which sessions `logout` ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, async_graphql::Enum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogoutScope {
     /// Only the session of the access token that calls logout.
     Current,

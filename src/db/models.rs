@@ -18,7 +18,7 @@ use super::{
 };
 
 /// What an account may do. Only an operator's CLI can make an account ADMIN.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, AsExpression, FromSqlRow, async_graphql::Enum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, AsExpression, FromSqlRow)]
 #[diesel(sql_type = Text)]
 // Stored as text under a CHECK constraint, which keeps Diesel free of custom SQL types.
 pub enum Role {

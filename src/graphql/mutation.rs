@@ -4,7 +4,7 @@ use super::{
     cookie,
     guard::Authenticated,
     request_auth, state,
-    types::{AuthPayload, ChangePasswordInput, SigninInput, SignupInput, UpdateUserInput, secret},
+    types::{AuthPayload, ChangePasswordInput, LogoutScopeValue, SigninInput, SignupInput, UpdateUserInput, secret},
 };
 use crate::{
     auth::{self, credentials, sessions::LogoutScope},
@@ -62,10 +62,10 @@ impl MutationRoot {
     async fn logout(
         &self,
         ctx: &Context<'_>,
-        #[graphql(default_with = "Some(LogoutScope::Current)")] scope: Option<LogoutScope>,
+        #[graphql(default_with = "Some(LogoutScopeValue::Current)")] scope: Option<LogoutScopeValue>,
     ) -> Result<bool> {
         let caller = request_auth(ctx).caller(state(ctx)).await?;
-        let scope = scope.unwrap_or(LogoutScope::Current);
+        let scope: LogoutScope = scope.unwrap_or(LogoutScopeValue::Current).into();
         auth::sessions::logout(state(ctx), caller, scope).await?;
         let config = &state(ctx).config;
         if config.refresh_token_cookie && scope != LogoutScope::Others {

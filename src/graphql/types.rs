@@ -4,14 +4,38 @@ use crate::{
     auth::Grant,
     db::{
         ids::SessionId,
-        models::{Role, Session as SessionRow, User},
+        models::{Session as SessionRow, User},
     },
 };
 use async_graphql::{
-    ID, InputObject, InputValueError, InputValueResult, Object, Scalar, ScalarType, SimpleObject, Value,
+    Enum, ID, InputObject, InputValueError, InputValueResult, Object, Scalar, ScalarType, SimpleObject, Value,
 };
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
+
+// The schema's faces of `db::models::Role` and `auth::sessions::LogoutScope`, kept
+// here so the database and service layers know no GraphQL. Their doc comments are the
+// schema's descriptions.
+
+/// What an account may do. Only an operator's CLI can make an account ADMIN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[graphql(name = "Role", remote = "crate::db::models::Role")]
+pub enum RoleValue {
+    User,
+    Admin,
+}
+
+/// Which sessions `logout` ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[graphql(name = "LogoutScope", remote = "crate::auth::sessions::LogoutScope")]
+pub enum LogoutScopeValue {
+    /// Only the session of the access token that calls logout.
+    Current,
+    /// Every session of the user except the current one.
+    Others,
+    /// Every session of the user.
+    All,
+}
 
 /// `DateTime` in the schema. Our own scalar rather than async-graphql's for chrono,
 /// whose description in the SDL speaks of Rust types.
@@ -47,8 +71,8 @@ impl User {
     async fn username(&self) -> &str {
         &self.username
     }
-    async fn role(&self) -> Role {
-        self.role
+    async fn role(&self) -> RoleValue {
+        self.role.into()
     }
     async fn created_at(&self) -> DateTimeUtc {
         DateTimeUtc(self.created_at)
