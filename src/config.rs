@@ -454,7 +454,7 @@ impl Config {
             }
             _ => {}
         }
-        if let Err(msg) = crate::http::client_ip::parse_proxies(&self.trusted_proxies) {
+        if let Err(msg) = crate::net::parse_proxies(&self.trusted_proxies) {
             return err("TRUSTED_PROXIES", msg);
         }
         for origin in self.cors_origins.iter().filter(|o| !o.is_empty()) {

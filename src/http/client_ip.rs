@@ -8,6 +8,9 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use crate::net::canonical;
+pub use crate::net::{IpBlock, parse_proxies};
+
 use axum::{
     extract::{ConnectInfo, Request, State},
     middleware::Next,
@@ -17,61 +20,6 @@ use axum::{
 /// Set on every request by `layer`; `None` when the peer is unknown (in-process tests).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientIp(pub Option<IpAddr>);
-
-/// An address block, `10.0.0.0/8` or a single address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IpBlock {
-    addr: IpAddr,
-    prefix: u8,
-}
-
-impl IpBlock {
-    fn contains(&self, ip: IpAddr) -> bool {
-        let ip = canonical(ip);
-        match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
-    }
-}
-
-/// IPv4 clients may arrive as IPv4-mapped IPv6 on a dual-stack socket.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
-}
-
-/// Parses `TRUSTED_PROXIES`.
-pub fn parse_proxies(items: &[String]) -> Result<Vec<IpBlock>, String> {
-    items
-        .iter()
-        .map(|s| s.trim())
-        .filter(|s| !s.is_empty())
-        .map(|item| {
-            let bad = || format!("{item:?} is not an IP address or CIDR block");
-            let (addr, prefix) = match item.split_once('/') {
-                Some((a, p)) => (a, Some(p.parse::<u8>().map_err(|_| bad())?)),
-                None => (item, None),
-            };
-            let addr = canonical(addr.parse::<IpAddr>().map_err(|_| bad())?);
-            let max = if addr.is_ipv4() { 32 } else { 128 };
-            let prefix = prefix.unwrap_or(max);
-            if prefix > max {
-                return Err(bad());
-            }
-            Ok(IpBlock { addr, prefix })
-        })
-        .collect()
-}
 
 /// The client address of a request from `peer` carrying `forwarded_for`.
 pub fn client_ip(peer: Option<IpAddr>, forwarded_for: Option<&str>, trusted: &[IpBlock]) -> Option<IpAddr> {
