@@ -66,7 +66,11 @@ pub async fn signin(state: &AppState, username: &str, password: &SecretString, c
     drop(conn);
     let stored = found.as_ref().map(|(_, hash)| hash.as_str());
     let ticket = Ticket::new(Lane::Signin, state.rate_limits.network(client.ip));
-    let verified = state.hasher.verify(ticket, password, stored).await?;
+    let verified = match state.hasher.verify(ticket, password, stored).await {
+        Ok(verified) => verified,
+        // Nothing was checked (the queue was full): not a failure of the client's.
+        Err(err) => return Err(forgiven(state, attempt, err).await),
+    };
     let (Some((user, stored_hash)), true) = (found, verified) else {
         return Err(AppError::InvalidCredentials);
     };
@@ -89,6 +93,21 @@ pub async fn signin(state: &AppState, username: &str, password: &SecretString, c
     sessions::grant(state, user, session.id, token)
 }
 
+/// Forgives an attempt that checked nothing (the hashing queue refused it, or hashing
+/// failed), then hands back the error. A client told to retry later must not also
+/// have used up one of its guesses.
+async fn forgiven(state: &AppState, attempt: super::rate_limit::Attempt, err: AppError) -> AppError {
+    match state.pool.get().await {
+        Ok(mut conn) => {
+            if let Err(forgive) = state.rate_limits.forgive(&mut conn, attempt).await {
+                tracing::warn!(error = ?forgive, "could not forgive an attempt that checked nothing");
+            }
+        }
+        Err(pool) => tracing::warn!(error = ?AppError::from(pool), "could not forgive an attempt that checked nothing"),
+    }
+    err
+}
+
 /// `changePassword`: needs the current password; ends every other session.
 pub async fn change_password(
     state: &AppState,
@@ -104,8 +123,10 @@ pub async fn change_password(
         (db::users::password_hash(&mut conn, user_id).await?, attempt)
     };
     let ticket = Ticket { lane: Lane::Account, requester: Requester::Account(user_id) };
-    if !state.hasher.verify(ticket, current, stored.as_deref()).await? {
-        return Err(AppError::InvalidCredentials);
+    match state.hasher.verify(ticket, current, stored.as_deref()).await {
+        Ok(true) => {}
+        Ok(false) => return Err(AppError::InvalidCredentials),
+        Err(err) => return Err(forgiven(state, attempt, err).await),
     }
     {
         let mut conn = state.pool.get().await?;

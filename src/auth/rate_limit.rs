@@ -138,6 +138,12 @@ impl RateLimits {
         Ok(Attempt { events, known: None })
     }
 
+    /// An attempt that turned out not to be a guess (nothing was checked): forgiven.
+    pub async fn forgive(&self, conn: &mut AsyncPgConnection, attempt: Attempt) -> AppResult<()> {
+        db::rate_limit_events::forgive(conn, &attempt.events).await?;
+        Ok(())
+    }
+
     /// A password check that was right: forgives that attempt only.
     pub async fn password_check_succeeded(&self, conn: &mut AsyncPgConnection, attempt: Attempt) -> AppResult<()> {
         db::rate_limit_events::forgive(conn, &attempt.events).await?;

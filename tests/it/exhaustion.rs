@@ -308,4 +308,9 @@ async fn one_client_cannot_fill_the_hashing_queue() {
     }
     assert!(codes.iter().any(|c| c == "SERVICE_UNAVAILABLE"), "{codes:?}");
     assert!(codes.iter().all(|c| c == "SERVICE_UNAVAILABLE" || c == "INVALID_CREDENTIALS"), "{codes:?}");
+    // A guess the queue refused checked nothing, so it is not counted as a failure.
+    let mut conn = AsyncPgConnection::establish(&app.database_url).await.unwrap();
+    let counted = count(&mut conn, "SELECT count(*) AS n FROM rate_limit_events WHERE bucket = 'signin_ip'").await;
+    let wrong = codes.iter().filter(|c| *c == "INVALID_CREDENTIALS").count() as i64;
+    assert_eq!(counted, wrong, "{codes:?}");
 }
