@@ -1,14 +1,11 @@
-//! The operator's commands (`authgraph users …`, `authgraph sessions prune`) and the
-//! periodic pruning the server runs. They use the same configuration and database as
-//! the server.
+//! The operator's commands (`authgraph users …`, `authgraph sessions prune`). They use
+//! the same configuration and database as the server.
 
-use std::{collections::HashMap, time::Duration};
+use std::collections::HashMap;
 
 use anyhow::Context;
-use chrono::Utc;
 
 use crate::{
-    auth::rate_limit::RateLimits,
     config::{Config, RoleArg, SessionsCommand, UsersCommand},
     db::{self, DbPool, models::Role, sessions::EndReason},
     users,
@@ -56,7 +53,7 @@ pub async fn users_command(pool: &DbPool, cmd: UsersCommand) -> anyhow::Result<(
 pub async fn sessions_command(pool: &DbPool, config: &Config, cmd: SessionsCommand) -> anyhow::Result<()> {
     match cmd {
         SessionsCommand::Prune => {
-            let report = prune(pool, config).await?;
+            let report = crate::maintenance::prune(pool, config).await?;
             println!(
                 "deleted {} ended sessions (with their refresh tokens) and {} rate-limit events",
                 report.sessions, report.rate_limit_events
@@ -64,38 +61,4 @@ pub async fn sessions_command(pool: &DbPool, config: &Config, cmd: SessionsComma
         }
     }
     Ok(())
-}
-
-pub struct PruneReport {
-    pub sessions: usize,
-    pub rate_limit_events: usize,
-}
-
-/// Deletes what no rule needs any more: sessions ended longer than SESSION_RETENTION
-/// ago (their refresh tokens go with them), rate-limit events older than the
-/// longest window, and sign-in networks unused for 90 days (counted with the events).
-pub async fn prune(pool: &DbPool, config: &Config) -> anyhow::Result<PruneReport> {
-    let mut conn = pool.get().await?;
-    let cutoff = Utc::now() - config.session_retention;
-    let sessions = db::sessions::prune(&mut conn, cutoff).await?;
-    let window = RateLimits::from_config(config).longest_window();
-    let mut rate_limit_events = db::rate_limit_events::prune(&mut conn, window).await?;
-    let known_cutoff = Utc::now() - crate::auth::rate_limit::KNOWN_NETWORK_RETENTION;
-    rate_limit_events += db::signin_addresses::prune(&mut conn, known_cutoff).await?;
-    Ok(PruneReport { sessions, rate_limit_events })
-}
-
-/// The server's pruning loop: every ten minutes, quietly retrying on failure.
-pub async fn prune_periodically(pool: DbPool, config: Config) {
-    let mut tick = tokio::time::interval(Duration::from_secs(600));
-    loop {
-        tick.tick().await;
-        match prune(&pool, &config).await {
-            Ok(r) if r.sessions + r.rate_limit_events > 0 => {
-                tracing::info!(sessions = r.sessions, rate_limit_events = r.rate_limit_events, "pruned")
-            }
-            Ok(_) => {}
-            Err(err) => tracing::warn!(error = format!("{err:#}"), "pruning failed"),
-        }
-    }
 }

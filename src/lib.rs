@@ -15,6 +15,7 @@ pub mod embedded_postgres;
 pub mod error;
 pub mod graphql;
 pub mod http;
+pub mod maintenance;
 pub mod net;
 pub mod secret;
 pub mod server;

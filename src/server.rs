@@ -11,7 +11,7 @@ use crate::{
     config::{Cli, Command, Config},
     db,
     embedded_postgres::{self, EmbeddedPostgres},
-    graphql, http, secret, telemetry,
+    graphql, http, maintenance, secret, telemetry,
 };
 
 /// Name of the application database on the embedded cluster.
@@ -144,7 +144,7 @@ async fn serve(config: Config, database: &Database) -> anyhow::Result<()> {
         tokio::spawn(http::serve::serve(metrics_listener, metrics_router, connection_limits, stopped(stop_rx.clone())));
     }
     tracing::info!("listening on http://{}/graphql", listener.local_addr()?);
-    let pruner = tokio::spawn(admin::prune_periodically(pool.clone(), state.config.clone()));
+    let pruner = tokio::spawn(maintenance::prune_periodically(pool.clone(), state.config.clone()));
     let server = http::serve::serve(listener, router, connection_limits, async move {
         shutdown_signal().await;
         tracing::info!("shutting down: finishing requests in flight");
