@@ -99,7 +99,7 @@ pub async fn signin(state: &AppState, username: &str, password: &SecretString, c
 async fn forgiven(state: &AppState, attempt: super::rate_limit::Attempt, err: AppError) -> AppError {
     match state.pool.get().await {
         Ok(mut conn) => {
-            if let Err(forgive) = state.rate_limits.forgive(&mut conn, attempt).await {
+            if let Err(forgive) = state.rate_limits.forgive(&mut conn, &attempt).await {
                 tracing::warn!(error = ?forgive, "could not forgive an attempt that checked nothing");
             }
         }
@@ -130,7 +130,7 @@ pub async fn change_password(
     }
     {
         let mut conn = state.pool.get().await?;
-        state.rate_limits.password_check_succeeded(&mut conn, attempt).await?;
+        state.rate_limits.forgive(&mut conn, &attempt).await?;
     }
     validate::password("newPassword", new)?;
     if new.expose_secret() == current.expose_secret() {

@@ -117,7 +117,7 @@ impl RateLimits {
 
     /// A sign-in attempt that was right: forgives it and remembers the network.
     pub async fn signin_succeeded(&self, conn: &mut AsyncPgConnection, attempt: Attempt) -> AppResult<()> {
-        db::rate_limit_events::forgive(conn, &attempt.events).await?;
+        self.forgive(conn, &attempt).await?;
         if let Some((account, network)) = &attempt.known {
             db::signin_addresses::remember(conn, account, network).await?;
         }
@@ -138,14 +138,9 @@ impl RateLimits {
         Ok(Attempt { events, known: None })
     }
 
-    /// An attempt that turned out not to be a guess (nothing was checked): forgiven.
-    pub async fn forgive(&self, conn: &mut AsyncPgConnection, attempt: Attempt) -> AppResult<()> {
-        db::rate_limit_events::forgive(conn, &attempt.events).await?;
-        Ok(())
-    }
-
-    /// A password check that was right: forgives that attempt only.
-    pub async fn password_check_succeeded(&self, conn: &mut AsyncPgConnection, attempt: Attempt) -> AppResult<()> {
+    /// Forgives an attempt that was not a failure: a right password check, or one that
+    /// checked nothing (the hashing queue refused it). Only that attempt's events go.
+    pub async fn forgive(&self, conn: &mut AsyncPgConnection, attempt: &Attempt) -> AppResult<()> {
         db::rate_limit_events::forgive(conn, &attempt.events).await?;
         Ok(())
     }

@@ -74,10 +74,10 @@ pub(crate) async fn get(
 }
 
 /// Whether the operation a request would run is a mutation. A document that does not
-/// parse, or is over a limit, is not one here: execution then reports why (and the
-/// limits bound the parse, as for any request).
+/// parse, or whose text is over a limit, is not one here: execution then reports why
+/// (and the text limits bound the parse, as for any request).
 fn is_mutation(limits: &Limits, request: &async_graphql::Request) -> bool {
-    let Ok((document, _)) = limits.admit(&request.query, &request.variables) else {
+    let Ok(document) = limits.parse(&request.query) else {
         return false;
     };
     document.operations.iter().any(|(name, op)| {

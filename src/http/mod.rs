@@ -123,12 +123,8 @@ async fn deadlines_layer(State(deadlines): State<Deadlines>, req: Request, next:
         let bytes = match tokio::time::timeout(deadlines.body, axum::body::to_bytes(body, BODY_LIMIT)).await {
             Ok(Ok(bytes)) => bytes,
             Ok(Err(err)) => {
-                // Ours (`Limited`) or the outer RequestBodyLimitLayer's, for bodies
-                // without a Content-Length.
-                let too_large = err.to_string().contains("length limit exceeded");
-                if too_large {
-                    let message = format!("Request body over {BODY_LIMIT} bytes");
-                    return request_error(StatusCode::PAYLOAD_TOO_LARGE, "BAD_REQUEST", &message);
+                if over_body_limit(&err) {
+                    return payload_too_large();
                 }
                 return request_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", "The request body could not be read");
             }
@@ -161,14 +157,22 @@ async fn deadlines_layer(State(deadlines): State<Deadlines>, req: Request, next:
 /// A body that is not a GraphQL request: 413 when over the limit (also for bodies
 /// without a Content-Length), 400 otherwise. The parser's message is not echoed.
 pub(crate) fn bad_body(err: &ParseRequestError) -> Response {
-    let too_large =
-        matches!(err, ParseRequestError::PayloadTooLarge) || err.to_string().contains("length limit exceeded");
-    if too_large {
-        let message = format!("Request body over {BODY_LIMIT} bytes");
-        return request_error(StatusCode::PAYLOAD_TOO_LARGE, "BAD_REQUEST", &message);
+    if matches!(err, ParseRequestError::PayloadTooLarge) || over_body_limit(err) {
+        return payload_too_large();
     }
     tracing::debug!(error = %err, "unreadable GraphQL request");
     request_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", "Body is not a GraphQL request in JSON")
+}
+
+/// Whether a body error is a length limit's: ours (`Limited`) or the outer
+/// RequestBodyLimitLayer's, for bodies without a Content-Length. Both say so only in
+/// words.
+fn over_body_limit(err: &impl std::fmt::Display) -> bool {
+    err.to_string().contains("length limit exceeded")
+}
+
+fn payload_too_large() -> Response {
+    request_error(StatusCode::PAYLOAD_TOO_LARGE, "BAD_REQUEST", &format!("Request body over {BODY_LIMIT} bytes"))
 }
 
 /// A GraphQL-shaped error for a request refused before any operation ran.

@@ -77,14 +77,20 @@ impl Limits {
     /// Steps 1 to 4 for a query text: the parsed document, or the refusal. Used by the
     /// extension and by the persisted-query store, which keeps only what passes.
     pub fn admit(&self, query: &str, variables: &Variables) -> ServerResult<(ExecutableDocument, DocumentMeasure)> {
+        let document = self.parse(query)?;
+        let measure = self.check_document(&document, variables)?;
+        Ok((document, measure))
+    }
+
+    /// Steps 1 and 2: the document, parsed only once its text is within the limits, for
+    /// callers that need its shape and not its measure (is this a mutation?).
+    pub fn parse(&self, query: &str) -> ServerResult<ExecutableDocument> {
         self.check_text(query)?;
-        let document = async_graphql::parser::parse_query(query).map_err(|err| {
+        async_graphql::parser::parse_query(query).map_err(|err| {
             let mut err = ServerError::from(err);
             err.extensions.get_or_insert_with(Default::default).set("code", "GRAPHQL_VALIDATION_FAILED");
             err
-        })?;
-        let measure = self.check_document(&document, variables)?;
-        Ok((document, measure))
+        })
     }
 
     fn check_text(&self, query: &str) -> ServerResult<()> {
