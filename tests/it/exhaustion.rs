@@ -6,11 +6,11 @@
 use std::time::{Duration, Instant};
 
 use authgraph::auth::password::{Lane, Ticket};
-use diesel::{QueryableByName, sql_query, sql_types::BigInt};
+use diesel::sql_query;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use serde_json::{Value, json};
 
-use crate::support::{PASSWORD, SIGNIN, SIGNUP, TestApp, body_json, error_code, expect_error};
+use crate::support::{PASSWORD, SIGNIN, SIGNUP, TestApp, body_json, count, error_code, expect_error};
 
 /// `{ ...F0 } fragment F0 on Query { ...F1 ...F1 } … fragment F{levels} on Query { leaf }`:
 /// `fan_out ^ levels` copies of `leaf` once expanded, in a few hundred bytes.
@@ -125,16 +125,6 @@ async fn page_sizes_out_of_range_are_bad_user_input_on_first() {
     let res = app.gql(None, "query($n: Int) { users(first: $n) { nodes { id } } }", json!({ "n": 1000 })).await;
     assert_eq!(expect_error(&res, "BAD_USER_INPUT")["extensions"]["field"], "first");
     assert!(app.gql(None, "{ users(first: 100) { nodes { id } } }", json!({})).await["errors"].is_null());
-}
-
-#[derive(QueryableByName)]
-struct Count {
-    #[diesel(sql_type = BigInt)]
-    n: i64,
-}
-
-async fn count(conn: &mut AsyncPgConnection, sql: &str) -> i64 {
-    sql_query(sql).get_result::<Count>(conn).await.unwrap().n
 }
 
 /// Tuples read from `users` (table and indexes) by backends that have exited.

@@ -18,7 +18,7 @@ use tokio::{
 use crate::support::{
     TestDatabase, fresh_database,
     process::{Server, command, http},
-    sha256_hex,
+    sample, sha256_hex,
 };
 
 /// How long a test waits for what the server must do in about a second.
@@ -218,13 +218,6 @@ async fn fragment_bombs_never_freeze_the_server() {
         assert!(answer["errors"][0]["message"].as_str().unwrap().contains("max selections"), "{answer}");
         eprintln!("bomb refused in {elapsed:?}");
     }
-}
-
-fn sample(metrics: &str, name: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-        .map_or(0.0, |v| v.trim().parse().unwrap())
 }
 
 /// The earlier store counted only text bytes: 950k tiny texts took 146 MB. Now every

@@ -9,24 +9,15 @@ use std::{
 };
 
 use axum::{body::Body, http::Request};
-use diesel::{QueryableByName, sql_query, sql_types::BigInt};
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+
+use diesel_async::{AsyncConnection, AsyncPgConnection};
 use serde_json::{Value, json};
 
 use crate::support::{
-    PASSWORD, SIGNIN, SIGNUP, TestApp,
+    PASSWORD, SIGNIN, SIGNUP, TestApp, count,
     process::{Server, http, wait_until},
+    sample,
 };
-
-/// Reads one sample from Prometheus text: the value of `name{labels}` (labels in the
-/// order the exporter writes them), or 0 when absent.
-fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
-        .map(|v| v.trim().parse().unwrap())
-        .unwrap_or(0.0)
-}
 
 async fn scrape(app: &TestApp) -> String {
     let res = app.request(Request::get("/metrics").body(Body::empty()).unwrap()).await;
@@ -70,12 +61,6 @@ async fn metrics_parse_and_move_with_requests() {
     for outcome in ["miss", "registered", "hit"] {
         assert!(sample(&last, &persisted(outcome)) >= sample(&after, &persisted(outcome)) + 1.0, "{outcome}: {last}");
     }
-}
-
-#[derive(QueryableByName)]
-struct Count {
-    #[diesel(sql_type = BigInt)]
-    n: i64,
 }
 
 fn pg_ctl(data_dir: &std::path::Path, args: &[&str]) {
@@ -174,14 +159,13 @@ async fn kill_9_during_a_signup_storm_loses_no_acknowledged_account() {
     let server = Server::start(&data, &[]);
     // No half-made signup: every account has a session, every session a token.
     let mut conn = AsyncPgConnection::establish(&server.database_url()).await.unwrap();
-    let orphans: Count = sql_query(
+    let orphans = count(
+        &mut conn,
         "SELECT (SELECT count(*) FROM users u WHERE NOT EXISTS (SELECT 1 FROM sessions s WHERE s.user_id = u.id)) \
               + (SELECT count(*) FROM sessions s WHERE NOT EXISTS (SELECT 1 FROM refresh_tokens t WHERE t.session_id = s.id)) AS n",
     )
-    .get_result(&mut conn)
-    .await
-    .unwrap();
-    assert_eq!(orphans.n, 0);
+    .await;
+    assert_eq!(orphans, 0);
     for username in &acknowledged {
         let res = server.gql(None, SIGNIN, json!({ "input": { "username": username, "password": PASSWORD } })).await;
         assert!(res["data"]["signin"].is_object(), "{username} was acknowledged but is gone: {res}");

@@ -7,12 +7,12 @@
 use std::time::{Duration, Instant};
 
 use authgraph::auth::refresh_token::ChainKey;
-use diesel::{QueryableByName, sql_query, sql_types::BigInt};
+use diesel::sql_query;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use secrecy::ExposeSecret;
 use serde_json::json;
 
-use crate::support::{Auth, REFRESH_KEY, SECRET, TestApp, error_code, expect_error};
+use crate::support::{Auth, REFRESH_KEY, SECRET, TestApp, count, error_code, expect_error};
 
 #[tokio::test]
 async fn the_jwt_secret_and_an_old_token_do_not_give_the_next_token() {
@@ -46,24 +46,17 @@ async fn a_new_refresh_key_keeps_replays_inside_the_interval_working() {
     Auth::from_payload(&rotated.refresh(&third.refresh).await, "refresh");
 }
 
-#[derive(QueryableByName)]
-struct Count {
-    #[diesel(sql_type = BigInt)]
-    n: i64,
-}
-
 /// Waits until `n` other backends of this database wait for a lock.
 async fn lock_waiters(conn: &mut AsyncPgConnection, n: i64) {
     let start = Instant::now();
     loop {
-        let waiting: Count = sql_query(
+        let waiting = count(
+            conn,
             "SELECT count(*) AS n FROM pg_stat_activity \
              WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()",
         )
-        .get_result(conn)
-        .await
-        .unwrap();
-        if waiting.n >= n {
+        .await;
+        if waiting >= n {
             return;
         }
         assert!(start.elapsed() < Duration::from_secs(20), "{n} lock waiters never showed up");

@@ -291,6 +291,28 @@ pub fn expect_error<'a>(res: &'a Value, code: &str) -> &'a Value {
     &res["errors"][0]
 }
 
+/// One sample from Prometheus text: the value of `series` (a name, with its labels in
+/// the order the exporter writes them), or 0 when absent.
+pub fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
+#[derive(diesel::QueryableByName)]
+struct Count {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    n: i64,
+}
+
+/// Runs `sql`, a query with one `bigint` column named `n`, and returns it.
+pub async fn count(conn: &mut diesel_async::AsyncPgConnection, sql: &str) -> i64 {
+    use diesel_async::RunQueryDsl;
+    diesel::sql_query(sql).get_result::<Count>(conn).await.unwrap().n
+}
+
 /// Lowercase hex SHA-256, as persisted-query clients send it.
 pub fn sha256_hex(text: &str) -> String {
     use sha2::Digest;
