@@ -10,7 +10,7 @@
 //! the code. Without `Display`, the only way out is our `From`, which logs internal
 //! causes with the request's span and sends a plain message.
 
-use std::fmt;
+use std::{fmt, sync::Arc};
 
 use async_graphql::ErrorExtensions;
 
@@ -34,6 +34,9 @@ impl RefreshFailure {
     }
 }
 
+/// `Clone` because async-graphql clones a resolver's error into the response; the
+/// internal causes are shared, not copied.
+#[derive(Clone)]
 pub enum AppError {
     /// `UNAUTHENTICATED`: no usable access token on a protected field. The reason is
     /// for the log only; the client learns nothing about which check failed.
@@ -57,9 +60,9 @@ pub enum AppError {
     Busy { retry_after_secs: u64 },
     /// `SERVICE_UNAVAILABLE`: the database cannot be reached now (pool timeout,
     /// connection refused or lost). Worth a retry.
-    Unavailable(anyhow::Error),
+    Unavailable(Arc<anyhow::Error>),
     /// `INTERNAL_SERVER_ERROR`: anything else. The cause is logged, never sent.
-    Internal(anyhow::Error),
+    Internal(Arc<anyhow::Error>),
 }
 
 pub type AppResult<T> = Result<T, AppError>;
@@ -70,7 +73,12 @@ impl AppError {
     }
 
     pub fn internal(err: impl Into<anyhow::Error>) -> Self {
-        Self::Internal(err.into())
+        Self::Internal(Arc::new(err.into()))
+    }
+
+    /// A failure to reach the database, worth a retry.
+    pub fn unavailable(err: impl Into<anyhow::Error>) -> Self {
+        Self::Unavailable(Arc::new(err.into()))
     }
 
     /// The stable code sent in `extensions.code`.

@@ -55,7 +55,7 @@ async fn no_secret_reaches_the_logs_even_at_trace_level() {
         use authgraph::db::schema::users;
         use diesel::prelude::*;
         use diesel_async::RunQueryDsl;
-        let mut conn = app.state.pool.get().await.unwrap();
+        let mut conn = app.state.auth.pool.get().await.unwrap();
         users::table.select(users::password_hash).first(&mut conn).await.unwrap()
     };
 

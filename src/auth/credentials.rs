@@ -4,12 +4,11 @@ use diesel_async::AsyncConnection;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::{
-    Caller, Client, Grant,
+    Auth, Caller, Client, Grant,
     password::{Lane, Requester, Ticket},
     sessions,
 };
 use crate::{
-    app::AppState,
     db::{self, models::NewUser, sessions::EndReason},
     error::{AppError, AppResult},
     users::validate,
@@ -22,20 +21,20 @@ pub struct SignupInput {
 }
 
 /// `signup`: creates the account and its first session in one transaction.
-pub async fn signup(state: &AppState, input: SignupInput, client: &Client) -> AppResult<Grant> {
+pub async fn signup(auth: &Auth, input: SignupInput, client: &Client) -> AppResult<Grant> {
     let name = validate::name(&input.name)?;
     let username = validate::username(&input.username)?;
     validate::password("password", &input.password)?;
     {
-        let mut conn = state.pool.get().await?;
-        state.rate_limits.take_signup(&mut conn, client.ip).await?;
+        let mut conn = auth.pool.get().await?;
+        auth.rate_limits.take_signup(&mut conn, client.ip).await?;
     }
-    let network = state.rate_limits.network(client.ip);
-    let password_hash = state.hasher.hash(Ticket::new(Lane::Signup, network), &input.password).await?;
+    let network = auth.rate_limits.network(client.ip);
+    let password_hash = auth.hasher.hash(Ticket::new(Lane::Signup, network), &input.password).await?;
 
-    let mut conn = state.pool.get().await?;
+    let mut conn = auth.pool.get().await?;
     let user_agent = client.user_agent.as_deref();
-    let policy = &state.sessions;
+    let policy = &auth.sessions;
     let (user, session, token) = conn
         .transaction::<_, AppError, _>(async |conn| {
             let user = db::users::insert(conn, NewUser { name: &name, username, password_hash: &password_hash })
@@ -48,14 +47,14 @@ pub async fn signup(state: &AppState, input: SignupInput, client: &Client) -> Ap
             Ok((user, session, token))
         })
         .await?;
-    sessions::grant(state, user, session.id, token)
+    sessions::grant(auth, user, session.id, token)
 }
 
 /// `signin`: one answer and one cost for a wrong password and an unknown user.
-pub async fn signin(state: &AppState, username: &str, password: &SecretString, client: &Client) -> AppResult<Grant> {
-    let mut conn = state.pool.get().await?;
+pub async fn signin(auth: &Auth, username: &str, password: &SecretString, client: &Client) -> AppResult<Grant> {
+    let mut conn = auth.pool.get().await?;
     // Counted as a failure from here on, before the hash; forgiven if right.
-    let attempt = state.rate_limits.take_signin(&mut conn, username, client.ip).await?;
+    let attempt = auth.rate_limits.take_signin(&mut conn, username, client.ip).await?;
     // Usernames that could never exist still cost a hash: the time must not tell.
     let found = if validate::username(username).is_ok() {
         db::users::find_credentials(&mut conn, username).await?
@@ -65,21 +64,21 @@ pub async fn signin(state: &AppState, username: &str, password: &SecretString, c
     // Do not hold a connection while hashing: the pool is smaller than the queue.
     drop(conn);
     let stored = found.as_ref().map(|(_, hash)| hash.as_str());
-    let ticket = Ticket::new(Lane::Signin, state.rate_limits.network(client.ip));
-    let verified = match state.hasher.verify(ticket, password, stored).await {
+    let ticket = Ticket::new(Lane::Signin, auth.rate_limits.network(client.ip));
+    let verified = match auth.hasher.verify(ticket, password, stored).await {
         Ok(verified) => verified,
         // Nothing was checked (the queue was full): not a failure of the client's.
-        Err(err) => return Err(forgiven(state, attempt, err).await),
+        Err(err) => return Err(forgiven(auth, attempt, err).await),
     };
     let (Some((user, stored_hash)), true) = (found, verified) else {
         return Err(AppError::InvalidCredentials);
     };
 
     let upgraded =
-        if state.hasher.needs_rehash(&stored_hash) { Some(state.hasher.hash(ticket, password).await?) } else { None };
-    let mut conn = state.pool.get().await?;
-    state.rate_limits.signin_succeeded(&mut conn, attempt).await?;
-    let policy = &state.sessions;
+        if auth.hasher.needs_rehash(&stored_hash) { Some(auth.hasher.hash(ticket, password).await?) } else { None };
+    let mut conn = auth.pool.get().await?;
+    auth.rate_limits.signin_succeeded(&mut conn, attempt).await?;
+    let policy = &auth.sessions;
     let user_id = user.id;
     let user_agent = client.user_agent.as_deref();
     let (session, token) = conn
@@ -90,16 +89,16 @@ pub async fn signin(state: &AppState, username: &str, password: &SecretString, c
             sessions::open(conn, policy, user_id, user_agent).await
         })
         .await?;
-    sessions::grant(state, user, session.id, token)
+    sessions::grant(auth, user, session.id, token)
 }
 
 /// Forgives an attempt that checked nothing (the hashing queue refused it, or hashing
 /// failed), then hands back the error. A client told to retry later must not also
 /// have used up one of its guesses.
-async fn forgiven(state: &AppState, attempt: super::rate_limit::Attempt, err: AppError) -> AppError {
-    match state.pool.get().await {
+async fn forgiven(auth: &Auth, attempt: super::rate_limit::Attempt, err: AppError) -> AppError {
+    match auth.pool.get().await {
         Ok(mut conn) => {
-            if let Err(forgive) = state.rate_limits.forgive(&mut conn, &attempt).await {
+            if let Err(forgive) = auth.rate_limits.forgive(&mut conn, &attempt).await {
                 tracing::warn!(error = ?forgive, "could not forgive an attempt that checked nothing");
             }
         }
@@ -110,35 +109,35 @@ async fn forgiven(state: &AppState, attempt: super::rate_limit::Attempt, err: Ap
 
 /// `changePassword`: needs the current password; ends every other session.
 pub async fn change_password(
-    state: &AppState,
+    auth: &Auth,
     caller: &Caller,
     current: &SecretString,
     new: &SecretString,
 ) -> AppResult<()> {
     let user_id = caller.user.id;
     let (stored, attempt) = {
-        let mut conn = state.pool.get().await?;
+        let mut conn = auth.pool.get().await?;
         // A stolen access token must not buy unlimited guesses at the password.
-        let attempt = state.rate_limits.take_password_check(&mut conn, user_id).await?;
+        let attempt = auth.rate_limits.take_password_check(&mut conn, user_id).await?;
         (db::users::password_hash(&mut conn, user_id).await?, attempt)
     };
     let ticket = Ticket { lane: Lane::Account, requester: Requester::Account(user_id) };
-    match state.hasher.verify(ticket, current, stored.as_deref()).await {
+    match auth.hasher.verify(ticket, current, stored.as_deref()).await {
         Ok(true) => {}
         Ok(false) => return Err(AppError::InvalidCredentials),
-        Err(err) => return Err(forgiven(state, attempt, err).await),
+        Err(err) => return Err(forgiven(auth, attempt, err).await),
     }
     {
-        let mut conn = state.pool.get().await?;
-        state.rate_limits.forgive(&mut conn, &attempt).await?;
+        let mut conn = auth.pool.get().await?;
+        auth.rate_limits.forgive(&mut conn, &attempt).await?;
     }
     validate::password("newPassword", new)?;
     if new.expose_secret() == current.expose_secret() {
         return Err(AppError::bad_input("newPassword", "The new password must differ from the current one"));
     }
-    let hash = state.hasher.hash(ticket, new).await?;
+    let hash = auth.hasher.hash(ticket, new).await?;
     let keep = caller.session_id;
-    let mut conn = state.pool.get().await?;
+    let mut conn = auth.pool.get().await?;
     conn.transaction::<_, AppError, _>(async |conn| {
         db::users::set_password_hash(conn, user_id, &hash).await?;
         db::sessions::end_all(conn, user_id, Some(keep), EndReason::PasswordChanged).await?;

@@ -16,19 +16,59 @@ pub mod sessions;
 
 use std::net::IpAddr;
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::OnceCell;
 
 use crate::{
-    app::AppState,
+    config::Config,
     db::{
-        self,
+        self, DbPool,
         ids::{SessionId, UserId},
         models::User,
     },
     error::{AppError, AppResult},
+    secret::Keys,
 };
-use access_token::Claims;
+use access_token::{AccessTokens, Claims};
+use password::PasswordHasher;
+use rate_limit::RateLimits;
+use refresh_token::ChainKey;
+use sessions::SessionPolicy;
+
+/// What the authentication flows work with: the pool, the signing keys, the hashing
+/// queue, the session policy and the brute-force limits. Built once at start; the flows
+/// take it rather than the whole application state.
+pub struct Auth {
+    pub pool: DbPool,
+    pub tokens: AccessTokens,
+    pub hasher: PasswordHasher,
+    pub sessions: SessionPolicy,
+    pub rate_limits: RateLimits,
+}
+
+impl Auth {
+    /// `keys` are the resolved keys (see `secret::resolve`).
+    pub fn new(config: &Config, keys: &Keys, pool: DbPool) -> anyhow::Result<Self> {
+        let tokens = AccessTokens::new(&keys.jwt, &config.jwt_issuer, &config.jwt_audience, config.access_token_ttl)?;
+        let hasher = PasswordHasher::new(
+            config.argon2_memory_kib,
+            config.argon2_iterations,
+            config.argon2_parallelism,
+            config.argon2_queue_limit,
+        )?;
+        let sessions = SessionPolicy {
+            chain_keys: std::iter::once(&keys.refresh.current)
+                .chain(&keys.refresh.previous)
+                .map(|k| ChainKey::from_key(k.expose_secret()))
+                .collect(),
+            idle_ttl: config.refresh_token_ttl,
+            max_age: config.session_max_age,
+            reuse_interval: config.refresh_reuse_interval,
+        };
+        let rate_limits = RateLimits::from_config(config);
+        Ok(Self { pool, tokens, hasher, sessions, rate_limits })
+    }
+}
 
 /// The authenticated caller: the account and the session its access token names.
 #[derive(Debug, Clone)]
@@ -83,7 +123,7 @@ impl RequestAuth {
 
     /// The caller, or `UNAUTHENTICATED` if the token is missing, invalid, or names a
     /// session that has ended (logout, reuse detection, password change, deletion).
-    pub async fn caller(&self, state: &AppState) -> AppResult<&Caller> {
+    pub async fn caller(&self, pool: &DbPool) -> AppResult<&Caller> {
         let claims = match &self.token {
             None => return Err(AppError::Unauthenticated("no access token")),
             Some(Err(reason)) => return Err(AppError::Unauthenticated(reason)),
@@ -92,7 +132,7 @@ impl RequestAuth {
         self.caller
             .get_or_try_init(|| async {
                 let (user_id, session_id) = (claims.sub, claims.sid);
-                db::read(&state.pool, |conn| Box::pin(db::users::find_by_live_session(conn, user_id, session_id)))
+                db::read(pool, |conn| Box::pin(db::users::find_by_live_session(conn, user_id, session_id)))
                     .await?
                     .map(|user| Caller { user, session_id: claims.sid })
                     .ok_or(AppError::Unauthenticated("session ended"))

@@ -9,13 +9,17 @@
 //! are handed the same successor. A parent can have only one child (unique index on
 //! `parent_id`), so no interleaving can ever produce two.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{Caller, Grant, refresh_token};
+use super::{
+    Auth, Caller, Grant,
+    refresh_token::{self, ChainKey},
+};
 use crate::{
-    app::{AppState, SessionPolicy},
     db::{
         self,
         ids::{SessionId, UserId},
@@ -24,6 +28,19 @@ use crate::{
     },
     error::{AppError, AppResult, RefreshFailure},
 };
+
+/// How long sessions and refresh tokens live.
+pub struct SessionPolicy {
+    /// Derives refresh-token successors: the current key first, then earlier ones, so
+    /// a replay inside the reuse interval still finds its successor after a key change.
+    pub chain_keys: Vec<ChainKey>,
+    /// A session ends after this long without a refresh.
+    pub idle_ttl: Duration,
+    /// A session ends this long after it began.
+    pub max_age: Duration,
+    /// An already rotated token still yields the current one for this long.
+    pub reuse_interval: Duration,
+}
 
 /// How many rotations past a reused token we follow to find the session's current
 /// one. Inside a 10 s interval a real client rotates once or twice.
@@ -57,9 +74,9 @@ pub async fn open(
 }
 
 /// Builds the client's grant for a session.
-pub fn grant(state: &AppState, user: User, session_id: SessionId, refresh_token: SecretString) -> AppResult<Grant> {
-    let access_token = state.tokens.issue(user.id, session_id, user.role).map_err(AppError::internal)?;
-    Ok(Grant { access_token, refresh_token, expires_in: state.tokens.ttl_secs(), user })
+pub fn grant(auth: &Auth, user: User, session_id: SessionId, refresh_token: SecretString) -> AppResult<Grant> {
+    let access_token = auth.tokens.issue(user.id, session_id, user.role).map_err(AppError::internal)?;
+    Ok(Grant { access_token, refresh_token, expires_in: auth.tokens.ttl_secs(), user })
 }
 
 enum Rotation {
@@ -68,16 +85,16 @@ enum Rotation {
 }
 
 /// `refresh`: exchanges a refresh token for a new pair.
-pub async fn refresh(state: &AppState, presented: &SecretString) -> AppResult<Grant> {
+pub async fn refresh(auth: &Auth, presented: &SecretString) -> AppResult<Grant> {
     let presented = presented.expose_secret();
     if !refresh_token::is_well_formed(presented) {
         return Err(AppError::InvalidRefreshToken(RefreshFailure::NotFound));
     }
-    let policy = &state.sessions;
-    let mut conn = state.pool.get().await?;
+    let policy = &auth.sessions;
+    let mut conn = auth.pool.get().await?;
     let outcome = conn.transaction::<_, AppError, _>(async |conn| rotate(conn, policy, presented).await).await?;
     match outcome {
-        Rotation::Rotated { user, session_id, token } => grant(state, user, session_id, token),
+        Rotation::Rotated { user, session_id, token } => grant(auth, user, session_id, token),
         Rotation::Reused => {
             metrics::counter!("authgraph_refresh_reuse_detected_total").increment(1);
             tracing::warn!("refresh token reuse detected; session revoked");
@@ -178,8 +195,8 @@ pub enum LogoutScope {
 }
 
 /// `logout`: ends sessions; their access and refresh tokens stop working at once.
-pub async fn logout(state: &AppState, caller: &Caller, scope: LogoutScope) -> AppResult<()> {
-    let mut conn = state.pool.get().await?;
+pub async fn logout(auth: &Auth, caller: &Caller, scope: LogoutScope) -> AppResult<()> {
+    let mut conn = auth.pool.get().await?;
     let (user_id, current) = (caller.user.id, caller.session_id);
     match scope {
         LogoutScope::Current => {
@@ -196,9 +213,9 @@ pub async fn logout(state: &AppState, caller: &Caller, scope: LogoutScope) -> Ap
 }
 
 /// `sessions`: the caller's live sessions.
-pub async fn list(state: &AppState, caller: &Caller) -> AppResult<Vec<Session>> {
+pub async fn list(auth: &Auth, caller: &Caller) -> AppResult<Vec<Session>> {
     let user_id = caller.user.id;
-    db::read(&state.pool, |conn| Box::pin(db::sessions::list_live(conn, user_id))).await
+    db::read(&auth.pool, |conn| Box::pin(db::sessions::list_live(conn, user_id))).await
 }
 
 fn truncate(s: &str, max: usize) -> &str {

@@ -10,13 +10,13 @@ use crate::error::AppError;
 /// is made, because only there is it known what they mean.
 impl From<diesel::result::Error> for AppError {
     fn from(err: diesel::result::Error) -> Self {
-        if is_connection_error(&err) { Self::Unavailable(err.into()) } else { Self::Internal(err.into()) }
+        if is_connection_error(&err) { Self::unavailable(err) } else { Self::internal(err) }
     }
 }
 
 impl From<PoolError> for AppError {
     fn from(err: PoolError) -> Self {
-        Self::Unavailable(anyhow::anyhow!("database pool: {err}"))
+        Self::unavailable(anyhow::anyhow!("database pool: {err}"))
     }
 }
 

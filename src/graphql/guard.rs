@@ -2,7 +2,7 @@
 
 use async_graphql::{Context, Guard, Result};
 
-use super::{request_auth, state};
+use super::caller;
 
 /// Lets a field resolve only for a caller with a valid access token of a live
 /// session; others get `UNAUTHENTICATED` on that field alone, so public fields in the
@@ -11,7 +11,7 @@ pub struct Authenticated;
 
 impl Guard for Authenticated {
     async fn check(&self, ctx: &Context<'_>) -> Result<()> {
-        request_auth(ctx).caller(state(ctx)).await?;
+        caller(ctx).await?;
         Ok(())
     }
 }

@@ -17,7 +17,11 @@ use std::sync::Arc;
 
 use async_graphql::{Context, EmptySubscription, Schema};
 
-use crate::{app::SharedState, auth::RequestAuth};
+use crate::{
+    app::SharedState,
+    auth::{Auth, Caller, RequestAuth},
+    error::AppResult,
+};
 
 pub use guard::Authenticated;
 pub use mutation::MutationRoot;
@@ -67,6 +71,15 @@ pub fn sdl() -> String {
 
 fn state<'a>(ctx: &Context<'a>) -> &'a crate::app::AppState {
     ctx.data_unchecked::<SharedState>()
+}
+
+fn auth_of<'a>(ctx: &Context<'a>) -> &'a Auth {
+    &state(ctx).auth
+}
+
+/// The authenticated caller of a protected field (see `RequestAuth::caller`).
+async fn caller<'a>(ctx: &Context<'a>) -> AppResult<&'a Caller> {
+    request_auth(ctx).caller(&auth_of(ctx).pool).await
 }
 
 /// Set by the HTTP edge on every request; absent only when a test executes the

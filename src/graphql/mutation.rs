@@ -1,7 +1,7 @@
-use async_graphql::{Context, ID, Object, Result};
+use async_graphql::{Context, ID, Object};
 
 use super::{
-    cookie,
+    auth_of, caller, cookie,
     guard::Authenticated,
     request_auth, state,
     types::{AuthPayload, ChangePasswordInput, LogoutScopeValue, SigninInput, SignupInput, UpdateUserInput, secret},
@@ -9,6 +9,7 @@ use super::{
 use crate::{
     auth::{self, credentials, sessions::LogoutScope},
     db::models::User,
+    error::AppResult,
     users,
 };
 use axum::http::header;
@@ -30,31 +31,31 @@ fn deliver(ctx: &Context<'_>, grant: auth::Grant) -> AuthPayload {
 #[Object(name = "Mutation")]
 impl MutationRoot {
     /// Public. Creates the account and its first session.
-    async fn signup(&self, ctx: &Context<'_>, input: SignupInput) -> Result<AuthPayload> {
+    async fn signup(&self, ctx: &Context<'_>, input: SignupInput) -> AppResult<AuthPayload> {
         let input =
             credentials::SignupInput { name: input.name, username: input.username, password: secret(input.password) };
-        Ok(deliver(ctx, credentials::signup(state(ctx), input, &request_auth(ctx).client).await?))
+        Ok(deliver(ctx, credentials::signup(auth_of(ctx), input, &request_auth(ctx).client).await?))
     }
 
     /// Public. Opens a new session.
-    async fn signin(&self, ctx: &Context<'_>, input: SigninInput) -> Result<AuthPayload> {
+    async fn signin(&self, ctx: &Context<'_>, input: SigninInput) -> AppResult<AuthPayload> {
         let password = secret(input.password);
         let client = &request_auth(ctx).client;
-        Ok(deliver(ctx, credentials::signin(state(ctx), &input.username, &password, client).await?))
+        Ok(deliver(ctx, credentials::signin(auth_of(ctx), &input.username, &password, client).await?))
     }
 
     /// Public. Rotates the refresh token (argument, or the httpOnly cookie when enabled).
-    async fn refresh(&self, ctx: &Context<'_>, refresh_token: Option<String>) -> Result<AuthPayload> {
+    async fn refresh(&self, ctx: &Context<'_>, refresh_token: Option<String>) -> AppResult<AuthPayload> {
         let client = &request_auth(ctx).client;
         let token = match refresh_token {
             Some(token) => secret(token),
             None if client.refresh_cookie_duplicated => {
                 let message = "The refresh cookie was sent more than once; clear the site's cookies";
-                return Err(crate::error::AppError::bad_input("refreshToken", message).into());
+                return Err(crate::error::AppError::bad_input("refreshToken", message));
             }
             None => client.refresh_cookie.clone().unwrap_or_else(|| secret(String::new())),
         };
-        Ok(deliver(ctx, auth::sessions::refresh(state(ctx), &token).await?))
+        Ok(deliver(ctx, auth::sessions::refresh(auth_of(ctx), &token).await?))
     }
 
     /// Protected. Ends sessions; their access tokens stop working at once.
@@ -63,10 +64,10 @@ impl MutationRoot {
         &self,
         ctx: &Context<'_>,
         #[graphql(default_with = "Some(LogoutScopeValue::Current)")] scope: Option<LogoutScopeValue>,
-    ) -> Result<bool> {
-        let caller = request_auth(ctx).caller(state(ctx)).await?;
+    ) -> AppResult<bool> {
+        let caller = caller(ctx).await?;
         let scope: LogoutScope = scope.unwrap_or(LogoutScopeValue::Current).into();
-        auth::sessions::logout(state(ctx), caller, scope).await?;
+        auth::sessions::logout(auth_of(ctx), caller, scope).await?;
         let config = &state(ctx).config;
         if config.refresh_token_cookie && scope != LogoutScope::Others {
             ctx.append_http_header(header::SET_COOKIE, cookie::clear(config.is_production()));
@@ -76,25 +77,26 @@ impl MutationRoot {
 
     /// Protected. The caller's own account, or any account for an ADMIN.
     #[graphql(guard = "Authenticated")]
-    async fn update_user(&self, ctx: &Context<'_>, id: ID, input: UpdateUserInput) -> Result<User> {
-        let caller = request_auth(ctx).caller(state(ctx)).await?;
-        Ok(users::update(state(ctx), caller, &id, input.name.as_deref(), input.username.as_deref()).await?)
+    async fn update_user(&self, ctx: &Context<'_>, id: ID, input: UpdateUserInput) -> AppResult<User> {
+        let caller = caller(ctx).await?;
+        Ok(users::update(&auth_of(ctx).pool, &caller.user, &id, input.name.as_deref(), input.username.as_deref())
+            .await?)
     }
 
     /// Protected. Needs the current password; ends every other session.
     #[graphql(guard = "Authenticated")]
-    async fn change_password(&self, ctx: &Context<'_>, input: ChangePasswordInput) -> Result<bool> {
-        let caller = request_auth(ctx).caller(state(ctx)).await?;
+    async fn change_password(&self, ctx: &Context<'_>, input: ChangePasswordInput) -> AppResult<bool> {
+        let caller = caller(ctx).await?;
         let (current, new) = (secret(input.current_password), secret(input.new_password));
-        credentials::change_password(state(ctx), caller, &current, &new).await?;
+        credentials::change_password(auth_of(ctx), caller, &current, &new).await?;
         Ok(true)
     }
 
     /// Protected. The caller's own account, or any account for an ADMIN; ends its sessions.
     #[graphql(guard = "Authenticated")]
-    async fn delete_user(&self, ctx: &Context<'_>, id: ID) -> Result<bool> {
-        let caller = request_auth(ctx).caller(state(ctx)).await?;
-        users::delete(state(ctx), caller, &id).await?;
+    async fn delete_user(&self, ctx: &Context<'_>, id: ID) -> AppResult<bool> {
+        let caller = caller(ctx).await?;
+        users::delete(&auth_of(ctx).pool, &caller.user, &id).await?;
         Ok(true)
     }
 }

@@ -1,11 +1,11 @@
-use async_graphql::{Context, ID, Object, Result};
+use async_graphql::{Context, ID, Object};
 
 use super::{
+    auth_of, caller,
     guard::Authenticated,
-    request_auth, state,
     types::{PageInfo, SessionInfo, UserConnection, UserEdge},
 };
-use crate::{auth, db::models::User, users};
+use crate::{auth, db::models::User, error::AppResult, users};
 
 #[derive(Default)]
 pub struct QueryRoot;
@@ -13,9 +13,9 @@ pub struct QueryRoot;
 #[Object(name = "Query")]
 impl QueryRoot {
     /// Public. All users, oldest first, cursor-paginated (first: 1..100, default 20).
-    async fn users(&self, ctx: &Context<'_>, first: Option<i32>, after: Option<String>) -> Result<UserConnection> {
+    async fn users(&self, ctx: &Context<'_>, first: Option<i32>, after: Option<String>) -> AppResult<UserConnection> {
         let with_total = ctx.look_ahead().field("totalCount").exists();
-        let page = users::page(state(ctx), first, after.as_deref(), with_total).await?;
+        let page = users::page(&auth_of(ctx).pool, first, after.as_deref(), with_total).await?;
         let edges: Vec<UserEdge> =
             page.users.iter().map(|u| UserEdge { cursor: users::cursor(u), node: u.clone() }).collect();
         Ok(UserConnection {
@@ -32,21 +32,21 @@ impl QueryRoot {
     }
 
     /// Public. One user, or null.
-    async fn user(&self, ctx: &Context<'_>, id: ID) -> Result<Option<User>> {
-        Ok(users::get(state(ctx), &id).await?)
+    async fn user(&self, ctx: &Context<'_>, id: ID) -> AppResult<Option<User>> {
+        Ok(users::get(&auth_of(ctx).pool, &id).await?)
     }
 
     /// Protected. The caller.
     #[graphql(guard = "Authenticated")]
-    async fn me(&self, ctx: &Context<'_>) -> Result<User> {
-        Ok(request_auth(ctx).caller(state(ctx)).await?.user.clone())
+    async fn me(&self, ctx: &Context<'_>) -> AppResult<User> {
+        Ok(caller(ctx).await?.user.clone())
     }
 
     /// Protected. The caller's live sessions.
     #[graphql(guard = "Authenticated")]
-    async fn sessions(&self, ctx: &Context<'_>) -> Result<Vec<SessionInfo>> {
-        let caller = request_auth(ctx).caller(state(ctx)).await?;
-        let rows = auth::sessions::list(state(ctx), caller).await?;
+    async fn sessions(&self, ctx: &Context<'_>) -> AppResult<Vec<SessionInfo>> {
+        let caller = caller(ctx).await?;
+        let rows = auth::sessions::list(auth_of(ctx), caller).await?;
         Ok(rows.into_iter().map(|s| SessionInfo::new(s, caller.session_id)).collect())
     }
 }

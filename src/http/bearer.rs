@@ -19,7 +19,7 @@ pub fn request_auth(state: &AppState, headers: &HeaderMap, ip: Option<IpAddr>) -
         if !scheme.eq_ignore_ascii_case("bearer") {
             return Err("not a bearer token");
         }
-        state.tokens.verify(token.trim())
+        state.auth.tokens.verify(token.trim())
     });
     let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let cookie = if state.config.refresh_token_cookie {

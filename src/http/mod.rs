@@ -212,7 +212,7 @@ async fn csrf_guard(req: Request, next: Next) -> Response {
 /// The public keys of EdDSA access tokens, for services that verify them without a
 /// secret. 404 with HS256, whose key must never be published.
 async fn jwks(State(http): State<Http>) -> Response {
-    match http.state.tokens.jwks() {
+    match http.state.auth.tokens.jwks() {
         Some(set) => ([(header::CACHE_CONTROL, "public, max-age=300")], axum::Json(set)).into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
     }
@@ -225,7 +225,7 @@ pub fn metrics_app(state: SharedState) -> Router {
 
 /// Prometheus text format.
 async fn metrics(State(state): State<SharedState>) -> Response {
-    let body = crate::telemetry::render(&state.pool).await;
+    let body = crate::telemetry::render(state.pool()).await;
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
 
@@ -236,7 +236,7 @@ async fn healthz() -> &'static str {
 
 /// Readiness: the database answers.
 async fn readyz(State(http): State<Http>) -> impl IntoResponse {
-    let ok = tokio::time::timeout(Duration::from_secs(2), crate::db::ping(&http.state.pool)).await.unwrap_or(false);
+    let ok = tokio::time::timeout(Duration::from_secs(2), crate::db::ping(http.state.pool())).await.unwrap_or(false);
     if ok { (StatusCode::OK, "ready") } else { (StatusCode::SERVICE_UNAVAILABLE, "database unavailable") }
 }
 

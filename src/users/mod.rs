@@ -6,8 +6,6 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Utc};
 
 use crate::{
-    app::AppState,
-    auth::Caller,
     db::{
         self, DbPool,
         ids::UserId,
@@ -33,13 +31,13 @@ pub struct UserPage {
 /// `totalCount` is read from a count the database keeps with every insert and delete
 /// (see the `count_users` migration), so it costs one indexed read; it is still read
 /// only when the client asks for it (`with_total`), and reported as 0 otherwise.
-pub async fn page(state: &AppState, first: Option<i32>, after: Option<&str>, with_total: bool) -> AppResult<UserPage> {
+pub async fn page(pool: &DbPool, first: Option<i32>, after: Option<&str>, with_total: bool) -> AppResult<UserPage> {
     let first = first.unwrap_or(DEFAULT_PAGE_SIZE);
     if !(1..=MAX_PAGE_SIZE).contains(&first) {
         return Err(AppError::bad_input("first", format!("first must be between 1 and {MAX_PAGE_SIZE}")));
     }
     let position = after.map(decode_cursor).transpose()?;
-    let (mut users, total_count) = db::read(&state.pool, |conn| {
+    let (mut users, total_count) = db::read(pool, |conn| {
         Box::pin(async move {
             let users = db::users::page(conn, position, i64::from(first) + 1).await?;
             let total = if with_total { db::users::count(conn).await? } else { 0 };
@@ -77,30 +75,30 @@ pub fn parse_id(id: &str) -> AppResult<UserId> {
 }
 
 /// `user(id)`: public.
-pub async fn get(state: &AppState, id: &str) -> AppResult<Option<User>> {
+pub async fn get(pool: &DbPool, id: &str) -> AppResult<Option<User>> {
     let id = parse_id(id)?;
-    db::read(&state.pool, |conn| Box::pin(db::users::find(conn, id))).await
+    db::read(pool, |conn| Box::pin(db::users::find(conn, id))).await
 }
 
 /// Only the account's owner or an admin may change or delete it. Checked before
 /// looking the id up, so a stranger cannot learn which ids exist.
-fn authorize(caller: &Caller, target: UserId) -> AppResult<()> {
-    if caller.user.id == target || caller.is_admin() { Ok(()) } else { Err(AppError::Forbidden) }
+fn authorize(actor: &User, target: UserId) -> AppResult<()> {
+    if actor.id == target || actor.role == Role::Admin { Ok(()) } else { Err(AppError::Forbidden) }
 }
 
 /// `updateUser`: name and username; the role is not editable here.
 pub async fn update(
-    state: &AppState,
-    caller: &Caller,
+    pool: &DbPool,
+    actor: &User,
     id: &str,
     name: Option<&str>,
     username: Option<&str>,
 ) -> AppResult<User> {
     let id = parse_id(id)?;
-    authorize(caller, id)?;
+    authorize(actor, id)?;
     let name = name.map(validate::name).transpose()?;
     let changes = UserChanges { name: name.as_deref(), username: username.map(validate::username).transpose()? };
-    let mut conn = state.pool.get().await?;
+    let mut conn = pool.get().await?;
     let updated = if changes.name.is_none() && changes.username.is_none() {
         db::users::find(&mut conn, id).await?
     } else {
@@ -114,10 +112,10 @@ pub async fn update(
 
 /// `deleteUser`: removes the account; its sessions end with it (cascade), so its
 /// access tokens stop working at once.
-pub async fn delete(state: &AppState, caller: &Caller, id: &str) -> AppResult<()> {
+pub async fn delete(pool: &DbPool, actor: &User, id: &str) -> AppResult<()> {
     let id = parse_id(id)?;
-    authorize(caller, id)?;
-    let mut conn = state.pool.get().await?;
+    authorize(actor, id)?;
+    let mut conn = pool.get().await?;
     if db::users::delete(&mut conn, id).await? { Ok(()) } else { Err(AppError::NotFound) }
 }
 

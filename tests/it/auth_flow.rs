@@ -127,13 +127,13 @@ async fn signin_opens_a_new_session_and_ignores_username_case() {
 async fn wrong_password_and_unknown_user_look_the_same_and_cost_a_hash_each() {
     let app = TestApp::new().await;
     app.signup("ada").await;
-    let before = app.state.hasher.computed();
+    let before = app.state.auth.hasher.computed();
     let wrong = app.signin("ada", "not the password").await;
-    let after_wrong = app.state.hasher.computed();
+    let after_wrong = app.state.auth.hasher.computed();
     let unknown = app.signin("nobody", PASSWORD).await;
-    let after_unknown = app.state.hasher.computed();
+    let after_unknown = app.state.auth.hasher.computed();
     let invalid = app.signin("no such user!", PASSWORD).await;
-    let after_invalid = app.state.hasher.computed();
+    let after_invalid = app.state.auth.hasher.computed();
     let (a, b, c) = (
         expect_error(&wrong, "INVALID_CREDENTIALS"),
         expect_error(&unknown, "INVALID_CREDENTIALS"),
@@ -302,7 +302,7 @@ async fn signin_upgrades_a_weaker_stored_hash() {
         .unwrap()
         .to_string();
     let id: uuid::Uuid = auth.user_id.parse().unwrap();
-    let mut conn = app.state.pool.get().await.unwrap();
+    let mut conn = app.state.auth.pool.get().await.unwrap();
     use authgraph::db::schema::users;
     diesel::update(users::table.find(id)).set(users::password_hash.eq(&weak)).execute(&mut conn).await.unwrap();
     Auth::from_payload(&app.signin("ada", PASSWORD).await, "signin");

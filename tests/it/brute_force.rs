@@ -47,10 +47,10 @@ fn count(codes: &HashMap<String, usize>, code: &str) -> usize {
 async fn concurrent_guesses_from_one_address_hash_at_most_its_limit() {
     let app = TestApp::new().await;
     app.signup("ada").await;
-    let before = app.state.hasher.computed();
+    let before = app.state.auth.hasher.computed();
     let guesses = (0..100).map(|i| signin_request("203.0.113.1", None, "ada", &format!("guess {i}"))).collect();
     let codes = concurrently(&app, guesses).await;
-    let hashed = app.state.hasher.computed() - before;
+    let hashed = app.state.auth.hasher.computed() - before;
     assert_eq!(count(&codes, "INVALID_CREDENTIALS") + count(&codes, "RATE_LIMITED"), 100, "{codes:?}");
     eprintln!("100 concurrent guesses from one address: {hashed} hashed, {codes:?}");
     assert!(hashed <= 5, "{hashed} guesses hashed against a limit of 5 per account and address");
@@ -68,12 +68,12 @@ async fn distributed_guesses_lock_strangers_out_but_not_the_owner_at_home() {
     let home = body_json(app.request(signin_request("198.51.100.2", None, "ada", PASSWORD)).await).await;
     assert!(home["data"]["signin"].is_object(), "{home}");
 
-    let before = app.state.hasher.computed();
+    let before = app.state.auth.hasher.computed();
     let guesses = (0..100)
         .map(|i| signin_request(&format!("203.0.{}.{}", i / 200, i % 200 + 1), None, "ada", &format!("guess {i}")))
         .collect();
     let codes = concurrently(&app, guesses).await;
-    let hashed = app.state.hasher.computed() - before;
+    let hashed = app.state.auth.hasher.computed() - before;
     eprintln!("100 concurrent guesses from 100 addresses: {hashed} hashed, {codes:?}");
     assert!(hashed <= 10, "{hashed} guesses hashed against a limit of 10 per account: {codes:?}");
     assert_eq!(count(&codes, "RATE_LIMITED"), 100 - hashed as usize, "{codes:?}");
@@ -112,7 +112,7 @@ async fn change_password_guessing_with_a_stolen_token_is_limited() {
     let ada = app.signup("ada").await;
     let change =
         "mutation($c: String!) { changePassword(input: { currentPassword: $c, newPassword: \"a new passphrase\" }) }";
-    let before = app.state.hasher.computed();
+    let before = app.state.auth.hasher.computed();
     let guesses = (0..30)
         .map(|i| {
             let body = json!({ "query": change, "variables": { "c": format!("guess {i}") } });
@@ -124,7 +124,7 @@ async fn change_password_guessing_with_a_stolen_token_is_limited() {
         })
         .collect();
     let codes = concurrently(&app, guesses).await;
-    let hashed = app.state.hasher.computed() - before;
+    let hashed = app.state.auth.hasher.computed() - before;
     assert!(hashed <= 10, "{hashed} current-password guesses hashed: {codes:?}");
     assert_eq!(count(&codes, "RATE_LIMITED"), 30 - hashed as usize, "{codes:?}");
     let right = app.gql(Some(&ada.access), change, json!({ "c": PASSWORD })).await;

@@ -192,7 +192,7 @@ async fn total_count_over_a_million_rows_reads_one_row_per_count() {
         }
     }
     let elapsed = start.elapsed();
-    app.state.pool.close();
+    app.state.auth.pool.close();
     others_gone(&mut observer).await;
     let read = count(&mut observer, USERS_TUPLES_READ).await - before;
     eprintln!("8 batches of 100 totalCount over {ACCOUNTS} accounts: {elapsed:?}, {read} tuples of users read");
@@ -240,7 +240,7 @@ async fn a_signin_stays_fast_during_a_signup_storm() {
             body_json(tower::ServiceExt::oneshot(router, req).await.unwrap()).await
         }));
     }
-    let hasher = &app.state.hasher;
+    let hasher = &app.state.auth.hasher;
     let start = Instant::now();
     while hasher.queued() < 24 {
         assert!(start.elapsed() < Duration::from_secs(30), "the storm never queued");

@@ -16,7 +16,7 @@ fn reason(res: &serde_json::Value) -> &str {
 }
 
 async fn token_rows(app: &TestApp) -> i64 {
-    let mut conn = app.state.pool.get().await.unwrap();
+    let mut conn = app.state.auth.pool.get().await.unwrap();
     refresh_tokens::table.count().get_result(&mut conn).await.unwrap()
 }
 
@@ -121,7 +121,7 @@ async fn unknown_and_malformed_tokens_are_not_found() {
 async fn an_idle_session_expires() {
     let app = TestApp::new().await;
     let auth = app.signup("ada").await;
-    let mut conn = app.state.pool.get().await.unwrap();
+    let mut conn = app.state.auth.pool.get().await.unwrap();
     diesel::update(sessions::table)
         .set(sessions::expires_at.eq(chrono::Utc::now() - chrono::Duration::seconds(1)))
         .execute(&mut conn)
@@ -135,7 +135,7 @@ async fn an_idle_session_expires() {
 async fn refresh_never_extends_a_session_past_its_maximum_age() {
     let app = TestApp::new().await;
     let auth = app.signup("ada").await;
-    let mut conn = app.state.pool.get().await.unwrap();
+    let mut conn = app.state.auth.pool.get().await.unwrap();
     let cap = chrono::Utc::now() + chrono::Duration::minutes(5);
     diesel::update(sessions::table).set(sessions::max_expires_at.eq(cap)).execute(&mut conn).await.unwrap();
     Auth::from_payload(&app.refresh(&auth.refresh).await, "refresh");
@@ -148,7 +148,7 @@ async fn refresh_never_extends_a_session_past_its_maximum_age() {
 async fn refresh_tokens_are_stored_only_as_hashes() {
     let app = TestApp::new().await;
     let auth = app.signup("ada").await;
-    let mut conn = app.state.pool.get().await.unwrap();
+    let mut conn = app.state.auth.pool.get().await.unwrap();
     let stored: Vec<Vec<u8>> = refresh_tokens::table.select(refresh_tokens::token_hash).load(&mut conn).await.unwrap();
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0], authgraph::auth::refresh_token::hash(&auth.refresh).as_bytes());

@@ -142,7 +142,7 @@ async fn deep_nesting_and_token_floods_are_refused_before_validation() {
 async fn fifty_aliased_signins_are_refused_before_any_hashing() {
     let app = TestApp::new().await;
     app.signup("ada").await;
-    let before = app.state.hasher.computed();
+    let before = app.state.auth.hasher.computed();
     let signins: String = (0..50)
         .map(|i| format!("s{i}: signin(input: {{ username: \"ada\", password: \"guess {i}\" }}) {{ accessToken }} "))
         .collect();
@@ -152,7 +152,7 @@ async fn fifty_aliased_signins_are_refused_before_any_hashing() {
     let two = "mutation { a: signin(input: { username: \"ada\", password: \"x\" }) { accessToken } \
                b: signup(input: { name: \"b\", username: \"bbb\", password: \"y\" }) { accessToken } }";
     assert!(limit_message(&app.gql(None, two, json!({})).await).contains("auth mutations"));
-    assert_eq!(app.state.hasher.computed(), before, "no password was hashed");
+    assert_eq!(app.state.auth.hasher.computed(), before, "no password was hashed");
 }
 
 #[tokio::test]
@@ -320,13 +320,13 @@ async fn failed_signins_lock_the_account_for_one_window_only() {
         let res = body_json(app.signin_from("203.0.113.1", "ada", "wrong password").await).await;
         expect_error(&res, "INVALID_CREDENTIALS");
     }
-    let before = app.state.hasher.computed();
+    let before = app.state.auth.hasher.computed();
     let retry = rate_limited(app.signin_from("203.0.113.1", "ADA", "wrong password").await).await;
     assert!((1..=2).contains(&retry), "{retry}");
     // The owner, from elsewhere and with the right password, waits out the window too,
     // but no longer: the attacker cannot extend it without new failures counting.
     rate_limited(app.signin_from("198.51.100.2", "ada", PASSWORD).await).await;
-    assert_eq!(app.state.hasher.computed(), before, "a limited sign-in hashes nothing");
+    assert_eq!(app.state.auth.hasher.computed(), before, "a limited sign-in hashes nothing");
     // And no longer: the lock ends one window after the last failure. Waited for, not
     // slept: the deadline only stops a broken test.
     let start = std::time::Instant::now();

@@ -12,7 +12,7 @@ const PAGE: &str = "query($first: Int, $after: String) { users(first: $first, af
 /// Inserts accounts directly: pagination needs many, and hashing each would only
 /// slow the test down.
 async fn seed(app: &TestApp, n: usize) -> Vec<String> {
-    let mut conn = app.state.pool.get().await.unwrap();
+    let mut conn = app.state.auth.pool.get().await.unwrap();
     let mut ids = Vec::new();
     for i in 0..n {
         let username = format!("user{i:03}");

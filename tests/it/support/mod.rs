@@ -231,7 +231,7 @@ impl TestApp {
 
     /// Makes `username` an admin, as the CLI does.
     pub async fn make_admin(&self, username: &str) {
-        authgraph::users::set_role(&self.state.pool, username, authgraph::db::models::Role::Admin).await.unwrap();
+        authgraph::users::set_role(&self.state.auth.pool, username, authgraph::db::models::Role::Admin).await.unwrap();
     }
 }
 
