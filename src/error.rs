@@ -14,6 +14,39 @@ use std::{fmt, sync::Arc};
 
 use async_graphql::ErrorExtensions;
 
+/// The codes sent in `extensions.code`, in one place: `AppError::code` and the
+/// request-level refusals of `http` and `graphql` use these, never a literal.
+pub mod code {
+    /// No usable access token on a protected field.
+    pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
+    /// Wrong username or password.
+    pub const INVALID_CREDENTIALS: &str = "INVALID_CREDENTIALS";
+    /// The refresh token is unknown, expired, revoked or reused.
+    pub const INVALID_REFRESH_TOKEN: &str = "INVALID_REFRESH_TOKEN";
+    /// Authenticated, but the account is not the caller's.
+    pub const FORBIDDEN: &str = "FORBIDDEN";
+    /// An argument is out of range or malformed; `extensions.field` names it.
+    pub const BAD_USER_INPUT: &str = "BAD_USER_INPUT";
+    /// The username belongs to another account.
+    pub const USERNAME_TAKEN: &str = "USERNAME_TAKEN";
+    /// The id names no account.
+    pub const NOT_FOUND: &str = "NOT_FOUND";
+    /// Too many attempts; `extensions.retryAfter` says when to try again.
+    pub const RATE_LIMITED: &str = "RATE_LIMITED";
+    /// Busy or the database is unreachable; worth a retry.
+    pub const SERVICE_UNAVAILABLE: &str = "SERVICE_UNAVAILABLE";
+    /// Anything else; the cause is logged, never sent.
+    pub const INTERNAL_SERVER_ERROR: &str = "INTERNAL_SERVER_ERROR";
+    /// The document is invalid or over the operation limits.
+    pub const GRAPHQL_VALIDATION_FAILED: &str = "GRAPHQL_VALIDATION_FAILED";
+    /// An APQ hash the server does not hold; send the query with it.
+    pub const PERSISTED_QUERY_NOT_FOUND: &str = "PERSISTED_QUERY_NOT_FOUND";
+    /// An APQ version other than 1.
+    pub const PERSISTED_QUERY_NOT_SUPPORTED: &str = "PERSISTED_QUERY_NOT_SUPPORTED";
+    /// The HTTP request is not a GraphQL request the server can read.
+    pub const BAD_REQUEST: &str = "BAD_REQUEST";
+}
+
 /// Why a refresh token was refused; sent as `extensions.reason`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RefreshFailure {
@@ -84,16 +117,16 @@ impl AppError {
     /// The stable code sent in `extensions.code`.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::Unauthenticated(_) => "UNAUTHENTICATED",
-            Self::InvalidCredentials => "INVALID_CREDENTIALS",
-            Self::InvalidRefreshToken(_) => "INVALID_REFRESH_TOKEN",
-            Self::Forbidden => "FORBIDDEN",
-            Self::BadUserInput { .. } => "BAD_USER_INPUT",
-            Self::UsernameTaken => "USERNAME_TAKEN",
-            Self::NotFound => "NOT_FOUND",
-            Self::RateLimited { .. } => "RATE_LIMITED",
-            Self::Busy { .. } | Self::Unavailable(_) => "SERVICE_UNAVAILABLE",
-            Self::Internal(_) => "INTERNAL_SERVER_ERROR",
+            Self::Unauthenticated(_) => code::UNAUTHENTICATED,
+            Self::InvalidCredentials => code::INVALID_CREDENTIALS,
+            Self::InvalidRefreshToken(_) => code::INVALID_REFRESH_TOKEN,
+            Self::Forbidden => code::FORBIDDEN,
+            Self::BadUserInput { .. } => code::BAD_USER_INPUT,
+            Self::UsernameTaken => code::USERNAME_TAKEN,
+            Self::NotFound => code::NOT_FOUND,
+            Self::RateLimited { .. } => code::RATE_LIMITED,
+            Self::Busy { .. } | Self::Unavailable(_) => code::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => code::INTERNAL_SERVER_ERROR,
         }
     }
 

@@ -36,25 +36,41 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Parses `TRUSTED_PROXIES`.
-pub fn parse_proxies(items: &[String]) -> Result<Vec<IpBlock>, String> {
-    items
-        .iter()
-        .map(|s| s.trim())
-        .filter(|s| !s.is_empty())
-        .map(|item| {
-            let bad = || format!("{item:?} is not an IP address or CIDR block");
-            let (addr, prefix) = match item.split_once('/') {
-                Some((a, p)) => (a, Some(p.parse::<u8>().map_err(|_| bad())?)),
-                None => (item, None),
-            };
-            let addr = canonical(addr.parse::<IpAddr>().map_err(|_| bad())?);
-            let max = if addr.is_ipv4() { 32 } else { 128 };
-            let prefix = prefix.unwrap_or(max);
-            if prefix > max {
-                return Err(bad());
-            }
-            Ok(IpBlock { addr, prefix })
-        })
-        .collect()
+/// `TRUSTED_PROXIES`: the blocks whose `X-Forwarded-For` is believed, parsed from a
+/// comma-separated list (empty entries ignored).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IpBlocks(Vec<IpBlock>);
+
+impl IpBlocks {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.0.iter().any(|b| b.contains(ip))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::str::FromStr for IpBlocks {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(parse_block).collect::<Result<_, _>>().map(Self)
+    }
+}
+
+/// One block: `10.0.0.0/8`, `2001:db8::/32`, or a single address.
+fn parse_block(item: &str) -> Result<IpBlock, String> {
+    let bad = || format!("{item:?} is not an IP address or CIDR block");
+    let (addr, prefix) = match item.split_once('/') {
+        Some((a, p)) => (a, Some(p.parse::<u8>().map_err(|_| bad())?)),
+        None => (item, None),
+    };
+    let addr = canonical(addr.parse::<IpAddr>().map_err(|_| bad())?);
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let prefix = prefix.unwrap_or(max);
+    if prefix > max {
+        return Err(bad());
+    }
+    Ok(IpBlock { addr, prefix })
 }

@@ -29,24 +29,21 @@ pub use query::QueryRoot;
 
 pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
 
-/// The schema with the shared state, limits and production switches attached.
-/// `state` is `None` only to print the SDL.
-pub fn schema(state: Option<SharedState>) -> AppSchema {
-    let mut builder = Schema::build(QueryRoot, MutationRoot, EmptySubscription);
-    if let Some(state) = state {
-        let config = &state.config;
-        // Observe wraps everything after it, so it sees cached documents too.
-        builder = builder.extension(observe::Observe);
-        builder = builder.extension(limits::OperationLimits::new(Arc::new(limits(config))));
-        if !config.introspection() {
-            builder = builder.disable_introspection();
-        }
-        if !config.suggestions() {
-            builder = builder.disable_suggestions();
-        }
-        builder = builder.data(state);
+/// The schema with the shared state, the operation limits (the same value the HTTP
+/// edge and the persisted-query store check against) and the production switches.
+pub fn schema(state: SharedState, limits: Arc<limits::Limits>) -> AppSchema {
+    let config = &state.config;
+    // Observe wraps everything after it, so it sees cached documents too.
+    let mut builder = Schema::build(QueryRoot, MutationRoot, EmptySubscription)
+        .extension(observe::Observe)
+        .extension(limits::OperationLimits::new(limits));
+    if !config.introspection() {
+        builder = builder.disable_introspection();
     }
-    builder.finish()
+    if !config.suggestions() {
+        builder = builder.disable_suggestions();
+    }
+    builder.data(state).finish()
 }
 
 /// The operation limits of a configuration.
@@ -66,7 +63,7 @@ pub fn limits(config: &crate::config::Config) -> limits::Limits {
 
 /// The SDL written to `schema.graphql`.
 pub fn sdl() -> String {
-    schema(None).sdl()
+    Schema::build(QueryRoot, MutationRoot, EmptySubscription).finish().sdl()
 }
 
 fn state<'a>(ctx: &Context<'a>) -> &'a crate::app::AppState {

@@ -17,6 +17,7 @@ use async_graphql::{
 
 use super::limits::operation::RequestedOperation;
 use crate::auth::RequestAuth;
+use crate::error::code;
 
 pub struct Observe;
 
@@ -44,13 +45,13 @@ impl Extension for ObserveExtension {
             .first()
             .map(|e| match e.extensions.as_ref().and_then(|x| x.get("code")) {
                 Some(Value::String(code)) => code.clone(),
-                _ => "INTERNAL_SERVER_ERROR".to_owned(),
+                _ => code::INTERNAL_SERVER_ERROR.to_owned(),
             })
             .unwrap_or_else(|| "OK".to_owned());
         // Only a valid operation's field names come from the schema; anything else
         // is "invalid", so clients cannot mint label values.
         let operation = match outcome.as_str() {
-            "GRAPHQL_VALIDATION_FAILED" | "BAD_REQUEST" => "invalid".to_owned(),
+            code::GRAPHQL_VALIDATION_FAILED | code::BAD_REQUEST => "invalid".to_owned(),
             _ => self.root_field.lock().unwrap().clone().unwrap_or_else(|| "invalid".to_owned()),
         };
         let user = ctx.data_opt::<Arc<RequestAuth>>().and_then(|auth| auth.known_user_id());

@@ -23,6 +23,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+use crate::error::code;
 use async_graphql::{ErrorExtensions, Request, ServerError, Value};
 use sha2::{Digest, Sha256};
 
@@ -98,11 +99,14 @@ impl PersistedQueries {
                     *query = text.to_string();
                     ("hit", Ok(()))
                 }
-                None => ("miss", Err(error("PERSISTED_QUERY_NOT_FOUND", "PersistedQueryNotFound"))),
+                None => ("miss", Err(error(code::PERSISTED_QUERY_NOT_FOUND, "PersistedQueryNotFound"))),
             };
         }
         if <[u8; 32]>::from(Sha256::digest(query.as_bytes())) != hash {
-            return ("refused", Err(error("BAD_REQUEST", "persistedQuery.sha256Hash is not the SHA-256 of the query")));
+            return (
+                "refused",
+                Err(error(code::BAD_REQUEST, "persistedQuery.sha256Hash is not the SHA-256 of the query")),
+            );
         }
         if self.store.lock().unwrap().queries.contains_key(&hash) {
             return ("registered", Ok(()));
@@ -136,12 +140,12 @@ impl PersistedQueries {
 
 /// `{"version": 1, "sha256Hash": "<64 hex digits>"}`.
 fn parse_extension(value: &Value) -> Result<[u8; 32], ServerError> {
-    let malformed = || error("BAD_REQUEST", "extensions.persistedQuery needs version 1 and a sha256Hash");
+    let malformed = || error(code::BAD_REQUEST, "extensions.persistedQuery needs version 1 and a sha256Hash");
     let Value::Object(fields) = value else { return Err(malformed()) };
     match fields.get("version") {
         Some(Value::Number(n)) if n.as_u64() == Some(1) => {}
         Some(Value::Number(_)) => {
-            return Err(error("PERSISTED_QUERY_NOT_SUPPORTED", "Only version 1 of persistedQuery is supported"));
+            return Err(error(code::PERSISTED_QUERY_NOT_SUPPORTED, "Only version 1 of persistedQuery is supported"));
         }
         _ => return Err(malformed()),
     }

@@ -8,8 +8,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+pub use crate::net::IpBlocks;
 use crate::net::canonical;
-pub use crate::net::{IpBlock, parse_proxies};
 
 use axum::{
     extract::{ConnectInfo, Request, State},
@@ -22,9 +22,9 @@ use axum::{
 pub struct ClientIp(pub Option<IpAddr>);
 
 /// The client address of a request from `peer` carrying `forwarded_for`.
-pub fn client_ip(peer: Option<IpAddr>, forwarded_for: Option<&str>, trusted: &[IpBlock]) -> Option<IpAddr> {
+pub fn client_ip(peer: Option<IpAddr>, forwarded_for: Option<&str>, trusted: &IpBlocks) -> Option<IpAddr> {
     let peer = peer.map(canonical)?;
-    if !trusted.iter().any(|b| b.contains(peer)) {
+    if !trusted.contains(peer) {
         return Some(peer);
     }
     let Some(header) = forwarded_for else {
@@ -36,7 +36,7 @@ pub fn client_ip(peer: Option<IpAddr>, forwarded_for: Option<&str>, trusted: &[I
             break;
         };
         client = ip;
-        if !trusted.iter().any(|b| b.contains(ip)) {
+        if !trusted.contains(ip) {
             break;
         }
     }
@@ -44,7 +44,7 @@ pub fn client_ip(peer: Option<IpAddr>, forwarded_for: Option<&str>, trusted: &[I
 }
 
 /// Middleware that records `ClientIp` for the handlers.
-pub async fn layer(State(trusted): State<std::sync::Arc<Vec<IpBlock>>>, mut req: Request, next: Next) -> Response {
+pub async fn layer(State(trusted): State<std::sync::Arc<IpBlocks>>, mut req: Request, next: Next) -> Response {
     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     let forwarded = req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok());
     let ip = client_ip(peer, forwarded, &trusted);
@@ -62,7 +62,7 @@ mod tests {
 
     #[test]
     fn forwarded_for_is_believed_only_from_trusted_proxies() {
-        let trusted = parse_proxies(&["10.0.0.0/8".into(), "::1".into()]).unwrap();
+        let trusted: IpBlocks = "10.0.0.0/8, ::1".parse().unwrap();
         // Untrusted peer: the header is ignored, whatever it says.
         assert_eq!(client_ip(Some(ip("203.0.113.9")), Some("1.2.3.4"), &trusted), Some(ip("203.0.113.9")));
         // Trusted peer: the right-most untrusted hop is the client.
@@ -75,8 +75,8 @@ mod tests {
 
     #[test]
     fn bad_proxy_entries_are_refused() {
-        assert!(parse_proxies(&["10.0.0.0/33".into()]).is_err());
-        assert!(parse_proxies(&["proxy.internal".into()]).is_err());
-        assert_eq!(parse_proxies(&["".into()]).unwrap(), vec![]);
+        assert!("10.0.0.0/33".parse::<IpBlocks>().is_err());
+        assert!("::1, proxy.internal".parse::<IpBlocks>().is_err());
+        assert!("".parse::<IpBlocks>().unwrap().is_empty());
     }
 }

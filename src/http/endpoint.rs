@@ -11,6 +11,7 @@
 //!   executed at all), and plain `application/json` with 200 otherwise, for older
 //!   clients.
 
+use crate::error::code;
 use std::sync::Arc;
 
 use async_graphql::{BatchRequest, BatchResponse, Value, parser::types::OperationType};
@@ -54,11 +55,11 @@ pub(crate) async fn get(
         if !http.state.config.is_production() {
             return graphiql::page().await;
         }
-        return request_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", "A GET request needs a query parameter");
+        return request_error(StatusCode::BAD_REQUEST, code::BAD_REQUEST, "A GET request needs a query parameter");
     }
     let mut request = match async_graphql::http::parse_query_string(&query) {
         Ok(request) => request,
-        Err(_) => return request_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", "Malformed GraphQL GET parameters"),
+        Err(_) => return request_error(StatusCode::BAD_REQUEST, code::BAD_REQUEST, "Malformed GraphQL GET parameters"),
     };
     // The document behind a hash decides whether this is a mutation.
     if let Err(err) = http.persisted.resolve(&mut request) {
@@ -66,7 +67,7 @@ pub(crate) async fn get(
     }
     if is_mutation(&http.limits, &request) {
         let mut res =
-            request_error(StatusCode::METHOD_NOT_ALLOWED, "BAD_REQUEST", "Mutations are accepted over POST only");
+            request_error(StatusCode::METHOD_NOT_ALLOWED, code::BAD_REQUEST, "Mutations are accepted over POST only");
         res.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
         return res;
     }
@@ -100,7 +101,7 @@ async fn execute(http: &Http, headers: &HeaderMap, ip: Option<std::net::IpAddr>,
             items.len(),
             http.state.config.graphql_max_batch
         );
-        return request_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", &message);
+        return request_error(StatusCode::BAD_REQUEST, code::BAD_REQUEST, &message);
     }
     let requests: Vec<&async_graphql::Request> = match &req {
         BatchRequest::Single(r) => vec![r],
@@ -109,7 +110,7 @@ async fn execute(http: &Http, headers: &HeaderMap, ip: Option<std::net::IpAddr>,
     // `{"qeury": …}` parses as a request with an empty query: a malformed request, not
     // a GraphQL error.
     if requests.iter().any(|r| r.query.is_empty() && !r.extensions.contains_key("persistedQuery")) {
-        return request_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", "A GraphQL request needs a query");
+        return request_error(StatusCode::BAD_REQUEST, code::BAD_REQUEST, "A GraphQL request needs a query");
     }
     // Shared by every operation of a batch: one token check, one session lookup, one
     // budget for the limits that span the request.
@@ -142,7 +143,7 @@ fn respond(headers: &HeaderMap, response: BatchResponse) -> Response {
     let retry_after = responses
         .iter()
         .flat_map(|r| &r.errors)
-        .filter(|e| code_of(e).as_deref() == Some("RATE_LIMITED"))
+        .filter(|e| code_of(e).as_deref() == Some(code::RATE_LIMITED))
         .filter_map(|e| match e.extensions.as_ref().and_then(|x| x.get("retryAfter")) {
             Some(Value::Number(n)) => n.as_u64(),
             _ => None,
@@ -156,10 +157,10 @@ fn respond(headers: &HeaderMap, response: BatchResponse) -> Response {
                     && matches!(
                         code_of(e).as_deref(),
                         Some(
-                            "GRAPHQL_VALIDATION_FAILED"
-                                | "BAD_REQUEST"
-                                | "PERSISTED_QUERY_NOT_FOUND"
-                                | "PERSISTED_QUERY_NOT_SUPPORTED"
+                            code::GRAPHQL_VALIDATION_FAILED
+                                | code::BAD_REQUEST
+                                | code::PERSISTED_QUERY_NOT_FOUND
+                                | code::PERSISTED_QUERY_NOT_SUPPORTED
                         )
                     )
             })

@@ -27,6 +27,8 @@ use tower_http::{
 
 use crate::{
     app::SharedState,
+    config::Origins,
+    error::code,
     graphql::{self, AppSchema},
 };
 
@@ -45,8 +47,8 @@ pub(crate) struct Http {
 
 /// The whole application as one router, used by `main` and by the tests alike.
 pub fn app(state: SharedState) -> Router {
-    let schema = graphql::schema(Some(state.clone()));
     let limits = Arc::new(graphql::limits(&state.config));
+    let schema = graphql::schema(state.clone(), limits.clone());
     let persisted = Arc::new(graphql::persisted::PersistedQueries::new(limits.clone()));
     let dev = !state.config.is_production();
     let cors = cors(&state.config.cors_origins, state.config.refresh_token_cookie);
@@ -66,7 +68,7 @@ pub fn app(state: SharedState) -> Router {
     };
     let request_id = REQUEST_ID.clone();
     let deadlines = Deadlines { body: state.config.http_body_timeout, request: state.config.http_request_timeout };
-    let trusted_proxies = Arc::new(client_ip::parse_proxies(&state.config.trusted_proxies).unwrap_or_default());
+    let trusted_proxies = Arc::new(state.config.trusted_proxies.clone());
     router
         .route("/.well-known/jwks.json", get(jwks))
         .merge(metrics_route)
@@ -126,13 +128,13 @@ async fn deadlines_layer(State(deadlines): State<Deadlines>, req: Request, next:
                 if over_body_limit(&err) {
                     return payload_too_large();
                 }
-                return request_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", "The request body could not be read");
+                return request_error(StatusCode::BAD_REQUEST, code::BAD_REQUEST, "The request body could not be read");
             }
             Err(_) => {
                 metrics::counter!("authgraph_http_timeouts_total", "phase" => "body").increment(1);
                 let mut res = request_error(
                     StatusCode::REQUEST_TIMEOUT,
-                    "BAD_REQUEST",
+                    code::BAD_REQUEST,
                     "The request body did not arrive in time (HTTP_BODY_TIMEOUT)",
                 );
                 res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -147,7 +149,7 @@ async fn deadlines_layer(State(deadlines): State<Deadlines>, req: Request, next:
             metrics::counter!("authgraph_http_timeouts_total", "phase" => "request").increment(1);
             request_error(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "SERVICE_UNAVAILABLE",
+                code::SERVICE_UNAVAILABLE,
                 "The request was not answered in time (HTTP_REQUEST_TIMEOUT); retry later",
             )
         }
@@ -161,7 +163,7 @@ pub(crate) fn bad_body(err: &ParseRequestError) -> Response {
         return payload_too_large();
     }
     tracing::debug!(error = %err, "unreadable GraphQL request");
-    request_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", "Body is not a GraphQL request in JSON")
+    request_error(StatusCode::BAD_REQUEST, code::BAD_REQUEST, "Body is not a GraphQL request in JSON")
 }
 
 /// Whether a body error is a length limit's: ours (`Limited`) or the outer
@@ -172,7 +174,7 @@ fn over_body_limit(err: &impl std::fmt::Display) -> bool {
 }
 
 fn payload_too_large() -> Response {
-    request_error(StatusCode::PAYLOAD_TOO_LARGE, "BAD_REQUEST", &format!("Request body over {BODY_LIMIT} bytes"))
+    request_error(StatusCode::PAYLOAD_TOO_LARGE, code::BAD_REQUEST, &format!("Request body over {BODY_LIMIT} bytes"))
 }
 
 /// A GraphQL-shaped error for a request refused before any operation ran.
@@ -201,7 +203,7 @@ async fn csrf_guard(req: Request, next: Next) -> Response {
         if !json && !preflighted {
             return request_error(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "BAD_REQUEST",
+                code::BAD_REQUEST,
                 "Send GraphQL requests as Content-Type: application/json",
             );
         }
@@ -242,10 +244,9 @@ async fn readyz(State(http): State<Http>) -> impl IntoResponse {
 
 /// Credentials (the refresh cookie) are allowed cross-origin only in cookie mode, and
 /// only ever for the listed origins.
-fn cors(origins: &[String], credentials: bool) -> CorsLayer {
-    let origins: Vec<HeaderValue> = origins.iter().filter(|o| !o.is_empty()).filter_map(|o| o.parse().ok()).collect();
+fn cors(origins: &Origins, credentials: bool) -> CorsLayer {
     CorsLayer::new()
-        .allow_origin(AllowOrigin::list(origins))
+        .allow_origin(AllowOrigin::list(origins.as_slice().iter().cloned()))
         .allow_methods([Method::GET, Method::POST])
         .allow_headers([
             header::AUTHORIZATION,

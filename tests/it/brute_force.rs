@@ -150,7 +150,7 @@ async fn a_success_forgives_its_own_attempt_only() {
 async fn ipv6_clients_of_one_64_count_as_one_address() {
     let app = TestApp::with_config(|c| {
         c.signin_failures_per_ip = 3;
-        c.trusted_proxies = vec!["10.0.0.0/8".into()];
+        c.trusted_proxies = "10.0.0.0/8".parse().unwrap();
     })
     .await;
     let guess = async |client: &str, username: &str| -> String {

@@ -74,7 +74,7 @@ async fn production_cookies_are_secure_and_credentials_go_to_listed_origins_only
     let app = TestApp::with_config(|c| {
         c.refresh_token_cookie = true;
         c.app_env = authgraph::config::AppEnv::Production;
-        c.cors_origins = vec!["https://app.example.com".into()];
+        c.cors_origins = "https://app.example.com".parse().unwrap();
     })
     .await;
     app.signup("ada").await;

@@ -375,7 +375,7 @@ async fn x_forwarded_for_counts_only_from_trusted_proxies() {
     let app = TestApp::with_config(|c| {
         c.signin_failures_per_ip = 2;
         c.signin_failures_per_account = 100;
-        c.trusted_proxies = vec!["10.0.0.0/8".into()];
+        c.trusted_proxies = "10.0.0.0/8".parse().unwrap();
     })
     .await;
     let attempt = |peer: &'static str, forwarded: &'static str| {

@@ -42,6 +42,7 @@ use async_graphql::{
 };
 
 use crate::error::AppError;
+use crate::error::code;
 
 use self::{
     cache::DocumentCache,
@@ -88,7 +89,7 @@ impl Limits {
         self.check_text(query)?;
         async_graphql::parser::parse_query(query).map_err(|err| {
             let mut err = ServerError::from(err);
-            err.extensions.get_or_insert_with(Default::default).set("code", "GRAPHQL_VALIDATION_FAILED");
+            err.extensions.get_or_insert_with(Default::default).set("code", code::GRAPHQL_VALIDATION_FAILED);
             err
         })
     }
@@ -212,7 +213,7 @@ struct LimitsExtension {
 /// operations, since the client must change the operation, not retry it.
 pub fn limit_error(message: String) -> ServerError {
     async_graphql::Error::new(message)
-        .extend_with(|_, e| e.set("code", "GRAPHQL_VALIDATION_FAILED"))
+        .extend_with(|_, e| e.set("code", code::GRAPHQL_VALIDATION_FAILED))
         .into_server_error(Default::default())
 }
 
@@ -230,14 +231,14 @@ impl Extension for LimitsExtension {
             // Errors without a path are validation's (ours and the parser's carry codes);
             // with a path, they come from coercing an argument (resolvers' errors all
             // have codes).
-            let code = if error.path.is_empty() { "GRAPHQL_VALIDATION_FAILED" } else { "BAD_USER_INPUT" };
+            let code = if error.path.is_empty() { code::GRAPHQL_VALIDATION_FAILED } else { code::BAD_USER_INPUT };
             error.extensions.get_or_insert_with(Default::default).set("code", code);
             // Their messages name fields, arguments and types ("Field \"me\" of type
             // \"User!\" must have a selection of subfields"): with introspection off, a
             // probe could read the schema out of them. The detail goes to the log.
             if !self.limits.introspection {
                 tracing::info!(detail = %error.message, "invalid operation (message withheld from the client)");
-                error.message = if code == "BAD_USER_INPUT" {
+                error.message = if code == code::BAD_USER_INPUT {
                     "An argument has a value its type does not accept".to_owned()
                 } else {
                     "The operation does not fit this API; see the server log for the detail".to_owned()

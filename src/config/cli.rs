@@ -1,0 +1,62 @@
+//! The command line's shape: the global settings (`Config`), then an optional
+//! subcommand for the operator.
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use super::Config;
+
+/// The command line: global configuration, then an optional subcommand (`serve` when
+/// none is given).
+#[derive(Debug, Parser)]
+#[command(name = "authgraph", version, about = "GraphQL accounts and sessions server")]
+pub struct Cli {
+    #[command(flatten)]
+    pub config: Config,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the GraphQL API (the default).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Print the GraphQL schema (SDL) that the server serves.
+    Schema,
+    /// Manage accounts.
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// Manage sessions.
+    #[command(subcommand)]
+    Sessions(SessionsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionsCommand {
+    /// Delete sessions (and their refresh tokens) that ended more than
+    /// SESSION_RETENTION ago, and rate-limit counts no window uses. The server also
+    /// does this every ten minutes.
+    Prune,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// List accounts, oldest first, with their live sessions.
+    List,
+    /// End every session of an account: its access and refresh tokens stop working.
+    RevokeSessions { username: String },
+    /// Give an account the USER or ADMIN role. There is no GraphQL way to do this.
+    SetRole {
+        username: String,
+        #[arg(value_enum, ignore_case = true)]
+        role: RoleArg,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+#[value(rename_all = "UPPER")]
+pub enum RoleArg {
+    User,
+    Admin,
+}
