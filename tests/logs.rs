@@ -2,7 +2,9 @@
 //! subscriber, and tracing caches which call sites are enabled across threads, so
 //! requests of other tests running at the same time made it miss lines.
 
+// The integration suite's harness, of which this binary uses only a part.
 #[path = "it/support/mod.rs"]
+#[allow(dead_code)]
 mod support;
 
 use serde_json::json;

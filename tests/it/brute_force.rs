@@ -6,35 +6,23 @@
 
 use std::collections::HashMap;
 
-use axum::{body::Body, http::Request};
 use serde_json::{Value, json};
 
-use crate::support::{PASSWORD, SIGNIN, SIGNUP, TestApp, body_json, error_code};
+use crate::support::{Gql, PASSWORD, SIGNIN, SIGNUP, TestApp, error_code};
 
-fn signin_request(peer: &str, forwarded: Option<&str>, username: &str, password: &str) -> Request<Body> {
-    let body = json!({ "query": SIGNIN, "variables": { "input": { "username": username, "password": password } } });
-    let mut req = Request::post("/graphql").header("content-type", "application/json");
-    if let Some(forwarded) = forwarded {
-        req = req.header("x-forwarded-for", forwarded);
+fn signin_request(peer: &str, forwarded: Option<&str>, username: &str, password: &str) -> Gql {
+    let req = Gql::query(SIGNIN, json!({ "input": { "username": username, "password": password } })).peer(peer);
+    match forwarded {
+        Some(forwarded) => req.forwarded_for(forwarded),
+        None => req,
     }
-    let mut req = req.body(Body::from(body.to_string())).unwrap();
-    let peer: std::net::SocketAddr = format!("{peer}:40000").parse().unwrap();
-    req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
-    req
 }
 
 /// Sends every request at once and counts the answers' codes ("" for success).
-async fn concurrently(app: &TestApp, requests: Vec<Request<Body>>) -> HashMap<String, usize> {
-    let tasks: Vec<_> = requests
-        .into_iter()
-        .map(|req| {
-            let router = app.router.clone();
-            tokio::spawn(async move { body_json(tower::ServiceExt::oneshot(router, req).await.unwrap()).await })
-        })
-        .collect();
+async fn concurrently(app: &TestApp, requests: Vec<Gql>) -> HashMap<String, usize> {
     let mut codes = HashMap::new();
-    for task in tasks {
-        *codes.entry(error_code(&task.await.unwrap()).to_owned()).or_insert(0) += 1;
+    for answer in app.concurrently(requests).await {
+        *codes.entry(error_code(&answer).to_owned()).or_insert(0) += 1;
     }
     codes
 }
@@ -56,7 +44,7 @@ async fn concurrent_guesses_from_one_address_hash_at_most_its_limit() {
     assert!(hashed <= 5, "{hashed} guesses hashed against a limit of 5 per account and address");
     assert_eq!(count(&codes, "INVALID_CREDENTIALS") as u64, hashed);
     // The right password, from the guessing address, is refused while locked.
-    let res = body_json(app.request(signin_request("203.0.113.1", None, "ada", PASSWORD)).await).await;
+    let res = app.send(signin_request("203.0.113.1", None, "ada", PASSWORD)).await;
     assert_eq!(error_code(&res), "RATE_LIMITED", "{res}");
 }
 
@@ -65,7 +53,7 @@ async fn distributed_guesses_lock_strangers_out_but_not_the_owner_at_home() {
     let app = TestApp::new().await;
     app.signup("ada").await;
     // The owner has signed in from home before the attack.
-    let home = body_json(app.request(signin_request("198.51.100.2", None, "ada", PASSWORD)).await).await;
+    let home = app.send(signin_request("198.51.100.2", None, "ada", PASSWORD)).await;
     assert!(home["data"]["signin"].is_object(), "{home}");
 
     let before = app.state.auth.hasher.computed();
@@ -79,9 +67,9 @@ async fn distributed_guesses_lock_strangers_out_but_not_the_owner_at_home() {
     assert_eq!(count(&codes, "RATE_LIMITED"), 100 - hashed as usize, "{codes:?}");
 
     // A stranger with the right password is refused; the owner at home is not.
-    let stranger = body_json(app.request(signin_request("192.0.2.77", None, "ada", PASSWORD)).await).await;
+    let stranger = app.send(signin_request("192.0.2.77", None, "ada", PASSWORD)).await;
     assert_eq!(error_code(&stranger), "RATE_LIMITED", "{stranger}");
-    let owner = body_json(app.request(signin_request("198.51.100.2", None, "ada", PASSWORD)).await).await;
+    let owner = app.send(signin_request("198.51.100.2", None, "ada", PASSWORD)).await;
     assert!(owner["data"]["signin"]["accessToken"].is_string(), "{owner}");
 }
 
@@ -90,15 +78,8 @@ async fn a_signup_race_from_one_address_passes_exactly_the_limit() {
     let app = TestApp::with_config(|c| c.signups_per_ip = 20).await;
     let signups = (0..60)
         .map(|i| {
-            let body = json!({ "query": SIGNUP, "variables": { "input": {
-                "name": "racer", "username": format!("racer{i}"), "password": PASSWORD } } });
-            let mut req = Request::post("/graphql")
-                .header("content-type", "application/json")
-                .body(Body::from(body.to_string()))
-                .unwrap();
-            let peer: std::net::SocketAddr = "203.0.113.9:40000".parse().unwrap();
-            req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
-            req
+            let input = json!({ "name": "racer", "username": format!("racer{i}"), "password": PASSWORD });
+            Gql::query(SIGNUP, json!({ "input": input })).peer("203.0.113.9")
         })
         .collect();
     let codes = concurrently(&app, signups).await;
@@ -113,16 +94,8 @@ async fn change_password_guessing_with_a_stolen_token_is_limited() {
     let change =
         "mutation($c: String!) { changePassword(input: { currentPassword: $c, newPassword: \"a new passphrase\" }) }";
     let before = app.state.auth.hasher.computed();
-    let guesses = (0..30)
-        .map(|i| {
-            let body = json!({ "query": change, "variables": { "c": format!("guess {i}") } });
-            Request::post("/graphql")
-                .header("content-type", "application/json")
-                .header("authorization", format!("Bearer {}", ada.access))
-                .body(Body::from(body.to_string()))
-                .unwrap()
-        })
-        .collect();
+    let guesses =
+        (0..30).map(|i| Gql::query(change, json!({ "c": format!("guess {i}") })).bearer(&ada.access)).collect();
     let codes = concurrently(&app, guesses).await;
     let hashed = app.state.auth.hasher.computed() - before;
     assert!(hashed <= 10, "{hashed} current-password guesses hashed: {codes:?}");
@@ -135,9 +108,8 @@ async fn change_password_guessing_with_a_stolen_token_is_limited() {
 async fn a_success_forgives_its_own_attempt_only() {
     let app = TestApp::with_config(|c| c.signin_failures_per_account_address = 3).await;
     app.signup("ada").await;
-    let attempt = async |password: &str| -> Value {
-        body_json(app.request(signin_request("203.0.113.4", None, "ada", password)).await).await
-    };
+    let attempt =
+        async |password: &str| -> Value { app.send(signin_request("203.0.113.4", None, "ada", password)).await };
     assert_eq!(error_code(&attempt("wrong one").await), "INVALID_CREDENTIALS");
     assert_eq!(error_code(&attempt("wrong two").await), "INVALID_CREDENTIALS");
     assert_eq!(error_code(&attempt(PASSWORD).await), "", "right, and forgiven");
@@ -154,7 +126,7 @@ async fn ipv6_clients_of_one_64_count_as_one_address() {
     })
     .await;
     let guess = async |client: &str, username: &str| -> String {
-        let res = body_json(app.request(signin_request("10.0.0.5", Some(client), username, "guess")).await).await;
+        let res = app.send(signin_request("10.0.0.5", Some(client), username, "guess")).await;
         error_code(&res).to_owned()
     };
     for (i, client) in ["2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2:ffff::3"].into_iter().enumerate() {
@@ -163,6 +135,6 @@ async fn ipv6_clients_of_one_64_count_as_one_address() {
     assert_eq!(guess("2001:db8:1:2:abcd::9", "victim9").await, "RATE_LIMITED", "the same /64");
     assert_eq!(guess("2001:db8:1:3::1", "victim9").await, "INVALID_CREDENTIALS", "the next /64 is another client");
     // Without the trusted proxy, the header is ignored: the peer is the client.
-    let res = body_json(app.request(signin_request("192.0.2.1", Some("2001:db8:9::1"), "x", "guess")).await).await;
+    let res = app.send(signin_request("192.0.2.1", Some("2001:db8:9::1"), "x", "guess")).await;
     assert_eq!(error_code(&res), "INVALID_CREDENTIALS");
 }

@@ -10,7 +10,7 @@ use diesel::sql_query;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use serde_json::{Value, json};
 
-use crate::support::{PASSWORD, SIGNIN, SIGNUP, TestApp, body_json, count, error_code, expect_error};
+use crate::support::{Gql, PASSWORD, SIGNIN, SIGNUP, TestApp, count, error_code, expect_error};
 
 /// `{ ...F0 } fragment F0 on Query { ...F1 ...F1 } … fragment F{levels} on Query { leaf }`:
 /// `fan_out ^ levels` copies of `leaf` once expanded, in a few hundred bytes.
@@ -59,16 +59,10 @@ async fn fragment_bombs_of_every_shape_are_refused_with_their_real_size() {
     let app = TestApp::new().await;
     for (shape, body) in bombs() {
         assert!(body["query"].as_str().unwrap().len() < 2048, "{shape}: a small request");
-        let router = app.router.clone();
-        let request = axum::http::Request::post("/graphql")
-            .header("content-type", "application/json")
-            .body(axum::body::Body::from(body.to_string()))
-            .unwrap();
         // Spawned, so that a bomb that hogs one worker cannot stop the timeout firing:
         // the earlier server took seconds to years here.
-        let task = tokio::spawn(async move { tower::ServiceExt::oneshot(router, request).await.unwrap() });
+        let task = app.spawn(Gql::body(body));
         let res = tokio::time::timeout(Duration::from_secs(10), task).await.expect(shape).unwrap();
-        let res = body_json(res).await;
         let message = expect_error(&res, "GRAPHQL_VALIDATION_FAILED")["message"].as_str().unwrap().to_owned();
         assert!(message.contains("(max selections)"), "{shape}: {message}");
         // The figure is the real one, not a count cut short at the budget.
@@ -170,17 +164,7 @@ async fn total_count_over_a_million_rows_reads_one_row_per_count() {
     let counts: String = (0..10).map(|i| format!("c{i}: users(first: 1) {{ totalCount }} ")).collect();
     let batch: Vec<Value> = (0..10).map(|_| json!({ "query": format!("{{ {counts} }}") })).collect();
     let start = Instant::now();
-    let mut requests = Vec::new();
-    for _ in 0..8 {
-        let (router, batch) = (app.router.clone(), Value::Array(batch.clone()));
-        requests.push(tokio::spawn(async move {
-            let req = axum::http::Request::post("/graphql")
-                .header("content-type", "application/json")
-                .body(axum::body::Body::from(batch.to_string()))
-                .unwrap();
-            body_json(tower::ServiceExt::oneshot(router, req).await.unwrap()).await
-        }));
-    }
+    let requests: Vec<_> = (0..8).map(|_| app.spawn(Gql::body(Value::Array(batch.clone())))).collect();
     let trivial = app.gql(None, "{ __typename }", json!({})).await;
     assert_eq!(trivial["data"]["__typename"], "Query");
     for request in requests {
@@ -225,21 +209,12 @@ async fn the_count_follows_signups_and_deletions() {
 async fn a_signin_stays_fast_during_a_signup_storm() {
     let app = TestApp::with_config(|c| c.signups_per_ip = 1000).await;
     app.signup("ada").await;
-    let mut storm = Vec::new();
-    for i in 0..200u32 {
-        let router = app.router.clone();
-        storm.push(tokio::spawn(async move {
-            let body = json!({ "query": SIGNUP, "variables": { "input": {
-                "name": "storm", "username": format!("storm{i}"), "password": PASSWORD } } });
-            let mut req = axum::http::Request::post("/graphql")
-                .header("content-type", "application/json")
-                .body(axum::body::Body::from(body.to_string()))
-                .unwrap();
-            let peer: std::net::SocketAddr = format!("10.1.{}.{}:4000", i / 256, i % 256).parse().unwrap();
-            req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
-            body_json(tower::ServiceExt::oneshot(router, req).await.unwrap()).await
-        }));
-    }
+    let storm: Vec<_> = (0..200u32)
+        .map(|i| {
+            let input = json!({ "name": "storm", "username": format!("storm{i}"), "password": PASSWORD });
+            app.spawn(Gql::query(SIGNUP, json!({ "input": input })).peer(&format!("10.1.{}.{}", i / 256, i % 256)))
+        })
+        .collect();
     let hasher = &app.state.auth.hasher;
     let start = Instant::now();
     while hasher.queued() < 24 {
@@ -279,23 +254,11 @@ async fn a_signin_stays_fast_during_a_signup_storm() {
 async fn one_client_cannot_fill_the_hashing_queue() {
     let app = TestApp::with_config(|c| c.signin_failures_per_ip = 10_000).await;
     app.signup("ada").await;
-    let mut guesses = Vec::new();
-    for i in 0..60 {
-        let router = app.router.clone();
-        guesses.push(tokio::spawn(async move {
-            let body = json!({ "query": SIGNIN, "variables": { "input": { "username": format!("nobody{i}"), "password": "wrong guess" } } });
-            let mut req = axum::http::Request::post("/graphql")
-                .header("content-type", "application/json")
-                .body(axum::body::Body::from(body.to_string()))
-                .unwrap();
-            req.extensions_mut().insert(axum::extract::ConnectInfo("10.9.9.9:4000".parse::<std::net::SocketAddr>().unwrap()));
-            body_json(tower::ServiceExt::oneshot(router, req).await.unwrap()).await
-        }));
-    }
-    let mut codes = Vec::new();
-    for guess in guesses {
-        codes.push(error_code(&guess.await.unwrap()).to_owned());
-    }
+    let guesses = (0..60).map(|i| {
+        let input = json!({ "username": format!("nobody{i}"), "password": "wrong guess" });
+        Gql::query(SIGNIN, json!({ "input": input })).peer("10.9.9.9")
+    });
+    let codes: Vec<String> = app.concurrently(guesses).await.iter().map(|res| error_code(res).to_owned()).collect();
     assert!(codes.iter().any(|c| c == "SERVICE_UNAVAILABLE"), "{codes:?}");
     assert!(codes.iter().all(|c| c == "SERVICE_UNAVAILABLE" || c == "INVALID_CREDENTIALS"), "{codes:?}");
     // A guess the queue refused checked nothing, so it is not counted as a failure.

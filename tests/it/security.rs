@@ -12,7 +12,7 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::{Value, json};
 
-use crate::support::{Auth, PASSWORD, SECRET, SIGNIN, TestApp, body_json, error_code, expect_error};
+use crate::support::{Auth, Gql, PASSWORD, SECRET, SIGNIN, TestApp, body_json, error_code, expect_error};
 
 const ME: &str = "{ me { id } }";
 
@@ -378,28 +378,21 @@ async fn x_forwarded_for_counts_only_from_trusted_proxies() {
         c.trusted_proxies = "10.0.0.0/8".parse().unwrap();
     })
     .await;
-    let attempt = |peer: &'static str, forwarded: &'static str| {
-        let body = json!({ "query": SIGNIN, "variables": { "input": { "username": "nobody", "password": "guess" } } });
-        let mut req = Request::post("/graphql")
-            .header(header::CONTENT_TYPE, "application/json")
-            .header("x-forwarded-for", forwarded)
-            .body(Body::from(body.to_string()))
-            .unwrap();
-        let peer: std::net::SocketAddr = format!("{peer}:1234").parse().unwrap();
-        req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
-        app.request(req)
+    let attempt = async |peer: &str, forwarded: &str| {
+        let input = json!({ "username": "nobody", "password": "guess" });
+        app.send(Gql::query(SIGNIN, json!({ "input": input })).peer(peer).forwarded_for(forwarded)).await
     };
     // Through the trusted proxy, each forwarded client is counted on its own.
     for client in ["203.0.113.1", "203.0.113.1"] {
-        expect_error(&body_json(attempt("10.0.0.5", client).await).await, "INVALID_CREDENTIALS");
+        expect_error(&attempt("10.0.0.5", client).await, "INVALID_CREDENTIALS");
     }
-    expect_error(&body_json(attempt("10.0.0.5", "203.0.113.1").await).await, "RATE_LIMITED");
-    expect_error(&body_json(attempt("10.0.0.5", "203.0.113.2").await).await, "INVALID_CREDENTIALS");
+    expect_error(&attempt("10.0.0.5", "203.0.113.1").await, "RATE_LIMITED");
+    expect_error(&attempt("10.0.0.5", "203.0.113.2").await, "INVALID_CREDENTIALS");
     // An untrusted peer cannot dodge its limit by inventing the header.
     for fake in ["1.1.1.1", "2.2.2.2"] {
-        expect_error(&body_json(attempt("192.0.2.50", fake).await).await, "INVALID_CREDENTIALS");
+        expect_error(&attempt("192.0.2.50", fake).await, "INVALID_CREDENTIALS");
     }
-    expect_error(&body_json(attempt("192.0.2.50", "3.3.3.3").await).await, "RATE_LIMITED");
+    expect_error(&attempt("192.0.2.50", "3.3.3.3").await, "RATE_LIMITED");
 }
 
 #[tokio::test]

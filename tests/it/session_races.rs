@@ -12,7 +12,7 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use secrecy::ExposeSecret;
 use serde_json::json;
 
-use crate::support::{Auth, REFRESH_KEY, SECRET, TestApp, count, error_code, expect_error};
+use crate::support::{Auth, Gql, REFRESH_KEY, SECRET, TestApp, count, error_code, expect_error};
 
 #[tokio::test]
 async fn the_jwt_secret_and_an_old_token_do_not_give_the_next_token() {
@@ -79,24 +79,15 @@ async fn a_password_change_racing_a_rotation_never_deadlocks() {
     sql_query("BEGIN").execute(&mut holder).await.unwrap();
     sql_query("SELECT 1 FROM sessions FOR UPDATE").execute(&mut holder).await.unwrap();
 
-    let send = |body: serde_json::Value, token: Option<String>| {
-        let router = app.router.clone();
-        tokio::spawn(async move {
-            let mut req = axum::http::Request::post("/graphql").header("content-type", "application/json");
-            if let Some(token) = token {
-                req = req.header("authorization", format!("Bearer {token}"));
-            }
-            let req = req.body(axum::body::Body::from(body.to_string())).unwrap();
-            crate::support::body_json(tower::ServiceExt::oneshot(router, req).await.unwrap()).await
-        })
-    };
-    let change = send(
-        json!({ "query": "mutation($c: String!) { changePassword(input: { currentPassword: $c, newPassword: \"a new passphrase\" }) }",
-                "variables": { "c": crate::support::PASSWORD } }),
-        Some(here.access.clone()),
+    let change = app.spawn(
+        Gql::query(
+            "mutation($c: String!) { changePassword(input: { currentPassword: $c, newPassword: \"a new passphrase\" }) }",
+            json!({ "c": crate::support::PASSWORD }),
+        )
+        .bearer(&here.access),
     );
     lock_waiters(&mut observer, 1).await;
-    let refresh = send(json!({ "query": crate::support::REFRESH, "variables": { "token": elsewhere.refresh } }), None);
+    let refresh = app.spawn(Gql::query(crate::support::REFRESH, json!({ "token": elsewhere.refresh })));
     lock_waiters(&mut observer, 2).await;
     sql_query("COMMIT").execute(&mut holder).await.unwrap();
 

@@ -8,9 +8,10 @@
 //! `TEST_DATABASE_URL` (a superuser URL) to use an existing server instead; tests then
 //! create databases named `authgraph_test_*` on it.
 
-#![allow(dead_code)]
-
 pub mod process;
+mod request;
+
+pub use request::Gql;
 
 use std::{
     sync::{
@@ -192,16 +193,37 @@ impl TestApp {
 
     /// `POST /graphql` of any JSON body, as if from TCP peer `ip`; the whole response.
     pub async fn gql_response(&self, ip: Option<&str>, token: Option<&str>, body: Value) -> Response<Body> {
-        let mut req = Request::post("/graphql").header(header::CONTENT_TYPE, "application/json");
+        let mut req = Gql::body(body);
         if let Some(token) = token {
-            req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
+            req = req.bearer(token);
         }
-        let mut req = req.body(Body::from(body.to_string())).unwrap();
         if let Some(ip) = ip {
-            let peer: std::net::SocketAddr = format!("{ip}:40000").parse().unwrap();
-            req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+            req = req.peer(ip);
         }
-        self.request(req).await
+        self.request(req.build()).await
+    }
+
+    /// Sends `req` and returns its JSON body.
+    pub async fn send(&self, req: Gql) -> Value {
+        body_json(self.request(req.build()).await).await
+    }
+
+    /// Puts `req` in flight on a task of its own, so that several are in the server
+    /// at the same moment; await the handle for its JSON body.
+    pub fn spawn(&self, req: Gql) -> tokio::task::JoinHandle<Value> {
+        let router = self.router.clone();
+        let req = req.build();
+        tokio::spawn(async move { body_json(router.oneshot(req).await.unwrap()).await })
+    }
+
+    /// Sends every request at once; the JSON bodies in the order given.
+    pub async fn concurrently(&self, requests: impl IntoIterator<Item = Gql>) -> Vec<Value> {
+        let tasks: Vec<_> = requests.into_iter().map(|req| self.spawn(req)).collect();
+        let mut answers = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            answers.push(task.await.unwrap());
+        }
+        answers
     }
 
     /// `signin` from TCP peer `ip`.
@@ -235,7 +257,6 @@ impl TestApp {
     }
 }
 
-pub const AUTH_FIELDS: &str = "accessToken refreshToken tokenType expiresIn user { id name username role }";
 pub const SIGNUP: &str = "mutation($input: SignupInput!) { signup(input: $input) { accessToken refreshToken tokenType expiresIn user { id name username role } } }";
 pub const SIGNIN: &str = "mutation($input: SigninInput!) { signin(input: $input) { accessToken refreshToken tokenType expiresIn user { id name username role } } }";
 pub const REFRESH: &str = "mutation($token: String) { refresh(refreshToken: $token) { accessToken refreshToken tokenType expiresIn user { id name username role } } }";
