@@ -22,9 +22,8 @@
 //! With reused memory the hashing memory is exactly `cores × ARGON2_MEMORY_KIB`.
 
 use std::{
-    collections::{HashMap, VecDeque},
     sync::{
-        Arc, Condvar, Mutex,
+        Arc,
         atomic::{AtomicU64, Ordering},
     },
     time::Instant,
@@ -36,127 +35,16 @@ use base64::{Engine, engine::general_purpose::STANDARD_NO_PAD};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::oneshot;
 
-use super::network::Network;
-use crate::{
-    db::ids::UserId,
-    error::{AppError, AppResult},
-};
+mod queue;
+
+use queue::{Full, Handle, Job, Shared};
+pub use queue::{Lane, Requester, Ticket};
+
+use crate::error::{AppError, AppResult};
 
 /// Length of the salt and of the hash output we write.
 const SALT_LEN: usize = 16;
 const OUTPUT_LEN: usize = 32;
-
-/// A job for a hashing thread, given that thread's working memory.
-type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
-
-/// The kind of work a hash is for; each has its own lane in the queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lane {
-    Signin = 0,
-    Signup = 1,
-    /// Password changes, and later verifications of an account's own secrets.
-    Account = 2,
-}
-
-const LANES: usize = 3;
-
-/// Who asked for a hash, for fairness within a lane.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Requester {
-    Network(Network),
-    Account(UserId),
-    Unknown,
-}
-
-/// A place in the queue: the lane and the requester.
-#[derive(Debug, Clone, Copy)]
-pub struct Ticket {
-    pub lane: Lane,
-    pub requester: Requester,
-}
-
-impl Ticket {
-    pub fn new(lane: Lane, network: Option<Network>) -> Self {
-        Self { lane, requester: network.map_or(Requester::Unknown, Requester::Network) }
-    }
-}
-
-/// One lane: requesters served in turn, each with its jobs in order.
-#[derive(Default)]
-struct LaneQueue {
-    turn: VecDeque<Requester>,
-    jobs: HashMap<Requester, VecDeque<Job>>,
-    queued: usize,
-}
-
-impl LaneQueue {
-    fn push(&mut self, requester: Requester, job: Job) {
-        let jobs = self.jobs.entry(requester).or_default();
-        if jobs.is_empty() {
-            self.turn.push_back(requester);
-        }
-        jobs.push_back(job);
-        self.queued += 1;
-    }
-
-    fn pop(&mut self) -> Option<Job> {
-        let requester = self.turn.pop_front()?;
-        let jobs = self.jobs.get_mut(&requester)?;
-        let job = jobs.pop_front();
-        self.queued -= usize::from(job.is_some());
-        if jobs.is_empty() {
-            self.jobs.remove(&requester);
-        } else {
-            self.turn.push_back(requester);
-        }
-        job
-    }
-
-    fn queued_by(&self, requester: &Requester) -> usize {
-        self.jobs.get(requester).map_or(0, VecDeque::len)
-    }
-}
-
-#[derive(Default)]
-struct Queue {
-    lanes: [LaneQueue; LANES],
-    /// The lane to look at first next time.
-    next_lane: usize,
-    closed: bool,
-}
-
-impl Queue {
-    /// Jobs waiting, in every lane.
-    fn queued(&self) -> usize {
-        self.lanes.iter().map(|lane| lane.queued).sum()
-    }
-
-    fn pop(&mut self) -> Option<Job> {
-        for i in 0..LANES {
-            let lane = (self.next_lane + i) % LANES;
-            if let Some(job) = self.lanes[lane].pop() {
-                self.next_lane = (lane + 1) % LANES;
-                return Some(job);
-            }
-        }
-        None
-    }
-}
-
-struct Shared {
-    queue: Mutex<Queue>,
-    ready: Condvar,
-}
-
-/// Held only by the `PasswordHasher` clones: when the last one goes, the threads end.
-struct Handle(Arc<Shared>);
-
-impl Drop for Handle {
-    fn drop(&mut self) {
-        self.0.queue.lock().unwrap_or_else(|e| e.into_inner()).closed = true;
-        self.0.ready.notify_all();
-    }
-}
 
 #[derive(Clone)]
 pub struct PasswordHasher {
@@ -180,7 +68,7 @@ impl PasswordHasher {
         let params = Params::new(memory_kib, iterations, parallelism, Some(OUTPUT_LEN))
             .map_err(|e| anyhow!("invalid argon2 parameters: {e}"))?;
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let shared = Arc::new(Shared { queue: Mutex::default(), ready: Condvar::new() });
+        let shared = Arc::new(Shared::default());
         for i in 0..threads {
             let shared = shared.clone();
             std::thread::Builder::new().name(format!("argon2-{i}")).spawn(move || {
@@ -188,7 +76,7 @@ impl PasswordHasher {
                 // Ends when every PasswordHasher clone is gone. A job that panics drops
                 // its reply (its caller gets an internal error) but must not take the
                 // thread with it, or the queue would stall.
-                while let Some(job) = next_job(&shared) {
+                while let Some(job) = shared.next_job() {
                     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut memory)));
                 }
             })?;
@@ -215,7 +103,7 @@ impl PasswordHasher {
 
     /// Jobs waiting for a thread now.
     pub fn queued(&self) -> usize {
-        self.handle.0.queue.lock().unwrap().queued()
+        self.handle.0.queued()
     }
 
     /// How many argon2 computations have finished since start.
@@ -323,22 +211,10 @@ impl PasswordHasher {
             let _ = reply.send(result);
         });
         {
-            let shared = &self.handle.0;
-            let mut queue = shared.queue.lock().unwrap();
-            let lane = &queue.lanes[ticket.lane as usize];
-            let lane_limit = (self.queue_limit / 2).max(1);
-            let share = (lane_limit / 2).max(1);
-            if queue.queued() >= self.queue_limit
-                || lane.queued >= lane_limit
-                || lane.queued_by(&ticket.requester) >= share
-            {
-                let waiting = queue.queued() as u64 + 1;
-                drop(queue);
+            if let Err(Full { waiting }) = self.handle.0.push(ticket, job, self.queue_limit) {
                 metrics::counter!("authgraph_argon2_refused_total").increment(1);
-                return Err(AppError::Busy { retry_after_secs: self.drain_secs(waiting) });
+                return Err(AppError::Busy { retry_after_secs: self.drain_secs(waiting as u64 + 1) });
             }
-            queue.lanes[ticket.lane as usize].push(ticket.requester, job);
-            shared.ready.notify_one();
         }
         // Counted from the moment the job waits for a thread: the queue's depth.
         let jobs = metrics::gauge!("authgraph_argon2_jobs");
@@ -352,20 +228,6 @@ impl PasswordHasher {
         let micros = self.last_micros.load(Ordering::Relaxed).max(1);
         let total = jobs.saturating_mul(micros) / self.threads.max(1) as u64;
         total.div_ceil(1_000_000).max(1)
-    }
-}
-
-/// Waits for the next job; `None` once the hasher is gone and the queue is empty.
-fn next_job(shared: &Shared) -> Option<Job> {
-    let mut queue = shared.queue.lock().unwrap_or_else(|e| e.into_inner());
-    loop {
-        if let Some(job) = queue.pop() {
-            return Some(job);
-        }
-        if queue.closed {
-            return None;
-        }
-        queue = shared.ready.wait(queue).unwrap_or_else(|e| e.into_inner());
     }
 }
 
@@ -411,6 +273,7 @@ mod tests {
     use std::net::IpAddr;
 
     use super::*;
+    use crate::auth::network::Network;
 
     const T: Ticket = Ticket { lane: Lane::Signin, requester: Requester::Unknown };
 
@@ -426,47 +289,6 @@ mod tests {
         assert!(h.verify(T, &"correct horse".to_owned().into(), Some(&hash)).await.unwrap());
         assert!(!h.verify(T, &"wrong horse".to_owned().into(), Some(&hash)).await.unwrap());
         assert!(!h.needs_rehash(&hash));
-    }
-
-    fn marker(id: u32, log: Arc<Mutex<Vec<u32>>>) -> Job {
-        Box::new(move |_| log.lock().unwrap().push(id))
-    }
-
-    #[test]
-    fn a_signin_behind_a_signup_storm_is_taken_next() {
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let mut queue = Queue::default();
-        for i in 0..200 {
-            let requester =
-                Requester::Network(Network::of(IpAddr::from([10, 0, (i / 256) as u8, (i % 256) as u8]), 64));
-            queue.lanes[Lane::Signup as usize].push(requester, marker(i, log.clone()));
-        }
-        queue.lanes[Lane::Signin as usize].push(Requester::Unknown, marker(1000, log.clone()));
-        assert_eq!(queue.queued(), 201);
-        let mut memory = Vec::new();
-        for _ in 0..2 {
-            queue.pop().unwrap()(&mut memory);
-        }
-        assert!(log.lock().unwrap().contains(&1000), "{:?}", log.lock().unwrap());
-    }
-
-    #[test]
-    fn requesters_in_a_lane_take_turns() {
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let mut lane = LaneQueue::default();
-        let (a, b) = (
-            Requester::Network(Network::of(IpAddr::from([10, 0, 0, 1]), 64)),
-            Requester::Network(Network::of(IpAddr::from([10, 0, 0, 2]), 64)),
-        );
-        for i in 0..3 {
-            lane.push(a, marker(i, log.clone()));
-        }
-        lane.push(b, marker(10, log.clone()));
-        let mut memory = Vec::new();
-        while let Some(job) = lane.pop() {
-            job(&mut memory);
-        }
-        assert_eq!(*log.lock().unwrap(), vec![0, 10, 1, 2]);
     }
 
     #[tokio::test]
