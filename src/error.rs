@@ -43,6 +43,11 @@ pub mod code {
     pub const PERSISTED_QUERY_NOT_FOUND: &str = "PERSISTED_QUERY_NOT_FOUND";
     /// An APQ version other than 1.
     pub const PERSISTED_QUERY_NOT_SUPPORTED: &str = "PERSISTED_QUERY_NOT_SUPPORTED";
+    /// An address another account has verified.
+    pub const EMAIL_TAKEN: &str = "EMAIL_TAKEN";
+    /// A verification or reset token or code that cannot be used; `extensions.reason`
+    /// says why.
+    pub const INVALID_EMAIL_TOKEN: &str = "INVALID_EMAIL_TOKEN";
     /// The HTTP request is not a GraphQL request the server can read.
     pub const BAD_REQUEST: &str = "BAD_REQUEST";
 }
@@ -67,10 +72,38 @@ impl RefreshFailure {
     }
 }
 
+/// Why an email token or code was refused; sent as `extensions.reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmailTokenFailure {
+    /// No such token, or a wrong code.
+    NotFound,
+    /// Past its lifetime, or superseded by a newer message.
+    Expired,
+    /// Already used once.
+    Used,
+    /// The code's wrong tries are spent; ask for a new message.
+    TooManyAttempts,
+}
+
+impl EmailTokenFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotFound => "NOT_FOUND",
+            Self::Expired => "EXPIRED",
+            Self::Used => "USED",
+            Self::TooManyAttempts => "TOO_MANY_ATTEMPTS",
+        }
+    }
+}
+
 /// `Clone` because async-graphql clones a resolver's error into the response; the
 /// internal causes are shared, not copied.
 #[derive(Clone)]
 pub enum AppError {
+    /// `EMAIL_TAKEN`: another account has verified the address.
+    EmailTaken,
+    /// `INVALID_EMAIL_TOKEN` with `extensions.reason`.
+    InvalidEmailToken(EmailTokenFailure),
     /// `UNAUTHENTICATED`: no usable access token on a protected field. The reason is
     /// for the log only; the client learns nothing about which check failed.
     Unauthenticated(&'static str),
@@ -117,6 +150,8 @@ impl AppError {
     /// The stable code sent in `extensions.code`.
     pub fn code(&self) -> &'static str {
         match self {
+            Self::EmailTaken => code::EMAIL_TAKEN,
+            Self::InvalidEmailToken(_) => code::INVALID_EMAIL_TOKEN,
             Self::Unauthenticated(_) => code::UNAUTHENTICATED,
             Self::InvalidCredentials => code::INVALID_CREDENTIALS,
             Self::InvalidRefreshToken(_) => code::INVALID_REFRESH_TOKEN,
@@ -134,6 +169,8 @@ impl AppError {
     /// ours and name no internals.
     pub fn public_message(&self) -> String {
         match self {
+            Self::EmailTaken => "This email address belongs to another account".into(),
+            Self::InvalidEmailToken(_) => "This link or code cannot be used; ask for a new message".into(),
             Self::Unauthenticated(_) => "Authentication required: send a valid access token".into(),
             Self::InvalidCredentials => "Invalid username or password".into(),
             Self::InvalidRefreshToken(_) => "Invalid refresh token".into(),
@@ -154,6 +191,7 @@ impl fmt::Debug for AppError {
         match self {
             Self::Unauthenticated(reason) => write!(f, "UNAUTHENTICATED ({reason})"),
             Self::InvalidRefreshToken(reason) => write!(f, "INVALID_REFRESH_TOKEN ({})", reason.as_str()),
+            Self::InvalidEmailToken(reason) => write!(f, "INVALID_EMAIL_TOKEN ({})", reason.as_str()),
             Self::BadUserInput { field, message } => write!(f, "BAD_USER_INPUT ({field}: {message})"),
             Self::Unavailable(e) | Self::Internal(e) => write!(f, "{}: {e:#}", self.code()),
             other => f.write_str(other.code()),
@@ -173,6 +211,7 @@ impl From<AppError> for async_graphql::Error {
             ext.set("code", err.code());
             match &err {
                 AppError::InvalidRefreshToken(reason) => ext.set("reason", reason.as_str()),
+                AppError::InvalidEmailToken(reason) => ext.set("reason", reason.as_str()),
                 AppError::BadUserInput { field, .. } => ext.set("field", *field),
                 AppError::RateLimited { retry_after_secs } | AppError::Busy { retry_after_secs } => {
                     ext.set("retryAfter", *retry_after_secs)

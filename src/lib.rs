@@ -2,7 +2,8 @@
 //!
 //! Request flow, one module per layer:
 //! `http` (router, middleware, bearer token) → `graphql` (thin resolvers, guard) →
-//! `auth` and `users` (rules, transactions) → `db` (Diesel schema, models, queries) →
+//! `auth` and `users` (rules, transactions) → `mail` (tokens, messages, the outbox and
+//! its sender) → `db` (Diesel schema, models, queries) →
 //! PostgreSQL, either the one in `DATABASE_URL` or a private cluster started by
 //! `embedded_postgres`. `server` wires them together for the binary.
 
@@ -15,6 +16,7 @@ pub mod embedded_postgres;
 pub mod error;
 pub mod graphql;
 pub mod http;
+pub mod mail;
 pub mod maintenance;
 pub mod net;
 pub mod secret;

@@ -10,11 +10,14 @@ use crate::{auth::rate_limit::RateLimits, config::Config, db, db::DbPool};
 pub struct PruneReport {
     pub sessions: usize,
     pub rate_limit_events: usize,
+    /// Email tokens that ended, and outbox rows sent or abandoned (bodies already gone).
+    pub mail: usize,
 }
 
 /// Deletes what no rule needs any more: sessions ended longer than SESSION_RETENTION
 /// ago (their refresh tokens go with them), rate-limit events older than the
-/// longest window, and sign-in networks unused for 90 days (counted with the events).
+/// longest window, sign-in networks unused for 90 days (counted with the events), and
+/// email tokens and outbox rows that ended longer than SESSION_RETENTION ago.
 pub async fn prune(pool: &DbPool, config: &Config) -> anyhow::Result<PruneReport> {
     let mut conn = pool.get().await?;
     let cutoff = Utc::now() - config.session_retention;
@@ -23,7 +26,9 @@ pub async fn prune(pool: &DbPool, config: &Config) -> anyhow::Result<PruneReport
     let mut rate_limit_events = db::rate_limit_events::prune(&mut conn, window).await?;
     let known_cutoff = Utc::now() - crate::auth::rate_limit::KNOWN_NETWORK_RETENTION;
     rate_limit_events += db::signin_addresses::prune(&mut conn, known_cutoff).await?;
-    Ok(PruneReport { sessions, rate_limit_events })
+    let mail = db::email_tokens::delete_ended_before(&mut conn, cutoff).await?
+        + db::outbox::delete_finished_before(&mut conn, cutoff).await?;
+    Ok(PruneReport { sessions, rate_limit_events, mail })
 }
 
 /// The server's pruning loop: every ten minutes, quietly retrying on failure.
@@ -32,8 +37,8 @@ pub async fn prune_periodically(pool: DbPool, config: Config) {
     loop {
         tick.tick().await;
         match prune(&pool, &config).await {
-            Ok(r) if r.sessions + r.rate_limit_events > 0 => {
-                tracing::info!(sessions = r.sessions, rate_limit_events = r.rate_limit_events, "pruned")
+            Ok(r) if r.sessions + r.rate_limit_events + r.mail > 0 => {
+                tracing::info!(sessions = r.sessions, rate_limit_events = r.rate_limit_events, mail = r.mail, "pruned")
             }
             Ok(_) => {}
             Err(err) => tracing::warn!(error = format!("{err:#}"), "pruning failed"),

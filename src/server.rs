@@ -11,7 +11,7 @@ use crate::{
     config::{Cli, Command, Config},
     db,
     embedded_postgres::{self, EmbeddedPostgres},
-    graphql, http, maintenance, secret, telemetry,
+    graphql, http, mail, maintenance, secret, telemetry,
 };
 
 /// Name of the application database on the embedded cluster.
@@ -145,6 +145,14 @@ async fn serve(config: Config, database: &Database) -> anyhow::Result<()> {
     }
     tracing::info!("listening on http://{}/graphql", listener.local_addr()?);
     let pruner = tokio::spawn(maintenance::prune_periodically(pool.clone(), state.config.clone()));
+    let sender = if state.config.email.enabled {
+        let transport = mail::transport::Transport::new(&state.config.email, &state.config.data_dir)?;
+        tracing::info!("mail: {}", transport.describe());
+        Some(tokio::spawn(mail::outbox::run(state.auth.mail.clone(), pool.clone(), transport, stop_rx.clone())))
+    } else {
+        tracing::info!("mail: off (EMAIL_ENABLED=false)");
+        None
+    };
     let server = http::serve::serve(listener, router, connection_limits, async move {
         shutdown_signal().await;
         tracing::info!("shutting down: finishing requests in flight");
@@ -159,6 +167,11 @@ async fn serve(config: Config, database: &Database) -> anyhow::Result<()> {
         () = deadline => tracing::warn!(?shutdown_timeout, "SHUTDOWN_TIMEOUT reached with requests still in flight"),
     }
     pruner.abort();
+    if let Some(sender) = sender {
+        // It stops between messages; one in the middle of an SMTP conversation is
+        // given a moment, and is otherwise sent again after its lease.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), sender).await;
+    }
     pool.close();
     tracing::info!("stopped");
     Ok(())

@@ -9,8 +9,13 @@ use super::{
     sessions,
 };
 use crate::{
-    db::{self, models::NewUser, sessions::EndReason},
+    db::{
+        self,
+        models::{NewUser, Purpose},
+        sessions::EndReason,
+    },
     error::{AppError, AppResult},
+    mail::message::Content,
     users::validate,
 };
 
@@ -18,6 +23,8 @@ pub struct SignupInput {
     pub name: String,
     pub username: String,
     pub password: SecretString,
+    /// Optional; a verification message goes to it.
+    pub email: Option<String>,
 }
 
 /// `signup`: creates the account and its first session in one transaction.
@@ -25,9 +32,20 @@ pub async fn signup(auth: &Auth, input: SignupInput, client: &Client) -> AppResu
     let name = validate::name(&input.name)?;
     let username = validate::username(&input.username)?;
     validate::password("password", &input.password)?;
+    let email = match input.email.as_deref().map(str::trim).filter(|e| !e.is_empty()) {
+        Some(address) => Some(super::email::usable_address(auth, "email", address)?),
+        None => None,
+    };
     {
         let mut conn = auth.pool.get().await?;
         auth.rate_limits.take_signup(&mut conn, client.ip).await?;
+        if let Some(address) = &email {
+            // Signing up with someone else's address sends them a message too.
+            auth.rate_limits.take_email(&mut conn, address, client.ip).await?;
+            if db::users::find_by_verified_email(&mut conn, address).await?.is_some() {
+                return Err(AppError::EmailTaken);
+            }
+        }
     }
     let network = auth.rate_limits.network(client.ip);
     let password_hash = auth.hasher.hash(Ticket::new(Lane::Signup, network), &input.password).await?;
@@ -37,16 +55,21 @@ pub async fn signup(auth: &Auth, input: SignupInput, client: &Client) -> AppResu
     let policy = &auth.sessions;
     let (user, session, token) = conn
         .transaction::<_, AppError, _>(async |conn| {
-            let user = db::users::insert(conn, NewUser { name: &name, username, password_hash: &password_hash })
-                .await
-                .map_err(|e| match db::unique_violation(&e) {
-                    Some("users_username_lower_key") => AppError::UsernameTaken,
-                    _ => e.into(),
-                })?;
+            let new = NewUser { name: &name, username, password_hash: &password_hash, email: email.as_deref() };
+            let user = db::users::insert(conn, new).await.map_err(|e| match db::unique_violation(&e) {
+                Some("users_username_lower_key") => AppError::UsernameTaken,
+                _ => e.into(),
+            })?;
+            if let Some(address) = &email {
+                auth.mail.queue_token(conn, user.id, Purpose::VerifyEmail, address).await?;
+            }
             let (session, token) = sessions::open(conn, policy, user.id, user_agent).await?;
             Ok((user, session, token))
         })
         .await?;
+    if email.is_some() {
+        auth.mail.wake();
+    }
     sessions::grant(auth, user, session.id, token)
 }
 
@@ -107,17 +130,12 @@ async fn forgiven(auth: &Auth, attempt: super::rate_limit::Attempt, err: AppErro
     err
 }
 
-/// `changePassword`: needs the current password; ends every other session.
-pub async fn change_password(
-    auth: &Auth,
-    caller: &Caller,
-    current: &SecretString,
-    new: &SecretString,
-) -> AppResult<()> {
+/// Checks the caller's current password, counted against the account's limit (a
+/// stolen access token must not buy unlimited guesses) and forgiven when right.
+pub(super) async fn verify_current_password(auth: &Auth, caller: &Caller, current: &SecretString) -> AppResult<()> {
     let user_id = caller.user.id;
     let (stored, attempt) = {
         let mut conn = auth.pool.get().await?;
-        // A stolen access token must not buy unlimited guesses at the password.
         let attempt = auth.rate_limits.take_password_check(&mut conn, user_id).await?;
         (db::users::password_hash(&mut conn, user_id).await?, attempt)
     };
@@ -127,14 +145,24 @@ pub async fn change_password(
         Ok(false) => return Err(AppError::InvalidCredentials),
         Err(err) => return Err(forgiven(auth, attempt, err).await),
     }
-    {
-        let mut conn = auth.pool.get().await?;
-        auth.rate_limits.forgive(&mut conn, &attempt).await?;
-    }
+    let mut conn = auth.pool.get().await?;
+    auth.rate_limits.forgive(&mut conn, &attempt).await
+}
+
+/// `changePassword`: needs the current password; ends every other session.
+pub async fn change_password(
+    auth: &Auth,
+    caller: &Caller,
+    current: &SecretString,
+    new: &SecretString,
+) -> AppResult<()> {
+    let user_id = caller.user.id;
+    verify_current_password(auth, caller, current).await?;
     validate::password("newPassword", new)?;
     if new.expose_secret() == current.expose_secret() {
         return Err(AppError::bad_input("newPassword", "The new password must differ from the current one"));
     }
+    let ticket = Ticket { lane: Lane::Account, requester: Requester::Account(user_id) };
     let hash = auth.hasher.hash(ticket, new).await?;
     let keep = caller.session_id;
     let mut conn = auth.pool.get().await?;
@@ -144,7 +172,12 @@ pub async fn change_password(
         // Networks that knew the old password are strangers again.
         let account = super::rate_limit::account_key(&caller.user.username);
         db::signin_addresses::forget_account(conn, &account).await?;
+        if let Some(address) = caller.user.verified_email().filter(|_| auth.mail.enabled) {
+            auth.mail.queue_notice(conn, address, Content::PasswordChanged).await?;
+        }
         Ok(())
     })
-    .await
+    .await?;
+    auth.mail.wake();
+    Ok(())
 }

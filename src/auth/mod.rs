@@ -4,17 +4,19 @@
 //! - `refresh_token`: opaque refresh tokens, their hashes and successors.
 //! - `password`: argon2id off the runtime.
 //! - `credentials`: signup, signin, changePassword.
+//! - `email`: verification, password reset and change of address, by emailed link or code.
 //! - `sessions`: opening, refreshing (rotation, reuse detection) and ending sessions.
 
 pub mod access_token;
 pub mod credentials;
+pub mod email;
 pub mod network;
 pub mod password;
 pub mod rate_limit;
 pub mod refresh_token;
 pub mod sessions;
 
-use std::net::IpAddr;
+use std::{net::IpAddr, sync::Arc};
 
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::OnceCell;
@@ -27,6 +29,7 @@ use crate::{
         models::User,
     },
     error::{AppError, AppResult},
+    mail::Mail,
     secret::Keys,
 };
 use access_token::{AccessTokens, Claims};
@@ -36,7 +39,7 @@ use refresh_token::ChainKey;
 use sessions::SessionPolicy;
 
 /// What the authentication flows work with: the pool, the signing keys, the hashing
-/// queue, the session policy and the brute-force limits. Built once at start; the flows
+/// queue, the session policy, the brute-force limits and the mail settings. Built once at start; the flows
 /// take it rather than the whole application state.
 pub struct Auth {
     pub pool: DbPool,
@@ -44,6 +47,8 @@ pub struct Auth {
     pub hasher: PasswordHasher,
     pub sessions: SessionPolicy,
     pub rate_limits: RateLimits,
+    /// Shared with the outbox's sender.
+    pub mail: Arc<Mail>,
 }
 
 impl Auth {
@@ -66,7 +71,8 @@ impl Auth {
             reuse_interval: config.refresh_reuse_interval,
         };
         let rate_limits = RateLimits::from_config(config);
-        Ok(Self { pool, tokens, hasher, sessions, rate_limits })
+        let mail = Arc::new(Mail::new(&config.email, keys)?);
+        Ok(Self { pool, tokens, hasher, sessions, rate_limits, mail })
     }
 }
 
@@ -90,6 +96,9 @@ impl Caller {
 pub struct RequestAuth {
     token: Option<Result<Claims, &'static str>>,
     caller: OnceCell<Caller>,
+    /// The account this request just signed in (signup, signin, refresh, reset): its
+    /// payload may show the account's private fields though no bearer token came.
+    granted: std::sync::OnceLock<UserId>,
     pub client: Client,
 }
 
@@ -108,12 +117,27 @@ pub struct Client {
 
 impl RequestAuth {
     pub fn new(token: Option<Result<Claims, &'static str>>, client: Client) -> Self {
-        Self { token, caller: OnceCell::new(), client }
+        Self { token, caller: OnceCell::new(), granted: std::sync::OnceLock::new(), client }
     }
 
     /// A request with no credentials.
     pub fn anonymous() -> Self {
         Self::new(None, Client::default())
+    }
+
+    /// Records that this request signed `user` in (see `granted`).
+    pub fn grant(&self, user: UserId) {
+        let _ = self.granted.set(user);
+    }
+
+    /// The account this request signed in, if it did.
+    pub fn granted(&self) -> Option<UserId> {
+        self.granted.get().copied()
+    }
+
+    /// Whether the request carried an access token at all (valid or not).
+    pub fn has_token(&self) -> bool {
+        self.token.is_some()
     }
 
     /// The caller's user id, if a protected field already established it.

@@ -37,6 +37,9 @@ const SIGNIN_ACCOUNT_ADDRESS: &str = "signin_account_address";
 const SIGNIN_IP: &str = "signin_ip";
 const SIGNUP_IP: &str = "signup_ip";
 const PASSWORD_ACCOUNT: &str = "password_account";
+const EMAIL_ADDRESS: &str = "email_address";
+const EMAIL_IP: &str = "email_ip";
+const EMAIL_CODE_IP: &str = "email_code_ip";
 
 /// How long a network stays known to an account without another sign-in from it.
 pub const KNOWN_NETWORK_RETENTION: Duration = Duration::from_secs(90 * 86_400);
@@ -50,6 +53,9 @@ pub struct RateLimits {
     pub signups_per_ip: u32,
     pub signup_window: Duration,
     pub ipv6_prefix: u8,
+    pub emails_per_address: u32,
+    pub emails_per_ip: u32,
+    pub email_window: Duration,
 }
 
 /// An attempt taken from the counters; forgiven if it turns out not to be a failure.
@@ -70,12 +76,15 @@ impl RateLimits {
             signups_per_ip: config.signups_per_ip,
             signup_window: config.signup_window,
             ipv6_prefix: config.rate_limit_ipv6_prefix,
+            emails_per_address: config.email.per_address,
+            emails_per_ip: config.email.per_ip,
+            email_window: config.email.window,
         }
     }
 
     /// The longest window: events older than this count nowhere.
     pub fn longest_window(&self) -> Duration {
-        self.failure_window.max(self.signup_window)
+        self.failure_window.max(self.signup_window).max(self.email_window)
     }
 
     /// The network a client address is counted in.
@@ -151,6 +160,37 @@ impl RateLimits {
         let key = network.to_string();
         let counter = Counter { bucket: SIGNUP_IP, key: &key, limit: self.signups_per_ip, window: self.signup_window };
         take(conn, &[counter]).await.map(drop)
+    }
+}
+
+impl RateLimits {
+    /// Counts a message asked for `address` from `ip` (a reset, a verification, a
+    /// change of address), refusing it when either is over its limit. Counted whether
+    /// or not an account has the address, so the limit tells nothing either.
+    pub async fn take_email(&self, conn: &mut AsyncPgConnection, address: &str, ip: Option<IpAddr>) -> AppResult<()> {
+        // Validated before (at most 254 characters), compared in any case.
+        let address = address.to_lowercase();
+        let network = self.network(ip).map(|n| n.to_string());
+        let window = self.email_window;
+        let mut counters =
+            vec![Counter { bucket: EMAIL_ADDRESS, key: &address, limit: self.emails_per_address, window }];
+        if let Some(network) = &network {
+            counters.push(Counter { bucket: EMAIL_IP, key: network, limit: self.emails_per_ip, window });
+        }
+        take(conn, &counters).await.map(drop)
+    }
+
+    /// Takes a try of an emailed code from `ip`; forgiven when the code was right. The
+    /// code's own count of wrong tries stops guessing at one message; this one stops a
+    /// client guessing across many.
+    pub async fn take_code_check(&self, conn: &mut AsyncPgConnection, ip: Option<IpAddr>) -> AppResult<Attempt> {
+        let Some(network) = self.network(ip).map(|n| n.to_string()) else {
+            return Ok(Attempt { events: Vec::new(), known: None });
+        };
+        let counter =
+            Counter { bucket: EMAIL_CODE_IP, key: &network, limit: self.emails_per_ip, window: self.email_window };
+        let events = take(conn, &[counter]).await?;
+        Ok(Attempt { events, known: None })
     }
 }
 

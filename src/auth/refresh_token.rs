@@ -12,7 +12,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use secrecy::{ExposeSecret, SecretBox, SecretString};
 use sha2::Sha256;
 
-use crate::db::refresh_tokens::HashedToken;
+use crate::db::ids::HashedToken;
 
 /// Length of a token's text: 32 bytes in unpadded base64url.
 pub const TOKEN_LEN: usize = 43;

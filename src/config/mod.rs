@@ -7,10 +7,12 @@
 //!
 //! - `cli`: the command line's shape (subcommands and their arguments);
 //! - this file: the settings, one field per variable, and what follows from them;
+//! - `email`: the email group (delivery, links, lifetimes, limits);
 //! - `validate`: the checks clap's types cannot make;
 //! - `values`: the parsers of durations, secrets, origins and address blocks.
 
 mod cli;
+mod email;
 mod validate;
 mod values;
 
@@ -21,6 +23,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 pub use crate::net::IpBlocks;
 pub use cli::{Cli, Command, RoleArg, SessionsCommand, UsersCommand};
+pub use email::EmailConfig;
 pub use validate::ConfigError;
 pub use values::{Origins, decode_seed, parse_duration};
 
@@ -275,6 +278,9 @@ pub struct Config {
     /// start to what the open-files limit allows.
     #[arg(long, env = "HTTP_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub http_max_connections: usize,
+
+    #[command(flatten)]
+    pub email: EmailConfig,
 
     /// Log filter, e.g. `info` or `authgraph=debug,tower_http=info`.
     #[arg(long, env = "RUST_LOG", default_value = "info")]

@@ -105,6 +105,38 @@ impl Config {
             }
             _ => {}
         }
+        self.validate_email()
+    }
+
+    fn validate_email(&self) -> Result<(), ConfigError> {
+        let err = |var: &'static str, msg: String| Err(ConfigError { var, msg });
+        let email = &self.email;
+        if email.enabled && email.smtp_url.is_none() && self.is_production() {
+            return err(
+                "SMTP_URL",
+                "is required in production while EMAIL_ENABLED (messages carry reset links and codes)".into(),
+            );
+        }
+        for (var, template) in [("EMAIL_VERIFY_URL", &email.verify_url), ("PASSWORD_RESET_URL", &email.reset_url)] {
+            if !template.contains("{token}") {
+                return err(var, "must contain {token}".into());
+            }
+        }
+        if email.reset_ttl > Duration::from_secs(3600) || email.reset_ttl < Duration::from_secs(60) {
+            return err("PASSWORD_RESET_TTL", "must be between 1m and 1h".into());
+        }
+        if email.verify_ttl < Duration::from_secs(60) {
+            return err("EMAIL_VERIFY_TTL", "must be at least 1m".into());
+        }
+        if email.code_attempts == 0 {
+            return err("EMAIL_CODE_ATTEMPTS", "must be at least 1".into());
+        }
+        if email.mail_from.parse::<lettre::message::Mailbox>().is_err() {
+            return err(
+                "MAIL_FROM",
+                format!("{:?} is not an address like Example <no-reply@example.com>", email.mail_from),
+            );
+        }
         Ok(())
     }
 }
@@ -141,6 +173,8 @@ mod tests {
         config.refresh_token_key = Some("short".to_owned().into());
         assert_eq!(config.validate().unwrap_err().var, "REFRESH_TOKEN_KEY");
         config.refresh_token_key = Some("r".repeat(32).into());
+        assert_eq!(config.validate().unwrap_err().var, "SMTP_URL", "email needs a mail server in production");
+        config.email.smtp_url = Some("smtp://mail.internal:587".to_owned().into());
         config.validate().unwrap();
     }
 
@@ -155,6 +189,7 @@ mod tests {
         assert_eq!(config.validate().unwrap_err().var, "JWT_SIGNING_KEY");
         config.jwt_signing_key = Some("A".repeat(43).into());
         config.refresh_token_key = Some("r".repeat(32).into());
+        config.email.enabled = false;
         config.validate().unwrap();
     }
 

@@ -72,3 +72,20 @@ uuid_id!(
     /// A signed-in device (`sessions.id`, a token's `sid`).
     SessionId
 );
+
+/// The SHA-256 of a secret token (a refresh token, an email link token): what is
+/// stored and looked up, never the token itself. A type of its own, so a token's text cannot be passed where its hash is
+/// meant (which would store or search the secret).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct HashedToken([u8; 32]);
+
+impl HashedToken {
+    pub fn of(token: &str) -> Self {
+        use sha2::Digest;
+        Self(sha2::Sha256::digest(token.as_bytes()).into())
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}

@@ -4,9 +4,11 @@
 //! run several of them in one transaction. Diesel with diesel-async talks to
 //! PostgreSQL through tokio-postgres: no libpq at build or run time.
 
+pub mod email_tokens;
 mod errors;
 pub mod ids;
 pub mod models;
+pub mod outbox;
 pub mod rate_limit_events;
 pub mod refresh_tokens;
 pub mod schema;

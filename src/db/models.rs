@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::{
     ids::{SessionId, UserId},
-    schema::{refresh_tokens, sessions, users},
+    schema::{email_tokens, outbox, refresh_tokens, sessions, users},
 };
 
 /// What an account may do. Only an operator's CLI can make an account ADMIN.
@@ -68,6 +68,17 @@ pub struct User {
     pub role: Role,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// As typed at signup or change; compared case-insensitively.
+    pub email: Option<String>,
+    pub email_verified_at: Option<DateTime<Utc>>,
+}
+
+impl User {
+    /// The address, if it has been verified: the only one mail of the account's
+    /// secrets (resets, notices) may go to.
+    pub fn verified_email(&self) -> Option<&str> {
+        self.email.as_deref().filter(|_| self.email_verified_at.is_some())
+    }
 }
 
 #[derive(Insertable)]
@@ -76,6 +87,7 @@ pub struct NewUser<'a> {
     pub name: &'a str,
     pub username: &'a str,
     pub password_hash: &'a str,
+    pub email: Option<&'a str>,
 }
 
 /// Changes to an account; `None` leaves a column as it is.
@@ -128,4 +140,88 @@ pub struct NewRefreshToken<'a> {
     pub token_hash: &'a [u8],
     pub parent_id: Option<Uuid>,
     pub expires_at: DateTime<Utc>,
+}
+
+/// What an email token is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, AsExpression, FromSqlRow)]
+#[diesel(sql_type = Text)]
+pub enum Purpose {
+    VerifyEmail,
+    ResetPassword,
+}
+
+impl Purpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Purpose::VerifyEmail => "VERIFY_EMAIL",
+            Purpose::ResetPassword => "RESET_PASSWORD",
+        }
+    }
+}
+
+impl ToSql<Text, Pg> for Purpose {
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
+        <str as ToSql<Text, Pg>>::to_sql(self.as_str(), out)
+    }
+}
+
+impl FromSql<Text, Pg> for Purpose {
+    fn from_sql(bytes: PgValue<'_>) -> deserialize::Result<Self> {
+        match <String as FromSql<Text, Pg>>::from_sql(bytes)?.as_str() {
+            "VERIFY_EMAIL" => Ok(Purpose::VerifyEmail),
+            "RESET_PASSWORD" => Ok(Purpose::ResetPassword),
+            other => Err(format!("unknown email token purpose {other:?}").into()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = email_tokens, check_for_backend(Pg))]
+pub struct EmailToken {
+    pub id: Uuid,
+    pub user_id: UserId,
+    pub purpose: Purpose,
+    /// The address the message went to: for a verification, the address it verifies.
+    pub email: String,
+    pub code_hash: Vec<u8>,
+    pub attempts: i32,
+    pub expires_at: DateTime<Utc>,
+    pub used_at: Option<DateTime<Utc>>,
+    pub superseded_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = email_tokens)]
+pub struct NewEmailToken<'a> {
+    pub user_id: UserId,
+    pub purpose: Purpose,
+    pub email: &'a str,
+    pub token_hash: &'a [u8],
+    pub code_hash: &'a [u8],
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A row of the outbox as a sender claims it.
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable)]
+#[diesel(table_name = outbox, check_for_backend(Pg))]
+pub struct OutboxRow {
+    pub id: i64,
+    pub kind: String,
+    pub recipient: String,
+    pub subject: Option<String>,
+    pub text_body: Option<String>,
+    pub html_body: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub attempts: i32,
+}
+
+/// A message ready to send.
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = outbox)]
+pub struct NewMessage {
+    pub kind: &'static str,
+    pub recipient: String,
+    pub subject: Option<String>,
+    pub text_body: Option<String>,
+    pub html_body: Option<String>,
 }

@@ -6,26 +6,10 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use super::{
+    ids::HashedToken,
     models::{NewRefreshToken, RefreshToken},
     schema::refresh_tokens,
 };
-
-/// The SHA-256 of a refresh token: what is stored and looked up, never the token
-/// itself. A type of its own, so a token's text cannot be passed where its hash is
-/// meant (which would store or search the secret).
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct HashedToken([u8; 32]);
-
-impl HashedToken {
-    pub fn of(token: &str) -> Self {
-        use sha2::Digest;
-        Self(sha2::Sha256::digest(token.as_bytes()).into())
-    }
-
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.0
-    }
-}
 
 pub async fn insert(conn: &mut AsyncPgConnection, new: NewRefreshToken<'_>) -> QueryResult<RefreshToken> {
     diesel::insert_into(refresh_tokens::table)

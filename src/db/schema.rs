@@ -2,6 +2,39 @@
 // Do not edit: change a migration, then run that test with UPDATE_SNAPSHOTS=1.
 
 diesel::table! {
+    email_tokens (id) {
+        id -> Uuid,
+        user_id -> Uuid,
+        purpose -> Text,
+        email -> Text,
+        token_hash -> Bytea,
+        code_hash -> Bytea,
+        attempts -> Int4,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        used_at -> Nullable<Timestamptz>,
+        superseded_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    outbox (id) {
+        id -> Int8,
+        kind -> Text,
+        recipient -> Text,
+        subject -> Nullable<Text>,
+        text_body -> Nullable<Text>,
+        html_body -> Nullable<Text>,
+        created_at -> Timestamptz,
+        next_attempt_at -> Timestamptz,
+        attempts -> Int4,
+        last_error -> Nullable<Text>,
+        sent_at -> Nullable<Timestamptz>,
+        abandoned_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
     rate_limit_events (id) {
         id -> Int8,
         bucket -> Text,
@@ -60,13 +93,18 @@ diesel::table! {
         role -> Text,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        email -> Nullable<Text>,
+        email_verified_at -> Nullable<Timestamptz>,
     }
 }
 
+diesel::joinable!(email_tokens -> users (user_id));
 diesel::joinable!(refresh_tokens -> sessions (session_id));
 diesel::joinable!(sessions -> users (user_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
+    email_tokens,
+    outbox,
     rate_limit_events,
     refresh_tokens,
     sessions,

@@ -16,6 +16,8 @@ pub enum EndReason {
     Logout,
     Reuse,
     PasswordChanged,
+    /// `resetPassword` ended every session of the account.
+    PasswordReset,
     /// An operator's `authgraph users revoke-sessions`.
     Admin,
 }
@@ -26,6 +28,7 @@ impl EndReason {
             Self::Logout => "LOGOUT",
             Self::Reuse => "REUSE",
             Self::PasswordChanged => "PASSWORD_CHANGED",
+            Self::PasswordReset => "PASSWORD_RESET",
             Self::Admin => "ADMIN",
         }
     }

@@ -11,6 +11,10 @@ use super::{
 };
 
 diesel::define_sql_function!(fn lower(x: diesel::sql_types::Text) -> diesel::sql_types::Text);
+diesel::define_sql_function! {
+    #[sql_name = "lower"]
+    fn lower_nullable(x: diesel::sql_types::Nullable<diesel::sql_types::Text>) -> diesel::sql_types::Nullable<diesel::sql_types::Text>;
+}
 
 pub async fn insert(conn: &mut AsyncPgConnection, new: NewUser<'_>) -> QueryResult<User> {
     diesel::insert_into(users::table).values(new).returning(User::as_returning()).get_result(conn).await
@@ -120,4 +124,24 @@ pub async fn find_by_username(conn: &mut AsyncPgConnection, username: &str) -> Q
 /// Every account, oldest first (the admin listing).
 pub async fn all(conn: &mut AsyncPgConnection) -> QueryResult<Vec<User>> {
     users::table.select(User::as_select()).order((users::created_at.asc(), users::id.asc())).load(conn).await
+}
+
+/// The account that has verified `address` (in any case), if any.
+pub async fn find_by_verified_email(conn: &mut AsyncPgConnection, address: &str) -> QueryResult<Option<User>> {
+    users::table
+        .filter(lower_nullable(users::email).eq(address.to_lowercase()))
+        .filter(users::email_verified_at.is_not_null())
+        .select(User::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// Sets the account's address and marks it verified. A unique violation on
+/// `users_verified_email_key` means another account verified it first.
+pub async fn set_verified_email(conn: &mut AsyncPgConnection, id: UserId, address: &str) -> QueryResult<usize> {
+    diesel::update(users::table.find(id))
+        .set((users::email.eq(address), users::email_verified_at.eq(now), users::updated_at.eq(now)))
+        .execute(conn)
+        .await
 }

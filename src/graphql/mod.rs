@@ -74,6 +74,23 @@ fn auth_of<'a>(ctx: &Context<'a>) -> &'a Auth {
     &state(ctx).auth
 }
 
+/// Whether the caller may see the private fields of account `owner`: its owner (also
+/// in the payload of the request that just signed it in), or an ADMIN. Anonymous requests get `false` without a database query; a request with a
+/// token pays the session check once, shared with every other field.
+async fn may_see_private(ctx: &Context<'_>, owner: crate::db::ids::UserId) -> bool {
+    let auth = request_auth(ctx);
+    if auth.granted() == Some(owner) {
+        return true;
+    }
+    if !auth.has_token() {
+        return false;
+    }
+    match auth.caller(&auth_of(ctx).pool).await {
+        Ok(caller) => caller.user.id == owner || caller.is_admin(),
+        Err(_) => false,
+    }
+}
+
 /// The authenticated caller of a protected field (see `RequestAuth::caller`).
 async fn caller<'a>(ctx: &Context<'a>) -> AppResult<&'a Caller> {
     request_auth(ctx).caller(&auth_of(ctx).pool).await

@@ -4,7 +4,10 @@ use super::{
     auth_of, caller, cookie,
     guard::Authenticated,
     request_auth, state,
-    types::{AuthPayload, ChangePasswordInput, LogoutScopeValue, SigninInput, SignupInput, UpdateUserInput, secret},
+    types::{
+        AuthPayload, ChangeEmailInput, ChangePasswordInput, LogoutScopeValue, ResetPasswordInput, SigninInput,
+        SignupInput, UpdateUserInput, VerifyEmailInput, secret,
+    },
 };
 use crate::{
     auth::{self, credentials, sessions::LogoutScope},
@@ -20,6 +23,10 @@ pub struct MutationRoot;
 /// Hands a grant to the client: in cookie mode the refresh token goes into the
 /// HttpOnly cookie and the payload's `refreshToken` is null.
 fn deliver(ctx: &Context<'_>, grant: auth::Grant) -> AuthPayload {
+    // Only on a request's own RequestAuth, never on the shared anonymous one.
+    if let Some(auth) = ctx.data_opt::<std::sync::Arc<crate::auth::RequestAuth>>() {
+        auth.grant(grant.user.id);
+    }
     let config = &state(ctx).config;
     if config.refresh_token_cookie {
         let value = cookie::set(&grant.refresh_token, config.refresh_token_ttl, config.is_production());
@@ -32,8 +39,12 @@ fn deliver(ctx: &Context<'_>, grant: auth::Grant) -> AuthPayload {
 impl MutationRoot {
     /// Public. Creates the account and its first session.
     async fn signup(&self, ctx: &Context<'_>, input: SignupInput) -> AppResult<AuthPayload> {
-        let input =
-            credentials::SignupInput { name: input.name, username: input.username, password: secret(input.password) };
+        let input = credentials::SignupInput {
+            name: input.name,
+            username: input.username,
+            password: secret(input.password),
+            email: input.email,
+        };
         Ok(deliver(ctx, credentials::signup(auth_of(ctx), input, &request_auth(ctx).client).await?))
     }
 
@@ -97,6 +108,54 @@ impl MutationRoot {
     async fn delete_user(&self, ctx: &Context<'_>, id: ID) -> AppResult<bool> {
         let caller = caller(ctx).await?;
         users::delete(&auth_of(ctx).pool, &caller.user, &id).await?;
+        Ok(true)
+    }
+
+    /// Public. If an account has this verified address, sends it a reset link and code.
+    /// Always true: the answer never tells whether such an account exists.
+    async fn request_password_reset(&self, ctx: &Context<'_>, email: String) -> AppResult<bool> {
+        auth::email::request_password_reset(auth_of(ctx), &email, &request_auth(ctx).client).await?;
+        Ok(true)
+    }
+
+    /// Public. Sets a new password with a token, or an address and code, from
+    /// requestPasswordReset. Ends every session of the account and opens a new one.
+    async fn reset_password(&self, ctx: &Context<'_>, input: ResetPasswordInput) -> AppResult<AuthPayload> {
+        let input = auth::email::ResetInput {
+            token: input.token,
+            email: input.email,
+            code: input.code,
+            new_password: secret(input.new_password),
+        };
+        Ok(deliver(ctx, auth::email::reset_password(auth_of(ctx), input, &request_auth(ctx).client).await?))
+    }
+
+    /// Protected. Sends a fresh verification message to the caller's unverified address.
+    #[graphql(guard = "Authenticated")]
+    async fn request_email_verification(&self, ctx: &Context<'_>) -> AppResult<bool> {
+        let caller = caller(ctx).await?;
+        auth::email::request_verification(auth_of(ctx), caller, &request_auth(ctx).client).await?;
+        Ok(true)
+    }
+
+    /// Public with a link token; protected with a code. Marks the address verified.
+    async fn verify_email(&self, ctx: &Context<'_>, input: VerifyEmailInput) -> AppResult<bool> {
+        // Only a code needs the session: a link works signed out, whatever token rides along.
+        let caller = if input.code.is_some() { Some(caller(ctx).await?) } else { None };
+        let client = &request_auth(ctx).client;
+        auth::email::verify_email(auth_of(ctx), input.token.as_deref(), input.code.as_deref(), caller, client).await?;
+        Ok(true)
+    }
+
+    /// Protected. Needs the current password. The new address gets a verification
+    /// message and the old one a notice; the change takes effect when the new address
+    /// is verified.
+    #[graphql(guard = "Authenticated")]
+    async fn change_email(&self, ctx: &Context<'_>, input: ChangeEmailInput) -> AppResult<bool> {
+        let caller = caller(ctx).await?;
+        let password = secret(input.current_password);
+        let client = &request_auth(ctx).client;
+        auth::email::change_email(auth_of(ctx), caller, &password, &input.new_email, client).await?;
         Ok(true)
     }
 }

@@ -8,7 +8,7 @@ use crate::{
     },
 };
 use async_graphql::{
-    Enum, ID, InputObject, InputValueError, InputValueResult, Object, Scalar, ScalarType, SimpleObject, Value,
+    Context, Enum, ID, InputObject, InputValueError, InputValueResult, Object, Scalar, ScalarType, SimpleObject, Value,
 };
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
@@ -79,6 +79,18 @@ impl User {
     }
     async fn updated_at(&self) -> DateTimeUtc {
         DateTimeUtc(self.updated_at)
+    }
+    /// The account's email address. Null unless the caller is this user or an ADMIN.
+    async fn email(&self, ctx: &Context<'_>) -> Option<&str> {
+        if super::may_see_private(ctx, self.id).await { self.email.as_deref() } else { None }
+    }
+    /// Whether `email` was confirmed. Null when `email` is null for the caller.
+    async fn email_verified(&self, ctx: &Context<'_>) -> Option<bool> {
+        if self.email.is_some() && super::may_see_private(ctx, self.id).await {
+            Some(self.email_verified_at.is_some())
+        } else {
+            None
+        }
     }
 }
 
@@ -161,6 +173,32 @@ pub struct SignupInput {
     pub name: String,
     pub username: String,
     pub password: String,
+    /// Optional. When given, a verification message is sent to it.
+    pub email: Option<String>,
+}
+
+#[derive(InputObject)]
+pub struct VerifyEmailInput {
+    /// The token from the verification link (works signed out).
+    pub token: Option<String>,
+    /// Or the 6-digit code from the same message (needs the account's bearer token).
+    pub code: Option<String>,
+}
+
+#[derive(InputObject)]
+pub struct ResetPasswordInput {
+    /// The token from the reset link.
+    pub token: Option<String>,
+    /// Or the address and the 6-digit code from the same message.
+    pub email: Option<String>,
+    pub code: Option<String>,
+    pub new_password: String,
+}
+
+#[derive(InputObject)]
+pub struct ChangeEmailInput {
+    pub current_password: String,
+    pub new_email: String,
 }
 
 #[derive(InputObject)]

@@ -68,6 +68,24 @@ pub fn password(field: &'static str, password: &SecretString) -> AppResult<()> {
     Ok(())
 }
 
+/// An email address as people type them: trimmed, at most 254 characters, one `@`
+/// with a local part of at most 64 and a domain with a dot, nothing invisible. Stored
+/// as typed; compared in any case. `field` is the input that carried it.
+pub fn email(field: &'static str, address: &str) -> AppResult<String> {
+    let address = address.trim();
+    let bad = || AppError::bad_input(field, "Enter an email address like ada@example.com");
+    if address.len() > 254 || address.chars().any(|c| c.is_control() || c.is_whitespace() || is_invisible_format(c)) {
+        return Err(bad());
+    }
+    let (local, domain) = address.rsplit_once('@').ok_or_else(bad)?;
+    if local.is_empty() || local.len() > 64 || !domain.contains('.') || domain.starts_with('.') || domain.ends_with('.')
+    {
+        return Err(bad());
+    }
+    address.parse::<lettre::Address>().map_err(|_| bad())?;
+    Ok(address.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,5 +134,17 @@ mod tests {
         assert_eq!(field(password("newPassword", &pw(&"x".repeat(129))).unwrap_err()), "newPassword");
         assert_eq!(field(password("password", &pw("PASSWORD1")).unwrap_err()), "password");
         assert_eq!(field(password("password", &pw("iloveyou")).unwrap_err()), "password");
+    }
+
+    #[test]
+    fn email_addresses_are_checked_and_kept_as_typed() {
+        assert_eq!(super::email("email", "  Ada.Lovelace@Example.com ").unwrap(), "Ada.Lovelace@Example.com");
+        for bad in
+            ["ada", "ada@", "@example.com", "ada@localhost", "a da@example.com", "ada@exa\u{200B}mple.com", "ada@.com"]
+        {
+            assert!(super::email("email", bad).is_err(), "{bad:?}");
+        }
+        let long = format!("{}@example.com", "a".repeat(65));
+        assert!(super::email("email", &long).is_err());
     }
 }

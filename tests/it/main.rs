@@ -7,6 +7,7 @@ mod accounts;
 mod auth_flow;
 mod brute_force;
 mod cookies;
+mod email;
 mod exhaustion;
 mod exhaustion_http;
 mod foundation;

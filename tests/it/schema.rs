@@ -48,26 +48,59 @@ fn the_binary_prints_the_same_schema() {
     assert_eq!(String::from_utf8(out.stdout).unwrap(), authgraph::graphql::sdl());
 }
 
-/// Our copy of the contract is the shared one, where the shared folder is present.
+/// The contracts the schema keeps: the core, and one file per capability built since
+/// (`tests/contracts/`, copies of the shared `contracts/` files).
+fn contracts() -> Vec<std::path::PathBuf> {
+    let mut files = vec![root().join("tests/contract.graphql")];
+    let mut capabilities: Vec<_> = std::fs::read_dir(root().join("tests/contracts"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "graphql"))
+        .collect();
+    capabilities.sort();
+    assert!(!capabilities.is_empty(), "tests/contracts/ holds the capabilities' contracts");
+    files.extend(capabilities);
+    files
+}
+
+/// Our copies of the contracts are the shared ones, where the shared folder is present.
 #[test]
 fn the_contract_copy_is_current() {
-    let ours = std::fs::read_to_string(root().join("tests/contract.graphql")).unwrap();
-    let shared = root().join("../shared/contract.graphql");
-    if let Ok(theirs) = std::fs::read_to_string(&shared) {
-        assert_eq!(ours, theirs, "tests/contract.graphql differs from {}", shared.display());
+    for ours in contracts() {
+        let relative = ours.strip_prefix(root().join("tests")).unwrap().to_owned();
+        let shared = root().join("../shared").join(&relative);
+        if let Ok(theirs) = std::fs::read_to_string(&shared) {
+            let text = std::fs::read_to_string(&ours).unwrap();
+            assert_eq!(text, theirs, "tests/{} differs from {}", relative.display(), shared.display());
+        }
     }
 }
 
 /// Every type, field, argument, default and enum value of the contract is in our
 /// schema with the same type. Ours may add descriptions, types, output fields, and
 /// optional (nullable) arguments and input fields; nothing else.
+/// An `extend type` is checked for the members it adds.
 #[test]
 fn schema_keeps_the_contract() {
-    let contract =
-        index(&parse_schema(std::fs::read_to_string(root().join("tests/contract.graphql")).unwrap()).unwrap());
     let ours = index(&parse_schema(authgraph::graphql::sdl()).unwrap());
     let mut problems = Vec::new();
-    for (name, theirs) in &contract {
+    for file in contracts() {
+        let contract = index(&parse_schema(std::fs::read_to_string(&file).unwrap()).unwrap());
+        let before = problems.len();
+        check_contract(&contract, &ours, &mut problems);
+        for problem in &mut problems[before..] {
+            *problem = format!("{}: {problem}", file.file_name().unwrap().to_string_lossy());
+        }
+    }
+    assert!(problems.is_empty(), "schema breaks the contract:\n{}", problems.join("\n"));
+}
+
+fn check_contract(
+    contract: &BTreeMap<String, TypeShape>,
+    ours: &BTreeMap<String, TypeShape>,
+    problems: &mut Vec<String>,
+) {
+    for (name, theirs) in contract {
         let Some(mine) = ours.get(name) else {
             problems.push(format!("missing type {name}"));
             continue;
@@ -97,7 +130,8 @@ fn schema_keeps_the_contract() {
                 }
             }
         }
-        for (member, actual) in mine.members.iter().filter(|(m, _)| !theirs.members.contains_key(*m)) {
+        let added = mine.members.iter().filter(|(m, _)| !theirs.members.contains_key(*m) && !theirs.extends);
+        for (member, actual) in added {
             match theirs.kind {
                 "enum" => problems.push(format!("{name}.{member} is a new enum value")),
                 "input" if actual.ty.ends_with('!') => {
@@ -107,11 +141,12 @@ fn schema_keeps_the_contract() {
             }
         }
     }
-    assert!(problems.is_empty(), "schema breaks the contract:\n{}", problems.join("\n"));
 }
 
 struct TypeShape {
     kind: &'static str,
+    /// `extend type …`: only its own members are the contract's.
+    extends: bool,
     members: BTreeMap<String, Member>,
 }
 
@@ -160,7 +195,7 @@ fn index(doc: &ServiceDocument) -> BTreeMap<String, TypeShape> {
             TypeKind::Interface(_) => ("interface", BTreeMap::new()),
             TypeKind::Union(_) => ("union", BTreeMap::new()),
         };
-        out.insert(ty.name.node.to_string(), TypeShape { kind, members });
+        out.insert(ty.name.node.to_string(), TypeShape { kind, members, extends: ty.extend });
     }
     out
 }

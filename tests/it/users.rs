@@ -16,9 +16,12 @@ async fn seed(app: &TestApp, n: usize) -> Vec<String> {
     let mut ids = Vec::new();
     for i in 0..n {
         let username = format!("user{i:03}");
-        let user = db::users::insert(&mut conn, NewUser { name: "Seed", username: &username, password_hash: "x" })
-            .await
-            .unwrap();
+        let user = db::users::insert(
+            &mut conn,
+            NewUser { name: "Seed", username: &username, password_hash: "x", email: None },
+        )
+        .await
+        .unwrap();
         ids.push(user.id.to_string());
     }
     ids

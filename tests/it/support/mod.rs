@@ -10,6 +10,7 @@
 
 pub mod process;
 mod request;
+pub mod smtp;
 
 pub use request::Gql;
 
@@ -141,7 +142,44 @@ pub fn test_config(database_url: &str) -> Config {
     config.refresh_token_key = Some(SecretString::from(REFRESH_KEY));
     config.database_url = Some(SecretString::from(database_url.to_owned()));
     config.database_pool_size = 10;
+    // Mail is off unless a test gives it an SMTP server (`mail_to`).
+    config.email.enabled = false;
     config
+}
+
+/// The configuration of an app that sends mail to `smtp`.
+pub fn mail_to(smtp: &smtp::SmtpServer) -> impl FnOnce(&mut Config) {
+    let url = smtp.url();
+    move |c: &mut Config| {
+        c.email.enabled = true;
+        c.email.smtp_url = Some(SecretString::from(url));
+        c.email.mail_from = "Acme <no-reply@acme.test>".into();
+        c.email.app_name = "Acme".into();
+        c.email.verify_url = "https://app.acme.test/verify?token={token}".into();
+        c.email.reset_url = "https://app.acme.test/reset?token={token}".into();
+    }
+}
+
+/// A running outbox sender; stopped when dropped.
+pub struct Sender {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Sender {
+    /// Stops it and waits until it has.
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
 }
 
 /// The real router over a fresh database.
@@ -179,6 +217,20 @@ impl TestApp {
         let state = AppState::new(config, &keys, pool).unwrap();
         let router = http::app(state.clone());
         Self { state, router, database_url, database }
+    }
+
+    /// Starts the outbox sender of this app, as the server does at start.
+    pub fn start_sender(&self) -> Sender {
+        let config = &self.state.config;
+        let transport = authgraph::mail::transport::Transport::new(&config.email, &config.data_dir).unwrap();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(authgraph::mail::outbox::run(
+            self.state.auth.mail.clone(),
+            self.state.auth.pool.clone(),
+            transport,
+            stopped,
+        ));
+        Sender { stop, task: Some(task) }
     }
 
     /// Sends any request through the router.

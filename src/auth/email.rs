@@ -1,0 +1,298 @@
+//! The flows of emailed links and codes: password reset, verification of an address,
+//! change of address.
+//!
+//! A link token is looked up by its hash; a code by the account (the signed-in
+//! caller's, or the account that verified the given address) and then compared by
+//! its MAC, each try counted on the token first (`EMAIL_CODE_ATTEMPTS`), in a
+//! transaction of its own that commits whether the code was right or not. A token is
+//! used in the same transaction as the change it allows, after re-checking it there,
+//! so two requests with one token change the account once.
+
+use diesel_async::{AsyncConnection, AsyncPgConnection};
+use secrecy::SecretString;
+
+use super::{
+    Auth, Caller, Client, Grant,
+    credentials::verify_current_password,
+    password::{Lane, Requester, Ticket},
+    sessions,
+};
+use crate::{
+    db::{
+        self,
+        ids::UserId,
+        models::{EmailToken, Purpose},
+        sessions::EndReason,
+    },
+    error::{AppError, AppResult, EmailTokenFailure},
+    mail::{message::Content, secret},
+    users::validate,
+};
+
+/// The address in `field`, if mail is on and the address is well-formed.
+pub(super) fn usable_address(auth: &Auth, field: &'static str, address: &str) -> AppResult<String> {
+    if !auth.mail.enabled {
+        return Err(AppError::bad_input(field, "Email is switched off on this server"));
+    }
+    validate::email(field, address)
+}
+
+fn refused(reason: EmailTokenFailure) -> AppError {
+    AppError::InvalidEmailToken(reason)
+}
+
+/// Why a token cannot be used now, if it cannot.
+fn unusable(token: &EmailToken, expired: bool) -> Option<EmailTokenFailure> {
+    if token.used_at.is_some() {
+        Some(EmailTokenFailure::Used)
+    } else if token.superseded_at.is_some() || expired {
+        Some(EmailTokenFailure::Expired)
+    } else {
+        None
+    }
+}
+
+/// The live token of `purpose` a link token names, locked.
+async fn by_link(conn: &mut AsyncPgConnection, purpose: Purpose, token: &str) -> AppResult<EmailToken> {
+    if !secret::is_token(token) {
+        return Err(refused(EmailTokenFailure::NotFound));
+    }
+    match db::email_tokens::lock_by_hash(conn, &secret::hash_token(token)).await? {
+        Some((row, expired)) if row.purpose == purpose => match unusable(&row, expired) {
+            Some(reason) => Err(refused(reason)),
+            None => Ok(row),
+        },
+        _ => Err(refused(EmailTokenFailure::NotFound)),
+    }
+}
+
+/// The account's latest token of `purpose`, if `code` is its code. The try is counted
+/// in a transaction that commits whatever the outcome.
+async fn by_code(auth: &Auth, user_id: UserId, purpose: Purpose, code: &str) -> AppResult<EmailToken> {
+    if !secret::is_code(code) {
+        return Err(refused(EmailTokenFailure::NotFound));
+    }
+    let max = i32::try_from(auth.mail.code_attempts).unwrap_or(i32::MAX);
+    let key = &auth.mail.code_key;
+    let mut conn = auth.pool.get().await?;
+    let checked = conn
+        .transaction::<_, AppError, _>(async |conn| {
+            let Some((row, expired)) = db::email_tokens::lock_latest(conn, user_id, purpose).await? else {
+                return Ok(Err(EmailTokenFailure::NotFound));
+            };
+            if let Some(reason) = unusable(&row, expired) {
+                return Ok(Err(reason));
+            }
+            if row.attempts >= max {
+                return Ok(Err(EmailTokenFailure::TooManyAttempts));
+            }
+            let attempts = db::email_tokens::count_attempt(conn, row.id).await?;
+            if key.verify(user_id, purpose, code, &row.code_hash) {
+                Ok(Ok(row))
+            } else if attempts >= max {
+                Ok(Err(EmailTokenFailure::TooManyAttempts))
+            } else {
+                Ok(Err(EmailTokenFailure::NotFound))
+            }
+        })
+        .await?;
+    checked.map_err(refused)
+}
+
+/// Inside the transaction that acts on it: the token again, locked, still unused.
+async fn relock(conn: &mut AsyncPgConnection, token: &EmailToken) -> AppResult<()> {
+    match db::email_tokens::lock_latest(conn, token.user_id, token.purpose).await? {
+        Some((row, expired)) if row.id == token.id => match unusable(&row, expired) {
+            Some(reason) => Err(refused(reason)),
+            None => Ok(()),
+        },
+        // A newer message superseded it meanwhile.
+        _ => Err(refused(EmailTokenFailure::Expired)),
+    }
+}
+
+/// `requestPasswordReset`: always `Ok` for a well-formed address within the limits.
+/// The request writes one outbox row naming the address, whatever the address; the
+/// sender looks the account up later (see `mail::outbox`).
+pub async fn request_password_reset(auth: &Auth, address: &str, client: &Client) -> AppResult<()> {
+    let address = usable_address(auth, "email", address)?;
+    let mut conn = auth.pool.get().await?;
+    auth.rate_limits.take_email(&mut conn, &address, client.ip).await?;
+    auth.mail.queue_reset_request(&mut conn, &address).await?;
+    auth.mail.wake();
+    Ok(())
+}
+
+/// What `resetPassword` was given.
+pub struct ResetInput {
+    pub token: Option<String>,
+    pub email: Option<String>,
+    pub code: Option<String>,
+    pub new_password: SecretString,
+}
+
+/// `resetPassword`: a new password from a link token, or an address and its code.
+/// Ends every session of the account, marks the address verified (the message reached
+/// it), and opens a new session.
+pub async fn reset_password(auth: &Auth, input: ResetInput, client: &Client) -> AppResult<Grant> {
+    validate::password("newPassword", &input.new_password)?;
+    let token = match (input.token.as_deref(), input.email.as_deref(), input.code.as_deref()) {
+        (Some(token), None, None) => {
+            let mut conn = auth.pool.get().await?;
+            conn.transaction::<_, AppError, _>(async |conn| by_link(conn, Purpose::ResetPassword, token).await).await?
+        }
+        (None, Some(address), Some(code)) => {
+            let address = validate::email("email", address)?;
+            let mut conn = auth.pool.get().await?;
+            let attempt = auth.rate_limits.take_code_check(&mut conn, client.ip).await?;
+            let user = db::users::find_by_verified_email(&mut conn, &address).await?;
+            drop(conn);
+            let Some(user) = user else { return Err(refused(EmailTokenFailure::NotFound)) };
+            let token = by_code(auth, user.id, Purpose::ResetPassword, code).await?;
+            let mut conn = auth.pool.get().await?;
+            auth.rate_limits.forgive(&mut conn, &attempt).await?;
+            token
+        }
+        _ => {
+            return Err(AppError::bad_input(
+                "token",
+                "Send either the link's token, or the email address and the code",
+            ));
+        }
+    };
+    let user_id = token.user_id;
+    let ticket = Ticket { lane: Lane::Account, requester: Requester::Account(user_id) };
+    let hash = auth.hasher.hash(ticket, &input.new_password).await?;
+    let policy = &auth.sessions;
+    let user_agent = client.user_agent.as_deref();
+    let mut conn = auth.pool.get().await?;
+    let (user, session, refresh) = conn
+        .transaction::<_, AppError, _>(async |conn| {
+            relock(conn, &token).await?;
+            db::email_tokens::mark_used(conn, token.id).await?;
+            db::users::set_password_hash(conn, user_id, &hash).await?;
+            verify_address(conn, user_id, &token.email).await?;
+            db::sessions::end_all(conn, user_id, None, EndReason::PasswordReset).await?;
+            let user = db::users::find(conn, user_id).await?.ok_or(AppError::NotFound)?;
+            db::signin_addresses::forget_account(conn, &super::rate_limit::account_key(&user.username)).await?;
+            auth.mail.queue_notice(conn, &token.email, Content::PasswordChanged).await?;
+            let (session, refresh) = sessions::open(conn, policy, user_id, user_agent).await?;
+            Ok((user, session, refresh))
+        })
+        .await?;
+    auth.mail.wake();
+    sessions::grant(auth, user, session.id, refresh)
+}
+
+/// Sets `address` as the account's verified address; `EMAIL_TAKEN` if another
+/// account verified it first (the unique index decides).
+async fn verify_address(conn: &mut AsyncPgConnection, user_id: UserId, address: &str) -> AppResult<()> {
+    db::users::set_verified_email(conn, user_id, address).await.map_err(|e| match db::unique_violation(&e) {
+        Some("users_verified_email_key") => AppError::EmailTaken,
+        _ => e.into(),
+    })?;
+    Ok(())
+}
+
+/// `requestEmailVerification`: a fresh message to the address waiting to be verified:
+/// a pending new address if a change was asked for, else the account's unverified one.
+pub async fn request_verification(auth: &Auth, caller: &Caller, client: &Client) -> AppResult<()> {
+    if !auth.mail.enabled {
+        return Err(AppError::bad_input("email", "Email is switched off on this server"));
+    }
+    let user = &caller.user;
+    let mut conn = auth.pool.get().await?;
+    // The latest verification not yet used names the address waiting for it (a new
+    // one after changeEmail), even once its token has expired.
+    let pending = match db::email_tokens::lock_latest(&mut conn, user.id, Purpose::VerifyEmail).await? {
+        Some((row, _)) if row.used_at.is_none() => Some(row.email),
+        _ => None,
+    };
+    let target = match (pending, &user.email, user.email_verified_at) {
+        (Some(pending), _, _) if user.email.as_deref().is_none_or(|e| !e.eq_ignore_ascii_case(&pending)) => pending,
+        (_, Some(address), None) => address.clone(),
+        (_, Some(_), Some(_)) => return Err(AppError::bad_input("email", "The address is already verified")),
+        (_, None, _) => return Err(AppError::bad_input("email", "The account has no email address")),
+    };
+    auth.rate_limits.take_email(&mut conn, &target, client.ip).await?;
+    conn.transaction::<_, AppError, _>(async |conn| {
+        auth.mail.queue_token(conn, user.id, Purpose::VerifyEmail, &target).await?;
+        Ok(())
+    })
+    .await?;
+    auth.mail.wake();
+    Ok(())
+}
+
+/// `verifyEmail`: by the link's token (no session needed), or by the code for the
+/// signed-in caller.
+pub async fn verify_email(
+    auth: &Auth,
+    token: Option<&str>,
+    code: Option<&str>,
+    caller: Option<&Caller>,
+    client: &Client,
+) -> AppResult<()> {
+    let mut conn = auth.pool.get().await?;
+    match (token, code) {
+        (Some(token), None) => {
+            conn.transaction::<_, AppError, _>(async |conn| {
+                let row = by_link(conn, Purpose::VerifyEmail, token).await?;
+                db::email_tokens::mark_used(conn, row.id).await?;
+                verify_address(conn, row.user_id, &row.email).await
+            })
+            .await
+        }
+        (None, Some(code)) => {
+            let caller = caller.ok_or(AppError::Unauthenticated("a code needs the account's bearer token"))?;
+            let attempt = auth.rate_limits.take_code_check(&mut conn, client.ip).await?;
+            drop(conn);
+            let row = by_code(auth, caller.user.id, Purpose::VerifyEmail, code).await?;
+            let mut conn = auth.pool.get().await?;
+            auth.rate_limits.forgive(&mut conn, &attempt).await?;
+            conn.transaction::<_, AppError, _>(async |conn| {
+                relock(conn, &row).await?;
+                db::email_tokens::mark_used(conn, row.id).await?;
+                verify_address(conn, row.user_id, &row.email).await
+            })
+            .await
+        }
+        _ => Err(AppError::bad_input("token", "Send either the link's token or the code")),
+    }
+}
+
+/// `changeEmail`: needs the current password. The new address gets a verification
+/// message and the old verified one a notice; `users.email` changes only when the new
+/// address is verified.
+pub async fn change_email(
+    auth: &Auth,
+    caller: &Caller,
+    current_password: &SecretString,
+    new_email: &str,
+    client: &Client,
+) -> AppResult<()> {
+    let new_email = usable_address(auth, "newEmail", new_email)?;
+    let user = &caller.user;
+    if user.verified_email().is_some_and(|e| e.eq_ignore_ascii_case(&new_email)) {
+        return Err(AppError::bad_input("newEmail", "This is already the account's address"));
+    }
+    {
+        let mut conn = auth.pool.get().await?;
+        auth.rate_limits.take_email(&mut conn, &new_email, client.ip).await?;
+    }
+    verify_current_password(auth, caller, current_password).await?;
+    let mut conn = auth.pool.get().await?;
+    if db::users::find_by_verified_email(&mut conn, &new_email).await?.is_some_and(|other| other.id != user.id) {
+        return Err(AppError::EmailTaken);
+    }
+    conn.transaction::<_, AppError, _>(async |conn| {
+        auth.mail.queue_token(conn, user.id, Purpose::VerifyEmail, &new_email).await?;
+        if let Some(old) = user.verified_email() {
+            auth.mail.queue_notice(conn, old, Content::EmailChanging { new_address: &new_email }).await?;
+        }
+        Ok(())
+    })
+    .await?;
+    auth.mail.wake();
+    Ok(())
+}
