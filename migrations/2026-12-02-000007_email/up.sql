@@ -30,10 +30,11 @@ CREATE UNIQUE INDEX email_tokens_live_key ON email_tokens (user_id, purpose)
 
 -- The transactional outbox: a message row is written in the same transaction as its
 -- token, and senders on every instance claim due rows with FOR UPDATE SKIP LOCKED and
--- a lease (`next_attempt_at` moved ahead), so no row is sent by two at once. A
--- 'RESET_REQUEST' row carries only an address: the sender looks the account up, so the
--- request does the same work whether or not the address has an account. Bodies hold
--- tokens, so they are deleted once the row is sent or abandoned.
+-- a lease (`leased_until`), so no row is sent by two at once; a row whose lease ran out
+-- (its sender died) is due again. A 'RESET_REQUEST' row carries only an address: the
+-- sender looks the account up, so the request does the same work whether or not the
+-- address has an account. Bodies hold tokens, so they are deleted once the row is sent
+-- or abandoned.
 CREATE TABLE outbox (
     id              bigserial   PRIMARY KEY,
     kind            text        NOT NULL CONSTRAINT outbox_kind_check CHECK (kind IN ('MESSAGE', 'RESET_REQUEST')),
@@ -43,6 +44,7 @@ CREATE TABLE outbox (
     html_body       text,
     created_at      timestamptz NOT NULL DEFAULT now(),
     next_attempt_at timestamptz NOT NULL DEFAULT now(),
+    leased_until    timestamptz,
     attempts        integer     NOT NULL DEFAULT 0,
     last_error      text,
     sent_at         timestamptz,

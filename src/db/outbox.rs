@@ -1,9 +1,9 @@
 //! Queries on `outbox`, the transactional outbox of messages.
 //!
-//! A sender claims due rows with `FOR UPDATE SKIP LOCKED` and moves their
-//! `next_attempt_at` ahead by a lease in the same statement, so the row is its own
-//! while it talks to the SMTP server, without a transaction held open across the
-//! network; another instance takes the row only once the lease has run out.
+//! A sender claims due rows with `FOR UPDATE SKIP LOCKED` and sets their
+//! `leased_until` in the same statement, so the row is its own while it talks to the
+//! SMTP server, without a transaction held open across the network; another instance
+//! takes the row only once the lease has run out.
 
 use std::time::Duration;
 
@@ -30,9 +30,10 @@ pub async fn insert(conn: &mut AsyncPgConnection, message: NewMessage) -> QueryR
 /// Claims up to `limit` due rows for `lease`, oldest due first.
 pub async fn claim(conn: &mut AsyncPgConnection, limit: i64, lease: Duration) -> QueryResult<Vec<OutboxRow>> {
     diesel::sql_query(
-        "UPDATE outbox SET next_attempt_at = now() + make_interval(secs => $1) \
+        "UPDATE outbox SET leased_until = now() + make_interval(secs => $1) \
          WHERE id IN (SELECT id FROM outbox \
                       WHERE sent_at IS NULL AND abandoned_at IS NULL AND next_attempt_at <= now() \
+                        AND (leased_until IS NULL OR leased_until <= now()) \
                       ORDER BY next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED) \
          RETURNING id, kind, recipient, subject, text_body, html_body, created_at, attempts",
     )
@@ -60,6 +61,7 @@ pub async fn mark_sent(conn: &mut AsyncPgConnection, id: i64) -> QueryResult<usi
     diesel::update(outbox::table.find(id))
         .set((
             outbox::sent_at.eq(now),
+            outbox::leased_until.eq(None::<chrono::DateTime<Utc>>),
             outbox::subject.eq(None::<String>),
             outbox::text_body.eq(None::<String>),
             outbox::html_body.eq(None::<String>),
@@ -72,7 +74,7 @@ pub async fn mark_sent(conn: &mut AsyncPgConnection, id: i64) -> QueryResult<usi
 /// A failed try: counted, and the next one not before `retry_in`.
 pub async fn mark_failed(conn: &mut AsyncPgConnection, id: i64, error: &str, retry_in: Duration) -> QueryResult<usize> {
     diesel::sql_query(
-        "UPDATE outbox SET attempts = attempts + 1, last_error = $2, \
+        "UPDATE outbox SET attempts = attempts + 1, last_error = $2, leased_until = NULL, \
          next_attempt_at = now() + make_interval(secs => $3) WHERE id = $1",
     )
     .bind::<BigInt, _>(id)
@@ -87,6 +89,7 @@ pub async fn abandon(conn: &mut AsyncPgConnection, id: i64, error: &str) -> Quer
     diesel::update(outbox::table.find(id))
         .set((
             outbox::abandoned_at.eq(now),
+            outbox::leased_until.eq(None::<chrono::DateTime<Utc>>),
             outbox::last_error.eq(error),
             outbox::subject.eq(None::<String>),
             outbox::text_body.eq(None::<String>),
@@ -94,6 +97,23 @@ pub async fn abandon(conn: &mut AsyncPgConnection, id: i64, error: &str) -> Quer
         ))
         .execute(conn)
         .await
+}
+
+/// The mail server took a message again: rows backing off after failed tries (and not
+/// leased by a sender) are due now rather than at their next backoff, so an outage's
+/// backlog drains as soon as the server is back. The number of rows made due.
+pub async fn retry_now(conn: &mut AsyncPgConnection) -> QueryResult<usize> {
+    diesel::update(
+        outbox::table
+            .filter(outbox::sent_at.is_null())
+            .filter(outbox::abandoned_at.is_null())
+            .filter(outbox::leased_until.is_null())
+            .filter(outbox::attempts.gt(0))
+            .filter(outbox::next_attempt_at.gt(now)),
+    )
+    .set(outbox::next_attempt_at.eq(now))
+    .execute(conn)
+    .await
 }
 
 /// What waits: rows not yet sent nor abandoned, those of them that failed at least

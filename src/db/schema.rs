@@ -27,6 +27,7 @@ diesel::table! {
         html_body -> Nullable<Text>,
         created_at -> Timestamptz,
         next_attempt_at -> Timestamptz,
+        leased_until -> Nullable<Timestamptz>,
         attempts -> Int4,
         last_error -> Nullable<Text>,
         sent_at -> Nullable<Timestamptz>,

@@ -3,11 +3,20 @@
 //! outcome: sent (body deleted), retried with backoff, or abandoned (body deleted)
 //! once `MAIL_GIVE_UP_AFTER` has passed or the server refused for good.
 //!
+//! After an outage, the first message that goes through makes every other failed one
+//! due at once (`db::outbox::retry_now`).
+//!
 //! Delivery is at least once: a message accepted by the SMTP server just before this
 //! instance dies is sent again when its lease runs out. Two live instances never send
 //! one row at the same time.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use chrono::Utc;
 use diesel_async::{AsyncConnection, AsyncPgConnection};
@@ -43,6 +52,8 @@ pub fn backoff(attempts: i32) -> Duration {
 pub async fn run(mail: Arc<Mail>, pool: DbPool, transport: Transport, mut stop: watch::Receiver<bool>) {
     let wake = mail.wake_handle();
     let transport = Arc::new(transport);
+    // Set by a failed try, cleared by the next success (which then retries the rest).
+    let failing = Arc::new(AtomicBool::new(false));
     loop {
         if *stop.borrow() {
             return;
@@ -75,9 +86,9 @@ pub async fn run(mail: Arc<Mail>, pool: DbPool, transport: Transport, mut stop: 
         // so one at a time would cap a sender near 20 messages a second.
         let mut batch = tokio::task::JoinSet::new();
         for row in rows {
-            let (mail, pool, transport) = (mail.clone(), pool.clone(), transport.clone());
+            let (mail, pool, transport, failing) = (mail.clone(), pool.clone(), transport.clone(), failing.clone());
             batch.spawn(async move {
-                if let Err(err) = deliver(&mail, &pool, &transport, row).await {
+                if let Err(err) = deliver(&mail, &pool, &transport, &failing, row).await {
                     tracing::warn!(error = format!("{err:#}"), "outbox: cannot record a delivery");
                 }
             });
@@ -96,7 +107,13 @@ async fn publish_backlog(conn: &mut AsyncPgConnection) {
 }
 
 /// One claimed row, to its outcome.
-async fn deliver(mail: &Mail, pool: &DbPool, transport: &Transport, row: OutboxRow) -> anyhow::Result<()> {
+async fn deliver(
+    mail: &Mail,
+    pool: &DbPool,
+    transport: &Transport,
+    failing: &AtomicBool,
+    row: OutboxRow,
+) -> anyhow::Result<()> {
     let mut conn = pool.get().await?;
     if row.created_at + mail.give_up_after < Utc::now() {
         tracing::warn!(id = row.id, attempts = row.attempts, "outbox: giving up on a message");
@@ -131,10 +148,20 @@ async fn deliver(mail: &Mail, pool: &DbPool, transport: &Transport, row: OutboxR
         Ok(()) => {
             db::outbox::mark_sent(&mut conn, row.id).await?;
             metrics::counter!("authgraph_mail_sent_total").increment(1);
+            if failing.swap(false, Ordering::Relaxed) {
+                // The server is back after failing this sender: the messages that
+                // failed meanwhile need not sit out their backoff.
+                let due = db::outbox::retry_now(&mut conn).await?;
+                if due > 0 {
+                    tracing::info!(due, "outbox: mail server reachable again, retrying at once");
+                    mail.wake();
+                }
+            }
             let latency = (Utc::now() - row.created_at).num_milliseconds().max(0) as f64 / 1000.0;
             metrics::histogram!("authgraph_mail_delivery_seconds").record(latency);
         }
         Err(SendError::Transient(error)) => {
+            failing.store(true, Ordering::Relaxed);
             let wait = backoff(row.attempts);
             tracing::warn!(id = row.id, attempts = row.attempts + 1, retry_in = ?wait, error, "outbox: send failed, will retry");
             metrics::counter!("authgraph_mail_failed_total").increment(1);

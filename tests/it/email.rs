@@ -413,3 +413,52 @@ async fn delivery_latency_from_request_to_smtp_acceptance() {
         latencies.last().unwrap()
     );
 }
+
+/// The SMTP server down for a minute while requests keep coming, then back: how long the
+/// requests took, and how long the backlog took to drain. A minute long, so run by hand:
+/// `cargo test --test it email::smtp_down_for_a_minute -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore]
+async fn smtp_down_for_a_minute() {
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = closed.local_addr().unwrap();
+    drop(closed);
+    let app = TestApp::with_config(|c| {
+        c.email.enabled = true;
+        c.email.smtp_url = Some(format!("smtp://{addr}").into());
+        c.email.per_address = 1000;
+        c.email.per_ip = 1000;
+        c.signups_per_ip = 1000;
+    })
+    .await;
+    let _sender = app.start_sender();
+    let down = std::time::Instant::now();
+    let mut took = Vec::new();
+    let mut i = 0;
+    while down.elapsed() < Duration::from_secs(60) {
+        let start = std::time::Instant::now();
+        signup_with(&app, &format!("user{i}"), &format!("user{i}@example.com")).await;
+        took.push(start.elapsed());
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    took.sort();
+    let mut conn = AsyncPgConnection::establish(&app.database_url).await.unwrap();
+    let tries = count(&mut conn, "SELECT coalesce(sum(attempts), 0)::bigint AS n FROM outbox").await;
+    eprintln!(
+        "SMTP down 60 s: {i} signups with an email, p50 {:?}, max {:?}; {tries} failed tries recorded",
+        took[took.len() / 2],
+        took.last().unwrap()
+    );
+    let smtp = SmtpServer::on(TcpListener::bind(addr).unwrap());
+    let back = std::time::Instant::now();
+    for n in 0..i {
+        smtp.wait_for(&format!("user{n}@example.com"), 1).await;
+    }
+    let waiting = count(&mut conn, "SELECT count(*) AS n FROM outbox WHERE sent_at IS NULL").await;
+    eprintln!(
+        "SMTP back: all {i} delivered {:?} later, {} messages in all, {waiting} still waiting",
+        back.elapsed(),
+        smtp.messages().len()
+    );
+}
