@@ -38,6 +38,11 @@ pub async fn users_command(pool: &DbPool, cmd: UsersCommand) -> anyhow::Result<(
             let user = users::set_role(pool, &username, role).await?;
             println!("{} is now {}", user.username, user.role.as_str());
         }
+        UsersCommand::SetEmail { username, address, verified } => {
+            let user = users::set_email(pool, &username, &address, verified).await?;
+            let state = if user.email_verified_at.is_some() { "verified" } else { "not verified" };
+            println!("{} now has {} ({state})", user.username, user.email.as_deref().unwrap_or_default());
+        }
         UsersCommand::RevokeSessions { username } => {
             let mut conn = pool.get().await?;
             let user = db::users::find_by_username(&mut conn, &username)
@@ -55,8 +60,8 @@ pub async fn sessions_command(pool: &DbPool, config: &Config, cmd: SessionsComma
         SessionsCommand::Prune => {
             let report = crate::maintenance::prune(pool, config).await?;
             println!(
-                "deleted {} ended sessions (with their refresh tokens) and {} rate-limit events",
-                report.sessions, report.rate_limit_events
+                "deleted {} ended sessions (with their refresh tokens), {} rate-limit events, and {} ended email tokens and outbox rows",
+                report.sessions, report.rate_limit_events, report.mail
             );
         }
     }

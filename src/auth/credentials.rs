@@ -5,6 +5,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::{
     Auth, Caller, Client, Grant,
+    check::{forgiven, verify_current_password},
     password::{Lane, Requester, Ticket},
     sessions,
 };
@@ -113,40 +114,6 @@ pub async fn signin(auth: &Auth, username: &str, password: &SecretString, client
         })
         .await?;
     sessions::grant(auth, user, session.id, token)
-}
-
-/// Forgives an attempt that checked nothing (the hashing queue refused it, or hashing
-/// failed), then hands back the error. A client told to retry later must not also
-/// have used up one of its guesses.
-async fn forgiven(auth: &Auth, attempt: super::rate_limit::Attempt, err: AppError) -> AppError {
-    match auth.pool.get().await {
-        Ok(mut conn) => {
-            if let Err(forgive) = auth.rate_limits.forgive(&mut conn, &attempt).await {
-                tracing::warn!(error = ?forgive, "could not forgive an attempt that checked nothing");
-            }
-        }
-        Err(pool) => tracing::warn!(error = ?AppError::from(pool), "could not forgive an attempt that checked nothing"),
-    }
-    err
-}
-
-/// Checks the caller's current password, counted against the account's limit (a
-/// stolen access token must not buy unlimited guesses) and forgiven when right.
-pub(super) async fn verify_current_password(auth: &Auth, caller: &Caller, current: &SecretString) -> AppResult<()> {
-    let user_id = caller.user.id;
-    let (stored, attempt) = {
-        let mut conn = auth.pool.get().await?;
-        let attempt = auth.rate_limits.take_password_check(&mut conn, user_id).await?;
-        (db::users::password_hash(&mut conn, user_id).await?, attempt)
-    };
-    let ticket = Ticket { lane: Lane::Account, requester: Requester::Account(user_id) };
-    match auth.hasher.verify(ticket, current, stored.as_deref()).await {
-        Ok(true) => {}
-        Ok(false) => return Err(AppError::InvalidCredentials),
-        Err(err) => return Err(forgiven(auth, attempt, err).await),
-    }
-    let mut conn = auth.pool.get().await?;
-    auth.rate_limits.forgive(&mut conn, &attempt).await
 }
 
 /// `changePassword`: needs the current password; ends every other session.

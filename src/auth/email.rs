@@ -13,7 +13,7 @@ use secrecy::SecretString;
 
 use super::{
     Auth, Caller, Client, Grant,
-    credentials::verify_current_password,
+    check::verify_current_password,
     password::{Lane, Requester, Ticket},
     sessions,
 };

@@ -4,10 +4,12 @@
 //! - `refresh_token`: opaque refresh tokens, their hashes and successors.
 //! - `password`: argon2id off the runtime.
 //! - `credentials`: signup, signin, changePassword.
+//! - `check`: the limited check of a password the caller already knows.
 //! - `email`: verification, password reset and change of address, by emailed link or code.
 //! - `sessions`: opening, refreshing (rotation, reuse detection) and ending sessions.
 
 pub mod access_token;
+pub mod check;
 pub mod credentials;
 pub mod email;
 pub mod network;

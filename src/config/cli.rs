@@ -34,9 +34,9 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum SessionsCommand {
-    /// Delete sessions (and their refresh tokens) that ended more than
-    /// SESSION_RETENTION ago, and rate-limit counts no window uses. The server also
-    /// does this every ten minutes.
+    /// Delete sessions (and their refresh tokens), email tokens and sent or abandoned
+    /// mail that ended more than SESSION_RETENTION ago, and rate-limit counts no window
+    /// uses. The server also does this every ten minutes.
     Prune,
 }
 
@@ -51,6 +51,15 @@ pub enum UsersCommand {
         username: String,
         #[arg(value_enum, ignore_case = true)]
         role: RoleArg,
+    },
+    /// Set an account's email address, unverified (a verification message is not sent:
+    /// the user asks for one) or, with --verified, verified at once. Refused when
+    /// another account has verified the address.
+    SetEmail {
+        username: String,
+        address: String,
+        #[arg(long)]
+        verified: bool,
     },
 }
 

@@ -145,3 +145,12 @@ pub async fn set_verified_email(conn: &mut AsyncPgConnection, id: UserId, addres
         .execute(conn)
         .await
 }
+
+/// Sets the account's address, verified now or not at all (the operator's command).
+pub async fn set_email(conn: &mut AsyncPgConnection, id: UserId, address: &str, verified: bool) -> QueryResult<usize> {
+    let verified_at = verified.then(Utc::now);
+    diesel::update(users::table.find(id))
+        .set((users::email.eq(address), users::email_verified_at.eq(verified_at), users::updated_at.eq(now)))
+        .execute(conn)
+        .await
+}

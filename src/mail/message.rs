@@ -53,6 +53,8 @@ fn escape(text: &str) -> String {
 
 const NOT_YOU: &str =
     "If this wasn't you, you can ignore this message: nothing changes until the link or code is used.";
+const NOT_YOU_EMAIL: &str = "If this wasn't you, reset your password from this address now: that ends every \
+     session, and the new address is never confirmed unless someone opens the message sent to it.";
 const NOT_YOU_CHANGED: &str =
     "If this wasn't you, reset your password now and check your account's sessions: someone may have your password.";
 
@@ -74,10 +76,11 @@ pub fn render(app: &str, content: &Content<'_>) -> Rendered {
             format!("Your {app} email address is being changed"),
             format!(
                 "Someone signed in to your {app} account asked to change its email address to {new_address}. \
-                 The change takes effect when the new address is confirmed."
+                 The change takes effect when the new address is confirmed; until then this address \
+                 stays the account's, and a password reset sent to it still works."
             ),
             None,
-            NOT_YOU_CHANGED,
+            NOT_YOU_EMAIL,
         ),
         Content::PasswordChanged => (
             format!("Your {app} password was changed"),

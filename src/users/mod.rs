@@ -124,3 +124,22 @@ pub async fn set_role(pool: &DbPool, username: &str, role: Role) -> anyhow::Resu
     let mut conn = pool.get().await?;
     db::users::set_role(&mut conn, username, role).await?.ok_or_else(|| anyhow::anyhow!("no user named {username:?}"))
 }
+
+/// The admin CLI's `users set-email`: the address, verified at once or not.
+pub async fn set_email(pool: &DbPool, username: &str, address: &str, verified: bool) -> anyhow::Result<User> {
+    let address = validate::email("address", address).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let mut conn = pool.get().await?;
+    let user = db::users::find_by_username(&mut conn, username)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no user named {username:?}"))?;
+    if let Some(other) = db::users::find_by_verified_email(&mut conn, &address).await?
+        && other.id != user.id
+    {
+        anyhow::bail!("{address} is the verified address of {}", other.username);
+    }
+    db::users::set_email(&mut conn, user.id, &address, verified).await.map_err(|e| match db::unique_violation(&e) {
+        Some("users_verified_email_key") => anyhow::anyhow!("{address} was just verified by another account"),
+        _ => e.into(),
+    })?;
+    db::users::find(&mut conn, user.id).await?.ok_or_else(|| anyhow::anyhow!("{username:?} was deleted"))
+}

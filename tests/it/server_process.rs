@@ -24,11 +24,23 @@ async fn the_binary_serves_restarts_with_its_data_and_leaves_no_postgres_behind(
         .gql(
             None,
             "mutation($i: SignupInput!) { signup(input: $i) { user { id } } }",
-            json!({ "i": { "name": "Ada", "username": "ada", "password": PASSWORD } }),
+            json!({ "i": { "name": "Ada", "username": "ada", "password": PASSWORD, "email": "ada@example.com" } }),
         )
         .await;
     assert!(signup["data"]["signup"]["user"]["id"].is_string(), "{signup}");
     assert!(pid_file.exists(), "the embedded cluster runs under DATA_DIR");
+
+    // Without SMTP_URL in development, the verification message is an .eml file only
+    // its owner can read.
+    let mail_dir = data_dir.join("mail");
+    let eml = || std::fs::read_dir(&mail_dir).ok().and_then(|mut d| d.next()).map(|e| e.unwrap().path());
+    wait_until("the verification message is written", Duration::from_secs(30), || eml().is_some());
+    let file = eml().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(std::fs::metadata(&mail_dir).unwrap().permissions().mode() & 0o777, 0o700);
+    let message = std::fs::read_to_string(&file).unwrap();
+    assert!(message.contains("To: ada@example.com") && message.contains("verify-email?token"), "{message}");
 
     // SIGTERM: graceful shutdown, exit 0, cluster stopped.
     let (status, _) = server.terminate();
@@ -42,6 +54,11 @@ async fn the_binary_serves_restarts_with_its_data_and_leaves_no_postgres_behind(
     let out = command(&data_dir).args(["users", "list"]).output().unwrap();
     let listing = String::from_utf8_lossy(&out.stdout);
     assert!(listing.contains("ada") && listing.contains("ADMIN") && listing.contains("1 accounts"), "{listing}");
+    let out = command(&data_dir).args(["users", "set-email", "ada", "Ada@New.example", "--verified"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ada now has Ada@New.example (verified)"), "{out:?}");
+    let out = command(&data_dir).args(["users", "set-email", "ada", "not an address"]).output().unwrap();
+    assert!(!out.status.success(), "a bad address is refused");
 
     // Second start: same data.
     let mut server = Server::start(&data_dir, &[]);
