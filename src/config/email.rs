@@ -16,9 +16,9 @@ pub struct EmailConfig {
     pub enabled: bool,
 
     /// Where mail goes: `smtp://user:pass@host:587` (STARTTLS when the server offers
-    /// it; add `?tls=required` to insist) or `smtps://user:pass@host:465`. Unset in
-    /// development: each message is written as an .eml file under DATA_DIR/mail/.
-    /// Required in production while EMAIL_ENABLED.
+    /// it; add `?tls=required` to insist, `?tls=none` for plain SMTP) or
+    /// `smtps://user:pass@host:465`. Unset in development: each message is written as
+    /// an .eml file under DATA_DIR/mail/. Required in production while EMAIL_ENABLED.
     #[arg(long, env = "SMTP_URL", value_parser = values::parse_secret, hide_env_values = true)]
     pub smtp_url: Option<SecretString>,
 

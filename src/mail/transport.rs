@@ -43,8 +43,15 @@ impl SendError {
 
 /// `SMTP_URL` with STARTTLS made opportunistic when the URL does not say: plain
 /// `smtp://` would otherwise never upgrade, even for a server that offers it.
+/// `?tls=none` asks for plain SMTP (a local catcher with a self-signed certificate).
 fn with_tls_default(url: &str) -> String {
     let Some(rest) = url.strip_prefix("smtp://") else { return url.to_owned() };
+    for none in ["?tls=none&", "&tls=none", "?tls=none"] {
+        if rest.contains(none) {
+            let replacement = if none.ends_with('&') { "?" } else { "" };
+            return url.replacen(none, replacement, 1);
+        }
+    }
     if rest.contains("tls=") {
         return url.to_owned();
     }
@@ -137,6 +144,8 @@ mod tests {
         assert_eq!(with_tls_default("smtp://u:p@mail:587"), "smtp://u:p@mail:587?tls=opportunistic");
         assert_eq!(with_tls_default("smtp://mail:25?tls=required"), "smtp://mail:25?tls=required");
         assert_eq!(with_tls_default("smtps://u:p@mail:465"), "smtps://u:p@mail:465");
+        assert_eq!(with_tls_default("smtp://localhost:1025?tls=none"), "smtp://localhost:1025");
+        assert_eq!(with_tls_default("smtp://localhost:1025?tls=none&x=1"), "smtp://localhost:1025?x=1");
     }
 
     #[test]
