@@ -171,7 +171,12 @@ pub async fn reset_password(auth: &Auth, input: ResetInput, client: &Client) -> 
             relock(conn, &token).await?;
             db::email_tokens::mark_used(conn, token.id).await?;
             db::users::set_password_hash(conn, user_id, &hash).await?;
-            verify_address(conn, user_id, &token.email).await?;
+            let before = db::users::find(conn, user_id).await?.ok_or(AppError::NotFound)?;
+            // The message reached the account's address, which is thereby verified; a
+            // reset sent to an address the account has since left changes no address.
+            if before.email.as_deref().is_some_and(|e| e.eq_ignore_ascii_case(&token.email)) {
+                verify_address(conn, user_id, &token.email).await?;
+            }
             db::sessions::end_all(conn, user_id, None, EndReason::PasswordReset).await?;
             let user = db::users::find(conn, user_id).await?.ok_or(AppError::NotFound)?;
             db::signin_addresses::forget_account(conn, &super::rate_limit::account_key(&user.username)).await?;
@@ -191,6 +196,18 @@ async fn verify_address(conn: &mut AsyncPgConnection, user_id: UserId, address: 
         Some("users_verified_email_key") => AppError::EmailTaken,
         _ => e.into(),
     })?;
+    Ok(())
+}
+
+/// `verifyEmail`'s change: the address becomes the verified one, and a reset message
+/// still live at a previous address stops working, since that address no longer
+/// speaks for the account.
+async fn adopt_address(conn: &mut AsyncPgConnection, row: &EmailToken) -> AppResult<()> {
+    let before = db::users::find(conn, row.user_id).await?.ok_or(AppError::NotFound)?;
+    verify_address(conn, row.user_id, &row.email).await?;
+    if !before.email.as_deref().is_some_and(|e| e.eq_ignore_ascii_case(&row.email)) {
+        db::email_tokens::supersede(conn, row.user_id, Purpose::ResetPassword).await?;
+    }
     Ok(())
 }
 
@@ -239,7 +256,7 @@ pub async fn verify_email(
             conn.transaction::<_, AppError, _>(async |conn| {
                 let row = by_link(conn, Purpose::VerifyEmail, token).await?;
                 db::email_tokens::mark_used(conn, row.id).await?;
-                verify_address(conn, row.user_id, &row.email).await
+                adopt_address(conn, &row).await
             })
             .await
         }
@@ -253,7 +270,7 @@ pub async fn verify_email(
             conn.transaction::<_, AppError, _>(async |conn| {
                 relock(conn, &row).await?;
                 db::email_tokens::mark_used(conn, row.id).await?;
-                verify_address(conn, row.user_id, &row.email).await
+                adopt_address(conn, &row).await
             })
             .await
         }

@@ -474,3 +474,22 @@ async fn smtp_down_for_a_minute() {
         smtp.messages().len()
     );
 }
+
+/// A reset sent to the old address stops working once a new address is verified: the
+/// old address no longer speaks for the account.
+#[tokio::test]
+async fn a_new_verified_address_ends_resets_sent_to_the_old_one() {
+    let (app, smtp, _sender) = mailing_app(|_| {}).await;
+    let ada = verified(&app, &smtp, "ada", "ada@old.example").await;
+    app.gql(None, REQUEST_RESET, json!({ "email": "ada@old.example" })).await;
+    let reset = smtp.wait_for("ada@old.example", 2).await.pop().unwrap();
+    let change = "mutation($p: String!, $e: String!) { changeEmail(input: { currentPassword: $p, newEmail: $e }) }";
+    app.gql(Some(&ada.access), change, json!({ "p": PASSWORD, "e": "ada@new.example" })).await;
+    let confirm = smtp.wait_for("ada@new.example", 1).await.pop().unwrap();
+    let res = app.gql(None, VERIFY, json!({ "input": { "token": confirm.token() } })).await;
+    assert_eq!(res["data"]["verifyEmail"], true, "{res}");
+
+    let input = json!({ "token": reset.token(), "newPassword": "a brand new passphrase" });
+    assert_eq!(reason(&app.gql(None, RESET, json!({ "input": input })).await), "EXPIRED");
+    assert_eq!(app.gql(Some(&ada.access), ME, json!({})).await["data"]["me"]["email"], "ada@new.example");
+}
