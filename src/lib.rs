@@ -18,6 +18,7 @@ pub mod graphql;
 pub mod http;
 pub mod mail;
 pub mod maintenance;
+pub mod mfa;
 pub mod net;
 pub mod secret;
 pub mod server;
