@@ -60,23 +60,23 @@ impl CodeKey {
         Self(SecretBox::new(Box::new(mac.finalize().into_bytes().into())))
     }
 
-    /// The MAC of `code` for one account and purpose, so equal codes of two messages
-    /// never have equal hashes.
-    pub fn hash(&self, user_id: UserId, purpose: Purpose, code: &str) -> Vec<u8> {
+    /// The MAC of `code` bound to one account and purpose, so equal codes of two
+    /// messages never have equal hashes.
+    fn mac(&self, user_id: UserId, purpose: Purpose, code: &str) -> Hmac<Sha256> {
         let mut mac = Hmac::<Sha256>::new_from_slice(self.0.expose_secret()).expect("HMAC takes any key length");
         mac.update(user_id.to_string().as_bytes());
         mac.update(purpose.as_str().as_bytes());
         mac.update(code.as_bytes());
-        mac.finalize().into_bytes().to_vec()
+        mac
+    }
+
+    pub fn hash(&self, user_id: UserId, purpose: Purpose, code: &str) -> Vec<u8> {
+        self.mac(user_id, purpose, code).finalize().into_bytes().to_vec()
     }
 
     /// Compares in constant time.
     pub fn verify(&self, user_id: UserId, purpose: Purpose, code: &str, stored: &[u8]) -> bool {
-        let mut mac = Hmac::<Sha256>::new_from_slice(self.0.expose_secret()).expect("HMAC takes any key length");
-        mac.update(user_id.to_string().as_bytes());
-        mac.update(purpose.as_str().as_bytes());
-        mac.update(code.as_bytes());
-        mac.verify_slice(stored).is_ok()
+        self.mac(user_id, purpose, code).verify_slice(stored).is_ok()
     }
 }
 

@@ -314,18 +314,26 @@ async fn reset_requests_are_limited_per_address_under_concurrency() {
     assert_eq!(codes.iter().filter(|c| *c == "RATE_LIMITED").count(), 15, "{codes:?}");
 }
 
-/// The SMTP server is down: requests answer as usual, the message is retried, and it
-/// is delivered once the server is back; then its body is gone from the outbox.
-#[tokio::test]
-async fn a_dead_smtp_server_delays_delivery_but_never_a_request() {
+/// An app whose SMTP server is down: its port is closed until the test starts a server
+/// on it (`SmtpServer::on`).
+async fn app_with_smtp_down(adjust: impl FnOnce(&mut authgraph::config::Config)) -> (TestApp, std::net::SocketAddr) {
     let closed = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = closed.local_addr().unwrap();
     drop(closed);
     let app = TestApp::with_config(|c| {
         c.email.enabled = true;
         c.email.smtp_url = Some(format!("smtp://{addr}").into());
+        adjust(c);
     })
     .await;
+    (app, addr)
+}
+
+/// The SMTP server is down: requests answer as usual, the message is retried, and it
+/// is delivered once the server is back; then its body is gone from the outbox.
+#[tokio::test]
+async fn a_dead_smtp_server_delays_delivery_but_never_a_request() {
+    let (app, addr) = app_with_smtp_down(|_| {}).await;
     let _sender = app.start_sender();
     let started = std::time::Instant::now();
     signup_with(&app, "ada", "ada@example.com").await;
@@ -432,12 +440,7 @@ async fn delivery_latency_from_request_to_smtp_acceptance() {
 #[tokio::test]
 #[ignore]
 async fn smtp_down_for_a_minute() {
-    let closed = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = closed.local_addr().unwrap();
-    drop(closed);
-    let app = TestApp::with_config(|c| {
-        c.email.enabled = true;
-        c.email.smtp_url = Some(format!("smtp://{addr}").into());
+    let (app, addr) = app_with_smtp_down(|c| {
         c.email.per_address = 1000;
         c.email.per_ip = 1000;
         c.signups_per_ip = 1000;
