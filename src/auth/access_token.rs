@@ -51,6 +51,22 @@ pub struct Claims {
     pub iss: String,
     pub aud: String,
     pub jti: Uuid,
+    /// Authentication assurance level (NIST SP 800-63B): `aal1` for a password alone.
+    /// Other services can require `aal2` themselves. Tokens issued before the claim
+    /// existed read as `aal1`.
+    #[serde(default = "password_only_aal")]
+    pub aal: String,
+    /// How the session was authenticated, as RFC 8176 names methods: `["pwd"]`.
+    #[serde(default = "password_only_amr")]
+    pub amr: Vec<String>,
+}
+
+fn password_only_aal() -> String {
+    "aal1".to_owned()
+}
+
+fn password_only_amr() -> Vec<String> {
+    vec!["pwd".to_owned()]
 }
 
 #[derive(Clone)]
@@ -151,6 +167,10 @@ impl AccessTokens {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
             jti: Uuid::new_v4(),
+            // Every session is authenticated by its password alone until a second
+            // factor exists.
+            aal: password_only_aal(),
+            amr: password_only_amr(),
         };
         let mut header = Header::new(self.algorithm);
         header.typ = Some(TOKEN_TYPE.to_owned());
@@ -205,6 +225,22 @@ mod tests {
         let claims = t.verify(&t.issue(user, session, Role::Admin).unwrap()).unwrap();
         assert_eq!((claims.sub, claims.sid, claims.role.as_str()), (user, session, "ADMIN"));
         assert_eq!(claims.exp - claims.iat, 60);
+        assert_eq!((claims.aal.as_str(), claims.amr.as_slice()), ("aal1", ["pwd".to_owned()].as_slice()));
+    }
+
+    /// A token issued before `aal`/`amr` existed still verifies, as a password-only one.
+    #[test]
+    fn a_token_without_assurance_claims_reads_as_password_only() {
+        let t = tokens("0123456789abcdef0123456789abcdef");
+        let claims = t.verify(&t.issue(UserId::random(), SessionId::random(), Role::User).unwrap()).unwrap();
+        let mut old = serde_json::to_value(&claims).unwrap();
+        old.as_object_mut().unwrap().retain(|k, _| k != "aal" && k != "amr");
+        let mut header = Header::new(Algorithm::HS256);
+        header.typ = Some(TOKEN_TYPE.to_owned());
+        header.kid = Some(t.kid.clone());
+        let token = encode(&header, &old, &t.encoding).unwrap();
+        let read = t.verify(&token).unwrap();
+        assert_eq!((read.aal.as_str(), read.amr), ("aal1", vec!["pwd".to_owned()]));
     }
 
     #[test]

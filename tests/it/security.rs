@@ -443,6 +443,8 @@ async fn eddsa_mode_publishes_a_jwks_that_verifies_tokens_and_resists_key_confus
     let claims =
         jsonwebtoken::decode::<Value>(&auth.access, &DecodingKey::from_jwk(jwk).unwrap(), &validation).unwrap().claims;
     assert_eq!(claims["sub"], auth.user_id.as_str());
+    // It can tell how strongly the session was authenticated, as the README says.
+    assert_eq!((&claims["aal"], &claims["amr"]), (&json!("aal1"), &json!(["pwd"])));
 
     // Key confusion: an HS256 token whose HMAC key is the published public key.
     let jsonwebtoken::jwk::AlgorithmParameters::OctetKeyPair(params) = &jwk.algorithm else { panic!("OKP key") };
