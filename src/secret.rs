@@ -21,6 +21,32 @@ use crate::config::{Config, JwtAlgorithm, decode_seed};
 /// Key material, never printed.
 pub type KeyBytes = SecretBox<Vec<u8>>;
 
+/// Length of a random token's text (refresh tokens, email link tokens): 32 bytes in
+/// unpadded base64url.
+pub const TOKEN_LEN: usize = 43;
+
+/// A new token of 256 random bits, as base64url text.
+pub fn random_token() -> SecretString {
+    let mut bytes = [0u8; 32];
+    rand::fill(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes).into()
+}
+
+/// Whether a presented string could be a `random_token` at all; anything else is
+/// refused without a database round trip.
+pub fn is_token_text(token: &str) -> bool {
+    token.len() == TOKEN_LEN && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// A 32-byte key for one purpose, derived from configured key material under that
+/// purpose's label (HMAC-SHA-256), so one configured secret never serves two uses as is.
+pub fn derive_key(material: &[u8], label: &[u8]) -> SecretBox<[u8; 32]> {
+    use hmac::{Hmac, KeyInit, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(material).expect("HMAC takes any key length");
+    mac.update(label);
+    SecretBox::new(Box::new(mac.finalize().into_bytes().into()))
+}
+
 /// The signing keys in force.
 pub struct JwtKeys {
     pub algorithm: JwtAlgorithm,

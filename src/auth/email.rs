@@ -29,11 +29,14 @@ use crate::{
     users::validate,
 };
 
+/// `BAD_USER_INPUT` on `field` when this server sends no mail (`EMAIL_ENABLED=false`).
+fn mail_on(auth: &Auth, field: &'static str) -> AppResult<()> {
+    if auth.mail.enabled { Ok(()) } else { Err(AppError::bad_input(field, "Email is switched off on this server")) }
+}
+
 /// The address in `field`, if mail is on and the address is well-formed.
 pub(super) fn usable_address(auth: &Auth, field: &'static str, address: &str) -> AppResult<String> {
-    if !auth.mail.enabled {
-        return Err(AppError::bad_input(field, "Email is switched off on this server"));
-    }
+    mail_on(auth, field)?;
     validate::email(field, address)
 }
 
@@ -214,9 +217,7 @@ async fn adopt_address(conn: &mut AsyncPgConnection, row: &EmailToken) -> AppRes
 /// `requestEmailVerification`: a fresh message to the address waiting to be verified:
 /// a pending new address if a change was asked for, else the account's unverified one.
 pub async fn request_verification(auth: &Auth, caller: &Caller, client: &Client) -> AppResult<()> {
-    if !auth.mail.enabled {
-        return Err(AppError::bad_input("email", "Email is switched off on this server"));
-    }
+    mail_on(auth, "email")?;
     let user = &caller.user;
     let mut conn = auth.pool.get().await?;
     // The latest verification not yet used names the address waiting for it (a new

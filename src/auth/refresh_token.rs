@@ -12,10 +12,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use secrecy::{ExposeSecret, SecretBox, SecretString};
 use sha2::Sha256;
 
-use crate::db::ids::HashedToken;
-
-/// Length of a token's text: 32 bytes in unpadded base64url.
-pub const TOKEN_LEN: usize = 43;
+use crate::{db::ids::HashedToken, secret};
 
 /// The key that derives a token's successor, from `REFRESH_TOKEN_KEY`: a secret of its
 /// own, never the JWT key, so holding the key that verifies access tokens says nothing
@@ -25,9 +22,7 @@ pub struct ChainKey(SecretBox<[u8; 32]>);
 impl ChainKey {
     /// Derived from the refresh-token key's bytes.
     pub fn from_key(key: &[u8]) -> Self {
-        let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
-        mac.update(b"authgraph refresh-token chain v1");
-        Self(SecretBox::new(Box::new(mac.finalize().into_bytes().into())))
+        Self(secret::derive_key(key, b"authgraph refresh-token chain v1"))
     }
 
     /// The successor of `parent`.
@@ -40,9 +35,7 @@ impl ChainKey {
 
 /// A new random token for a new session.
 pub fn generate() -> SecretString {
-    let mut bytes = [0u8; 32];
-    rand::fill(&mut bytes);
-    URL_SAFE_NO_PAD.encode(bytes).into()
+    secret::random_token()
 }
 
 /// What the database stores and looks tokens up by.
@@ -53,7 +46,7 @@ pub fn hash(token: &str) -> HashedToken {
 /// Whether a presented string could be one of our tokens at all; anything else is
 /// refused without a database round trip.
 pub fn is_well_formed(token: &str) -> bool {
-    token.len() == TOKEN_LEN && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    secret::is_token_text(token)
 }
 
 #[cfg(test)]

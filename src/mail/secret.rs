@@ -1,7 +1,6 @@
 //! The secrets of a message: a link token (256 random bits, base64url) and a 6-digit
 //! code for the same purpose. Only the token's SHA-256 and the code's HMAC are stored.
 
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use hmac::{Hmac, KeyInit, Mac};
 use secrecy::{ExposeSecret, SecretBox, SecretString};
 use sha2::Sha256;
@@ -11,14 +10,9 @@ use crate::db::{
     models::Purpose,
 };
 
-/// Length of a link token's text: 32 bytes in unpadded base64url.
-pub const TOKEN_LEN: usize = 43;
-
 /// A new link token and code.
 pub fn generate() -> (SecretString, SecretString) {
-    let mut bytes = [0u8; 32];
-    rand::fill(&mut bytes);
-    (URL_SAFE_NO_PAD.encode(bytes).into(), format!("{:06}", uniform_below_a_million()).into())
+    (crate::secret::random_token(), format!("{:06}", uniform_below_a_million()).into())
 }
 
 /// A uniform number in 0..1_000_000: 32 random bits, redrawn when they fall in the
@@ -41,7 +35,7 @@ pub fn hash_token(token: &str) -> HashedToken {
 
 /// Whether a presented string could be a link token at all.
 pub fn is_token(token: &str) -> bool {
-    token.len() == TOKEN_LEN && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    crate::secret::is_token_text(token)
 }
 
 /// Whether a presented string is six digits.
@@ -55,9 +49,7 @@ pub struct CodeKey(SecretBox<[u8; 32]>);
 
 impl CodeKey {
     pub fn from_key(key: &[u8]) -> Self {
-        let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
-        mac.update(b"authgraph email code v1");
-        Self(SecretBox::new(Box::new(mac.finalize().into_bytes().into())))
+        Self(crate::secret::derive_key(key, b"authgraph email code v1"))
     }
 
     /// The MAC of `code` bound to one account and purpose, so equal codes of two

@@ -8,9 +8,7 @@ use aes_gcm::{
     Aes256Gcm,
     aead::{Aead, KeyInit, Payload},
 };
-use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretBox};
-use sha2::Sha256;
 
 const NONCE_LEN: usize = 12;
 
@@ -23,13 +21,12 @@ pub struct SealKey {
 
 impl SealKey {
     pub fn from_key(material: &[u8]) -> Self {
-        let mut mac = <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(material).expect("HMAC takes any key length");
-        mac.update(b"authgraph mfa secret v1");
-        let key: [u8; 32] = mac.finalize().into_bytes().into();
-        let mut id_mac = <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(&key).expect("HMAC takes any key length");
-        id_mac.update(b"key id");
-        let id = id_mac.finalize().into_bytes()[..4].iter().map(|b| format!("{b:02x}")).collect();
-        Self { id, key: SecretBox::new(Box::new(key)) }
+        let key = crate::secret::derive_key(material, b"authgraph mfa secret v1");
+        let id = crate::secret::derive_key(key.expose_secret(), b"key id").expose_secret()[..4]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Self { id, key }
     }
 
     pub fn id(&self) -> &str {
