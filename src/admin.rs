@@ -11,19 +11,20 @@ use crate::{
     users,
 };
 
-pub async fn users_command(pool: &DbPool, cmd: UsersCommand) -> anyhow::Result<()> {
+pub async fn users_command(pool: &DbPool, config: &Config, cmd: UsersCommand) -> anyhow::Result<()> {
     match cmd {
         UsersCommand::List => {
             let mut conn = pool.get().await?;
             let accounts = db::users::all(&mut conn).await?;
             let live: HashMap<_, _> = db::sessions::live_counts(&mut conn).await?.into_iter().collect();
-            println!("{:<36}  {:<32}  {:<5}  {:>8}  created", "id", "username", "role", "sessions");
+            println!("{:<36}  {:<32}  {:<5}  {:<3}  {:>8}  created", "id", "username", "role", "mfa", "sessions");
             for user in &accounts {
                 println!(
-                    "{:<36}  {:<32}  {:<5}  {:>8}  {}",
+                    "{:<36}  {:<32}  {:<5}  {:<3}  {:>8}  {}",
                     user.id,
                     user.username,
                     user.role.as_str(),
+                    if user.has_second_factor() { "on" } else { "off" },
                     live.get(&user.id).copied().unwrap_or(0),
                     user.created_at.format("%Y-%m-%d %H:%M:%S UTC")
                 );
@@ -50,6 +51,17 @@ pub async fn users_command(pool: &DbPool, cmd: UsersCommand) -> anyhow::Result<(
                 .with_context(|| format!("no user named {username:?}"))?;
             let ended = db::sessions::end_all(&mut conn, user.id, None, EndReason::Admin).await?;
             println!("ended {ended} sessions of {}", user.username);
+        }
+        UsersCommand::ResetMfa { username } => {
+            let keys = crate::secret::resolve(config)?;
+            let mail = crate::mail::Mail::new(&config.email, &keys)?;
+            let (user, ended) = crate::auth::second_factor::reset_by_operator(pool, &mail, &username).await.map_err(
+                |err| match err {
+                    crate::error::AppError::NotFound => anyhow::anyhow!("no user named {username:?}"),
+                    other => anyhow::anyhow!("{other:?}"),
+                },
+            )?;
+            println!("removed the second factor of {} and ended {ended} sessions", user.username);
         }
     }
     Ok(())

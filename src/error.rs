@@ -50,6 +50,10 @@ pub mod code {
     pub const INVALID_EMAIL_TOKEN: &str = "INVALID_EMAIL_TOKEN";
     /// The HTTP request is not a GraphQL request the server can read.
     pub const BAD_REQUEST: &str = "BAD_REQUEST";
+    /// The account has a second factor and this session has not passed it: call verifyMfa.
+    pub const MFA_REQUIRED: &str = "MFA_REQUIRED";
+    /// A TOTP or recovery code that is wrong, expired or already used.
+    pub const INVALID_MFA_CODE: &str = "INVALID_MFA_CODE";
 }
 
 /// Why a refresh token was refused; sent as `extensions.reason`.
@@ -107,6 +111,11 @@ pub enum AppError {
     /// `UNAUTHENTICATED`: no usable access token on a protected field. The reason is
     /// for the log only; the client learns nothing about which check failed.
     Unauthenticated(&'static str),
+    /// `MFA_REQUIRED`: an AAL1 session of an account with a second factor, on a field
+    /// that needs more than me, sessions, logout or verifyMfa.
+    MfaRequired,
+    /// `INVALID_MFA_CODE`: a TOTP or recovery code that is wrong, expired or spent.
+    InvalidMfaCode,
     /// `INVALID_CREDENTIALS`: wrong username or password, one message for both.
     InvalidCredentials,
     /// `INVALID_REFRESH_TOKEN` with `extensions.reason`.
@@ -154,6 +163,8 @@ impl AppError {
             Self::InvalidEmailToken(_) => code::INVALID_EMAIL_TOKEN,
             Self::Unauthenticated(_) => code::UNAUTHENTICATED,
             Self::InvalidCredentials => code::INVALID_CREDENTIALS,
+            Self::MfaRequired => code::MFA_REQUIRED,
+            Self::InvalidMfaCode => code::INVALID_MFA_CODE,
             Self::InvalidRefreshToken(_) => code::INVALID_REFRESH_TOKEN,
             Self::Forbidden => code::FORBIDDEN,
             Self::BadUserInput { .. } => code::BAD_USER_INPUT,
@@ -173,6 +184,8 @@ impl AppError {
             Self::InvalidEmailToken(_) => "This link or code cannot be used; ask for a new message".into(),
             Self::Unauthenticated(_) => "Authentication required: send a valid access token".into(),
             Self::InvalidCredentials => "Invalid username or password".into(),
+            Self::MfaRequired => "This session must pass the second factor first: call verifyMfa".into(),
+            Self::InvalidMfaCode => "Invalid or already used code".into(),
             Self::InvalidRefreshToken(_) => "Invalid refresh token".into(),
             Self::Forbidden => "Not allowed to act on this account".into(),
             Self::BadUserInput { message, .. } => message.clone(),

@@ -1,5 +1,6 @@
-//! Resolving the keys: those that sign access tokens and the one that derives refresh
-//! tokens' successors, from the configuration, or generated once in development.
+//! Resolving the keys: those that sign access tokens, the one that derives refresh
+//! tokens' successors and the one that seals second-factor secrets, from the
+//! configuration, or generated once in development.
 //!
 //! The two are separate secrets. The refresh chain used to be derived from the JWT key,
 //! so whoever held an HS256 secret (every service that verifies tokens) and one old
@@ -73,10 +74,17 @@ pub struct RefreshKeys {
     pub previous: Vec<KeyBytes>,
 }
 
+/// The keys that seal second-factor secrets: the current one, then earlier ones.
+pub struct MfaKeys {
+    pub current: KeyBytes,
+    pub previous: Vec<KeyBytes>,
+}
+
 /// Every key the server uses.
 pub struct Keys {
     pub jwt: JwtKeys,
     pub refresh: RefreshKeys,
+    pub mfa: MfaKeys,
 }
 
 fn bytes(b: &[u8]) -> KeyBytes {
@@ -87,7 +95,21 @@ fn bytes(b: &[u8]) -> KeyBytes {
 /// `DATA_DIR` (mode 0600), so tokens survive restarts. Production never gets here
 /// without one: `Config::validate` refuses to start.
 pub fn resolve(config: &Config) -> anyhow::Result<Keys> {
-    Ok(Keys { jwt: resolve_jwt(config)?, refresh: resolve_refresh(config)? })
+    Ok(Keys { jwt: resolve_jwt(config)?, refresh: resolve_refresh(config)?, mfa: resolve_mfa(config)? })
+}
+
+fn resolve_mfa(config: &Config) -> anyhow::Result<MfaKeys> {
+    let mfa = &config.mfa;
+    let current = configured_or_generated(config, "MFA_ENCRYPTION_KEY", "mfa_encryption_key", &mfa.encryption_key)?;
+    Ok(MfaKeys {
+        current: bytes(current.expose_secret().as_bytes()),
+        previous: mfa
+            .encryption_key_previous
+            .iter()
+            .filter(|p| !p.expose_secret().is_empty())
+            .map(|p| bytes(p.expose_secret().as_bytes()))
+            .collect(),
+    })
 }
 
 fn resolve_refresh(config: &Config) -> anyhow::Result<RefreshKeys> {

@@ -83,7 +83,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         None | Some(Command::Serve) => serve(config, &database).await,
         Some(Command::Migrate) => migrate(&database.url).await.map(|_| ()),
         Some(Command::Users(cmd)) => match admin_pool(&config, &database.url).await {
-            Ok(pool) => admin::users_command(&pool, cmd).await,
+            Ok(pool) => admin::users_command(&pool, &config, cmd).await,
             Err(err) => Err(err),
         },
         Some(Command::Sessions(cmd)) => match admin_pool(&config, &database.url).await {

@@ -28,7 +28,7 @@ use crate::{
     config::JwtAlgorithm,
     db::{
         ids::{SessionId, UserId},
-        models::Role,
+        models::{Assurance, Role},
     },
     secret::JwtKeys,
 };
@@ -51,22 +51,30 @@ pub struct Claims {
     pub iss: String,
     pub aud: String,
     pub jti: Uuid,
-    /// Authentication assurance level (NIST SP 800-63B): `aal1` for a password alone.
-    /// Other services can require `aal2` themselves. Tokens issued before the claim
-    /// existed read as `aal1`.
+    /// Authentication assurance level (NIST SP 800-63B): `aal1` for a password alone,
+    /// `aal2` once the session passed a second factor. Other services can require
+    /// `aal2` themselves. Tokens issued before the claim existed read as `aal1`.
     #[serde(default = "password_only_aal")]
     pub aal: String,
-    /// How the session was authenticated, as RFC 8176 names methods: `["pwd"]`.
+    /// How the session was authenticated, as RFC 8176 names methods: `["pwd"]`, or
+    /// `["pwd", "otp"]` after a TOTP or recovery code.
     #[serde(default = "password_only_amr")]
     pub amr: Vec<String>,
 }
 
 fn password_only_aal() -> String {
-    "aal1".to_owned()
+    Assurance::Aal1.claim().to_owned()
 }
 
 fn password_only_amr() -> Vec<String> {
-    vec!["pwd".to_owned()]
+    Assurance::Aal1.methods()
+}
+
+impl Claims {
+    /// The assurance the token claims.
+    pub fn assurance(&self) -> Assurance {
+        Assurance::from_claim(&self.aal)
+    }
 }
 
 #[derive(Clone)]
@@ -156,7 +164,14 @@ impl AccessTokens {
         self.ttl.as_secs() as i64
     }
 
-    pub fn issue(&self, user_id: UserId, session_id: SessionId, role: Role) -> anyhow::Result<String> {
+    /// A token for a session at the assurance it has reached.
+    pub fn issue(
+        &self,
+        user_id: UserId,
+        session_id: SessionId,
+        role: Role,
+        assurance: Assurance,
+    ) -> anyhow::Result<String> {
         let now = Utc::now().timestamp();
         let claims = Claims {
             sub: user_id,
@@ -167,10 +182,8 @@ impl AccessTokens {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
             jti: Uuid::new_v4(),
-            // Every session is authenticated by its password alone until a second
-            // factor exists.
-            aal: password_only_aal(),
-            amr: password_only_amr(),
+            aal: assurance.claim().to_owned(),
+            amr: assurance.methods(),
         };
         let mut header = Header::new(self.algorithm);
         header.typ = Some(TOKEN_TYPE.to_owned());
@@ -222,17 +235,21 @@ mod tests {
     fn an_issued_token_verifies_with_its_claims() {
         let t = tokens("0123456789abcdef0123456789abcdef");
         let (user, session) = (UserId::random(), SessionId::random());
-        let claims = t.verify(&t.issue(user, session, Role::Admin).unwrap()).unwrap();
+        let claims = t.verify(&t.issue(user, session, Role::Admin, Assurance::Aal1).unwrap()).unwrap();
         assert_eq!((claims.sub, claims.sid, claims.role.as_str()), (user, session, "ADMIN"));
         assert_eq!(claims.exp - claims.iat, 60);
         assert_eq!((claims.aal.as_str(), claims.amr.as_slice()), ("aal1", ["pwd".to_owned()].as_slice()));
+        let raised = t.verify(&t.issue(user, session, Role::User, Assurance::Aal2).unwrap()).unwrap();
+        assert_eq!((raised.aal.as_str(), raised.amr.join(" ").as_str()), ("aal2", "pwd otp"));
+        assert_eq!(raised.assurance(), Assurance::Aal2);
     }
 
     /// A token issued before `aal`/`amr` existed still verifies, as a password-only one.
     #[test]
     fn a_token_without_assurance_claims_reads_as_password_only() {
         let t = tokens("0123456789abcdef0123456789abcdef");
-        let claims = t.verify(&t.issue(UserId::random(), SessionId::random(), Role::User).unwrap()).unwrap();
+        let claims =
+            t.verify(&t.issue(UserId::random(), SessionId::random(), Role::User, Assurance::Aal1).unwrap()).unwrap();
         let mut old = serde_json::to_value(&claims).unwrap();
         old.as_object_mut().unwrap().retain(|k, _| k != "aal" && k != "amr");
         let mut header = Header::new(Algorithm::HS256);
@@ -245,8 +262,12 @@ mod tests {
 
     #[test]
     fn a_token_signed_with_another_key_is_refused() {
-        let token =
-            tokens("another key, also thirty-two bytes!").issue(UserId::random(), SessionId::random(), Role::User);
+        let token = tokens("another key, also thirty-two bytes!").issue(
+            UserId::random(),
+            SessionId::random(),
+            Role::User,
+            Assurance::Aal1,
+        );
         assert_eq!(
             tokens("0123456789abcdef0123456789abcdef").verify(&token.unwrap()).unwrap_err(),
             "unknown signing key"
@@ -261,7 +282,7 @@ mod tests {
             previous: vec![secrecy::SecretBox::new(Box::new(vec![9u8; 32]))],
         };
         let t = AccessTokens::new(&keys, "authgraph", "authgraph", Duration::from_secs(60)).unwrap();
-        let token = t.issue(UserId::random(), SessionId::random(), Role::User).unwrap();
+        let token = t.issue(UserId::random(), SessionId::random(), Role::User, Assurance::Aal1).unwrap();
         let header = decode_header(&token).unwrap();
         assert_eq!(header.alg, Algorithm::EdDSA);
         assert!(t.verify(&token).is_ok());

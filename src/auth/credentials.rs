@@ -12,7 +12,7 @@ use super::{
 use crate::{
     db::{
         self,
-        models::{NewUser, Purpose},
+        models::{Assurance, NewUser, Purpose},
         sessions::EndReason,
     },
     error::{AppError, AppResult},
@@ -71,7 +71,7 @@ pub async fn signup(auth: &Auth, input: SignupInput, client: &Client) -> AppResu
     if email.is_some() {
         auth.mail.wake();
     }
-    sessions::grant(auth, user, session.id, token)
+    sessions::grant(auth, user, session.id, token, Assurance::Aal1)
 }
 
 /// `signin`: one answer and one cost for a wrong password and an unknown user.
@@ -113,7 +113,7 @@ pub async fn signin(auth: &Auth, username: &str, password: &SecretString, client
             sessions::open(conn, policy, user_id, user_agent).await
         })
         .await?;
-    sessions::grant(auth, user, session.id, token)
+    sessions::grant(auth, user, session.id, token, Assurance::Aal1)
 }
 
 /// `changePassword`: needs the current password; ends every other session.

@@ -21,7 +21,7 @@ use crate::{
     db::{
         self,
         ids::UserId,
-        models::{EmailToken, Purpose},
+        models::{Assurance, EmailToken, Purpose},
         sessions::EndReason,
     },
     error::{AppError, AppResult, EmailTokenFailure},
@@ -189,7 +189,7 @@ pub async fn reset_password(auth: &Auth, input: ResetInput, client: &Client) -> 
         })
         .await?;
     auth.mail.wake();
-    sessions::grant(auth, user, session.id, refresh)
+    sessions::grant(auth, user, session.id, refresh, Assurance::Aal1)
 }
 
 /// Sets `address` as the account's verified address; `EMAIL_TAKEN` if another

@@ -7,6 +7,7 @@
 //! - `check`: the limited check of a password the caller already knows.
 //! - `email`: verification, password reset and change of address, by emailed link or code.
 //! - `sessions`: opening, refreshing (rotation, reuse detection) and ending sessions.
+//! - `second_factor`: TOTP and recovery codes, and the assurance they give a session.
 
 pub mod access_token;
 pub mod check;
@@ -16,6 +17,7 @@ pub mod network;
 pub mod password;
 pub mod rate_limit;
 pub mod refresh_token;
+pub mod second_factor;
 pub mod sessions;
 
 use std::{net::IpAddr, sync::Arc};
@@ -28,7 +30,7 @@ use crate::{
     db::{
         self, DbPool,
         ids::{SessionId, UserId},
-        models::User,
+        models::{Assurance, User},
     },
     error::{AppError, AppResult},
     mail::Mail,
@@ -51,6 +53,7 @@ pub struct Auth {
     pub rate_limits: RateLimits,
     /// Shared with the outbox's sender.
     pub mail: Arc<Mail>,
+    pub second_factor: second_factor::Settings,
 }
 
 impl Auth {
@@ -74,7 +77,8 @@ impl Auth {
         };
         let rate_limits = RateLimits::from_config(config);
         let mail = Arc::new(Mail::new(&config.email, keys)?);
-        Ok(Self { pool, tokens, hasher, sessions, rate_limits, mail })
+        let second_factor = second_factor::Settings::new(config, &keys.mfa);
+        Ok(Self { pool, tokens, hasher, sessions, rate_limits, mail, second_factor })
     }
 }
 
@@ -83,11 +87,21 @@ impl Auth {
 pub struct Caller {
     pub user: User,
     pub session_id: SessionId,
+    /// The weaker of what the token claims and what its session has reached: a token
+    /// issued before the session passed the second factor keeps working, as AAL1.
+    pub assurance: Assurance,
 }
 
 impl Caller {
+    /// An ADMIN whose session has all the assurance its account asks for.
     pub fn is_admin(&self) -> bool {
-        self.user.role == db::models::Role::Admin
+        self.user.role == db::models::Role::Admin && !self.needs_second_factor()
+    }
+
+    /// The account has a second factor this session has not passed: only `me`,
+    /// `sessions`, `logout` and `verifyMfa` answer it.
+    pub fn needs_second_factor(&self) -> bool {
+        self.user.has_second_factor() && self.assurance < Assurance::Aal2
     }
 }
 
@@ -160,17 +174,32 @@ impl RequestAuth {
                 let (user_id, session_id) = (claims.sub, claims.sid);
                 db::read(pool, |conn| Box::pin(db::users::find_by_live_session(conn, user_id, session_id)))
                     .await?
-                    .map(|user| Caller { user, session_id: claims.sid })
+                    .map(|(user, reached)| Caller {
+                        user,
+                        session_id: claims.sid,
+                        assurance: reached.min(claims.assurance()),
+                    })
                     .ok_or(AppError::Unauthenticated("session ended"))
             })
             .await
     }
 }
 
-/// What a successful signup, signin or refresh hands the client.
+/// What a successful signup, signin, refresh, reset or verifyMfa hands the client.
 pub struct Grant {
     pub access_token: String,
     pub refresh_token: SecretString,
     pub expires_in: i64,
     pub user: User,
+    /// What the session has reached (and the access token claims).
+    pub assurance: Assurance,
+    /// After verifyMfa with a recovery code: how many unused codes remain.
+    pub recovery_codes_left: Option<i64>,
+}
+
+impl Grant {
+    /// The account has a second factor and this session has not passed it yet.
+    pub fn mfa_required(&self) -> bool {
+        self.user.has_second_factor() && self.assurance < Assurance::Aal2
+    }
 }

@@ -28,7 +28,11 @@ use diesel_async::AsyncPgConnection;
 use super::network::Network;
 use crate::{
     config::Config,
-    db::{self, ids::UserId, rate_limit_events::Counter},
+    db::{
+        self,
+        ids::{SessionId, UserId},
+        rate_limit_events::Counter,
+    },
     error::{AppError, AppResult},
 };
 
@@ -40,6 +44,13 @@ const PASSWORD_ACCOUNT: &str = "password_account";
 const EMAIL_ADDRESS: &str = "email_address";
 const EMAIL_IP: &str = "email_ip";
 const EMAIL_CODE_IP: &str = "email_code_ip";
+const MFA_SESSION: &str = "mfa_session";
+const MFA_ACCOUNT: &str = "mfa_account";
+const RECOVERY_CODE_SETS: &str = "recovery_code_sets";
+
+/// New sets of recovery codes (confirmTotp, regenerateRecoveryCodes) per account per
+/// SIGNIN_FAILURE_WINDOW: each costs ten argon2id hashes.
+pub const RECOVERY_CODE_SETS_PER_WINDOW: u32 = 5;
 
 /// How long a network stays known to an account without another sign-in from it.
 pub const KNOWN_NETWORK_RETENTION: Duration = Duration::from_secs(90 * 86_400);
@@ -56,6 +67,8 @@ pub struct RateLimits {
     pub emails_per_address: u32,
     pub emails_per_ip: u32,
     pub email_window: Duration,
+    pub mfa_failures_per_session: u32,
+    pub mfa_failures_per_account: u32,
 }
 
 /// An attempt taken from the counters; forgiven if it turns out not to be a failure.
@@ -79,6 +92,8 @@ impl RateLimits {
             emails_per_address: config.email.per_address,
             emails_per_ip: config.email.per_ip,
             email_window: config.email.window,
+            mfa_failures_per_session: config.mfa.failures_per_session,
+            mfa_failures_per_account: config.mfa.failures_per_account,
         }
     }
 
@@ -191,6 +206,34 @@ impl RateLimits {
             Counter { bucket: EMAIL_CODE_IP, key: &network, limit: self.emails_per_ip, window: self.email_window };
         let events = take(conn, &[counter]).await?;
         Ok(Attempt { events, known: None })
+    }
+}
+
+impl RateLimits {
+    /// Takes a try of a second-factor code by a session; forgiven when the code was
+    /// right. Counted per session and per account, atomically, before the code is
+    /// checked: N concurrent guesses against a limit of L check at most L.
+    pub async fn take_mfa(&self, conn: &mut AsyncPgConnection, user: UserId, session: SessionId) -> AppResult<Attempt> {
+        let (session, account) = (session.to_string(), user.to_string());
+        let window = self.failure_window;
+        let counters = [
+            Counter { bucket: MFA_SESSION, key: &session, limit: self.mfa_failures_per_session, window },
+            Counter { bucket: MFA_ACCOUNT, key: &account, limit: self.mfa_failures_per_account, window },
+        ];
+        let events = take(conn, &counters).await?;
+        Ok(Attempt { events, known: None })
+    }
+
+    /// Counts a new set of recovery codes for the account, refusing it over the limit.
+    pub async fn take_code_set(&self, conn: &mut AsyncPgConnection, user: UserId) -> AppResult<()> {
+        let key = user.to_string();
+        let counter = Counter {
+            bucket: RECOVERY_CODE_SETS,
+            key: &key,
+            limit: RECOVERY_CODE_SETS_PER_WINDOW,
+            window: self.failure_window,
+        };
+        take(conn, &[counter]).await.map(drop)
     }
 }
 

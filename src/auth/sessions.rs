@@ -23,7 +23,7 @@ use crate::{
     db::{
         self,
         ids::{SessionId, UserId},
-        models::{NewRefreshToken, NewSession, Session, User},
+        models::{Assurance, NewRefreshToken, NewSession, Session, User},
         sessions::EndReason,
     },
     error::{AppError, AppResult, RefreshFailure},
@@ -73,14 +73,27 @@ pub async fn open(
     Ok((session, token))
 }
 
-/// Builds the client's grant for a session.
-pub fn grant(auth: &Auth, user: User, session_id: SessionId, refresh_token: SecretString) -> AppResult<Grant> {
-    let access_token = auth.tokens.issue(user.id, session_id, user.role).map_err(AppError::internal)?;
-    Ok(Grant { access_token, refresh_token, expires_in: auth.tokens.ttl_secs(), user })
+/// Builds the client's grant for a session at the assurance it has reached.
+pub fn grant(
+    auth: &Auth,
+    user: User,
+    session_id: SessionId,
+    refresh_token: SecretString,
+    assurance: Assurance,
+) -> AppResult<Grant> {
+    let access_token = auth.tokens.issue(user.id, session_id, user.role, assurance).map_err(AppError::internal)?;
+    Ok(Grant {
+        access_token,
+        refresh_token,
+        expires_in: auth.tokens.ttl_secs(),
+        user,
+        assurance,
+        recovery_codes_left: None,
+    })
 }
 
 enum Rotation {
-    Rotated { user: User, session_id: SessionId, token: SecretString },
+    Rotated { user: User, session_id: SessionId, token: SecretString, assurance: Assurance },
     Reused,
 }
 
@@ -94,7 +107,8 @@ pub async fn refresh(auth: &Auth, presented: &SecretString) -> AppResult<Grant> 
     let mut conn = auth.pool.get().await?;
     let outcome = conn.transaction::<_, AppError, _>(async |conn| rotate(conn, policy, presented).await).await?;
     match outcome {
-        Rotation::Rotated { user, session_id, token } => grant(auth, user, session_id, token),
+        // The session keeps what it reached: a refresh of an AAL2 session is AAL2.
+        Rotation::Rotated { user, session_id, token, assurance } => grant(auth, user, session_id, token, assurance),
         Rotation::Reused => {
             metrics::counter!("authgraph_refresh_reuse_detected_total").increment(1);
             tracing::warn!("refresh token reuse detected; session revoked");
@@ -144,7 +158,7 @@ async fn rotate(conn: &mut AsyncPgConnection, policy: &SessionPolicy, presented:
             return Ok(Rotation::Reused);
         }
     };
-    Ok(Rotation::Rotated { user, session_id: session.id, token: current })
+    Ok(Rotation::Rotated { user, session_id: session.id, token: current, assurance: session.assurance() })
 }
 
 /// Whether a token used at `used_at` is still inside the reuse interval at `now`, both

@@ -46,6 +46,10 @@ pub enum UsersCommand {
     List,
     /// End every session of an account: its access and refresh tokens stop working.
     RevokeSessions { username: String },
+    /// Remove an account's second factor and recovery codes (a lost device) and end
+    /// every session; its verified address gets a notice. The owner signs in with the
+    /// password alone afterwards and may enrol again.
+    ResetMfa { username: String },
     /// Give an account the USER or ADMIN role. There is no GraphQL way to do this.
     SetRole {
         username: String,

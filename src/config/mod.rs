@@ -8,11 +8,13 @@
 //! - `cli`: the command line's shape (subcommands and their arguments);
 //! - this file: the settings, one field per variable, and what follows from them;
 //! - `email`: the email group (delivery, links, lifetimes, limits);
+//! - `mfa`: the second-factor group (sealing key, issuer, limits);
 //! - `validate`: the checks clap's types cannot make;
 //! - `values`: the parsers of durations, secrets, origins and address blocks.
 
 mod cli;
 mod email;
+mod mfa;
 mod validate;
 mod values;
 
@@ -24,6 +26,7 @@ use secrecy::{ExposeSecret, SecretString};
 pub use crate::net::IpBlocks;
 pub use cli::{Cli, Command, RoleArg, SessionsCommand, UsersCommand};
 pub use email::EmailConfig;
+pub use mfa::MfaConfig;
 pub use validate::ConfigError;
 pub use values::{Origins, decode_seed, parse_duration};
 
@@ -281,6 +284,9 @@ pub struct Config {
 
     #[command(flatten)]
     pub email: EmailConfig,
+
+    #[command(flatten)]
+    pub mfa: MfaConfig,
 
     /// Log filter, e.g. `info` or `authgraph=debug,tower_http=info`.
     #[arg(long, env = "RUST_LOG", default_value = "info")]

@@ -105,6 +105,21 @@ impl Config {
             }
             _ => {}
         }
+        match &self.mfa.encryption_key {
+            Some(key) if key.expose_secret().len() < MIN_SECRET_BYTES && self.is_production() => {
+                return err("MFA_ENCRYPTION_KEY", format!("must be at least {MIN_SECRET_BYTES} bytes in production"));
+            }
+            None if self.is_production() => {
+                return err(
+                    "MFA_ENCRYPTION_KEY",
+                    format!("is required in production (at least {MIN_SECRET_BYTES} random bytes of its own)"),
+                );
+            }
+            _ => {}
+        }
+        if self.mfa.failures_per_session == 0 || self.mfa.failures_per_account == 0 {
+            return err("MFA_FAILURES_PER_SESSION", "and MFA_FAILURES_PER_ACCOUNT must be at least 1".into());
+        }
         self.validate_email()
     }
 
@@ -173,6 +188,10 @@ mod tests {
         config.refresh_token_key = Some("short".to_owned().into());
         assert_eq!(config.validate().unwrap_err().var, "REFRESH_TOKEN_KEY");
         config.refresh_token_key = Some("r".repeat(32).into());
+        assert_eq!(config.validate().unwrap_err().var, "MFA_ENCRYPTION_KEY");
+        config.mfa.encryption_key = Some("short".to_owned().into());
+        assert_eq!(config.validate().unwrap_err().var, "MFA_ENCRYPTION_KEY");
+        config.mfa.encryption_key = Some("m".repeat(32).into());
         assert_eq!(config.validate().unwrap_err().var, "SMTP_URL", "email needs a mail server in production");
         config.email.smtp_url = Some("smtp://mail.internal:587".to_owned().into());
         config.validate().unwrap();
@@ -189,6 +208,7 @@ mod tests {
         assert_eq!(config.validate().unwrap_err().var, "JWT_SIGNING_KEY");
         config.jwt_signing_key = Some("A".repeat(43).into());
         config.refresh_token_key = Some("r".repeat(32).into());
+        config.mfa.encryption_key = Some("m".repeat(32).into());
         config.email.enabled = false;
         config.validate().unwrap();
     }

@@ -12,6 +12,7 @@ pub mod outbox;
 pub mod rate_limit_events;
 pub mod refresh_tokens;
 pub mod schema;
+pub mod second_factor;
 pub mod sessions;
 pub mod signin_addresses;
 pub mod users;

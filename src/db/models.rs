@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::{
     ids::{SessionId, UserId},
-    schema::{email_tokens, outbox, refresh_tokens, sessions, users},
+    schema::{email_tokens, outbox, recovery_codes, refresh_tokens, sessions, totp_factors, users},
 };
 
 /// What an account may do. Only an operator's CLI can make an account ADMIN.
@@ -71,9 +71,17 @@ pub struct User {
     /// As typed at signup or change; compared case-insensitively.
     pub email: Option<String>,
     pub email_verified_at: Option<DateTime<Utc>>,
+    /// When the second factor was turned on; `None` while it is off.
+    pub mfa_enabled_at: Option<DateTime<Utc>>,
 }
 
 impl User {
+    /// Whether a second factor is on: its sessions need it before anything but `me`,
+    /// `sessions`, `logout` and `verifyMfa`.
+    pub fn has_second_factor(&self) -> bool {
+        self.mfa_enabled_at.is_some()
+    }
+
     /// The address, if it has been verified: the only one mail of the account's
     /// secrets (resets, notices) may go to.
     pub fn verified_email(&self) -> Option<&str> {
@@ -110,6 +118,101 @@ pub struct Session {
     pub revoked_at: Option<DateTime<Utc>>,
     pub revoked_reason: Option<String>,
     pub user_agent: Option<String>,
+    /// When the session passed the second factor; `None`: password only.
+    pub mfa_at: Option<DateTime<Utc>>,
+    pub mfa_method: Option<SecondFactor>,
+}
+
+impl Session {
+    pub fn assurance(&self) -> Assurance {
+        if self.mfa_at.is_some() { Assurance::Aal2 } else { Assurance::Aal1 }
+    }
+}
+
+/// How strongly a session was authenticated (NIST SP 800-63B).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Assurance {
+    /// A password alone.
+    Aal1,
+    /// A password and a second factor.
+    Aal2,
+}
+
+impl Assurance {
+    /// The `aal` claim's value.
+    pub fn claim(self) -> &'static str {
+        match self {
+            Self::Aal1 => "aal1",
+            Self::Aal2 => "aal2",
+        }
+    }
+
+    /// The value of an `aal` claim; anything unknown reads as the weakest.
+    pub fn from_claim(claim: &str) -> Self {
+        if claim == "aal2" { Self::Aal2 } else { Self::Aal1 }
+    }
+
+    /// The `amr` claim (RFC 8176 method names): `pwd`, then `otp` for either second
+    /// factor (a recovery code is a one-time password too).
+    pub fn methods(self) -> Vec<String> {
+        match self {
+            Self::Aal1 => vec!["pwd".to_owned()],
+            Self::Aal2 => vec!["pwd".to_owned(), "otp".to_owned()],
+        }
+    }
+}
+
+/// Which second factor a session passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, AsExpression, FromSqlRow)]
+#[diesel(sql_type = Text)]
+pub enum SecondFactor {
+    Totp,
+    RecoveryCode,
+}
+
+impl SecondFactor {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Totp => "TOTP",
+            Self::RecoveryCode => "RECOVERY_CODE",
+        }
+    }
+}
+
+impl ToSql<Text, Pg> for SecondFactor {
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
+        <str as ToSql<Text, Pg>>::to_sql(self.as_str(), out)
+    }
+}
+
+impl FromSql<Text, Pg> for SecondFactor {
+    fn from_sql(bytes: PgValue<'_>) -> deserialize::Result<Self> {
+        match <String as FromSql<Text, Pg>>::from_sql(bytes)?.as_str() {
+            "TOTP" => Ok(Self::Totp),
+            "RECOVERY_CODE" => Ok(Self::RecoveryCode),
+            other => Err(format!("unknown second factor {other:?}").into()),
+        }
+    }
+}
+
+/// A TOTP factor as stored: confirmed, or waiting for its first code.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = totp_factors, check_for_backend(Pg))]
+pub struct TotpFactor {
+    pub id: Uuid,
+    pub user_id: UserId,
+    pub key_id: String,
+    pub sealed: Vec<u8>,
+    pub confirmed_at: Option<DateTime<Utc>>,
+    /// The last step a code was accepted for (see `mfa::totp`).
+    pub last_step: Option<i64>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = recovery_codes, check_for_backend(Pg))]
+pub struct RecoveryCode {
+    pub id: Uuid,
+    pub code_hash: String,
 }
 
 #[derive(Insertable)]

@@ -45,6 +45,17 @@ diesel::table! {
 }
 
 diesel::table! {
+    recovery_codes (id) {
+        id -> Uuid,
+        user_id -> Uuid,
+        lookup -> Int4,
+        code_hash -> Text,
+        created_at -> Timestamptz,
+        used_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
     refresh_tokens (id) {
         id -> Uuid,
         session_id -> Uuid,
@@ -67,6 +78,8 @@ diesel::table! {
         revoked_at -> Nullable<Timestamptz>,
         revoked_reason -> Nullable<Text>,
         user_agent -> Nullable<Text>,
+        mfa_at -> Nullable<Timestamptz>,
+        mfa_method -> Nullable<Text>,
     }
 }
 
@@ -75,6 +88,18 @@ diesel::table! {
         account -> Text,
         network -> Text,
         last_success_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    totp_factors (id) {
+        id -> Uuid,
+        user_id -> Uuid,
+        key_id -> Text,
+        sealed -> Bytea,
+        created_at -> Timestamptz,
+        confirmed_at -> Nullable<Timestamptz>,
+        last_step -> Nullable<Int8>,
     }
 }
 
@@ -96,20 +121,25 @@ diesel::table! {
         updated_at -> Timestamptz,
         email -> Nullable<Text>,
         email_verified_at -> Nullable<Timestamptz>,
+        mfa_enabled_at -> Nullable<Timestamptz>,
     }
 }
 
 diesel::joinable!(email_tokens -> users (user_id));
+diesel::joinable!(recovery_codes -> users (user_id));
 diesel::joinable!(refresh_tokens -> sessions (session_id));
 diesel::joinable!(sessions -> users (user_id));
+diesel::joinable!(totp_factors -> users (user_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     email_tokens,
     outbox,
     rate_limit_events,
+    recovery_codes,
     refresh_tokens,
     sessions,
     signin_addresses,
+    totp_factors,
     user_count,
     users,
 );

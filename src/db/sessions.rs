@@ -20,6 +20,10 @@ pub enum EndReason {
     PasswordReset,
     /// An operator's `authgraph users revoke-sessions`.
     Admin,
+    /// `disableTotp` ended the account's other sessions.
+    MfaDisabled,
+    /// An operator's `authgraph users reset-mfa` ended every session.
+    MfaReset,
 }
 
 impl EndReason {
@@ -30,6 +34,8 @@ impl EndReason {
             Self::PasswordChanged => "PASSWORD_CHANGED",
             Self::PasswordReset => "PASSWORD_RESET",
             Self::Admin => "ADMIN",
+            Self::MfaDisabled => "MFA_DISABLED",
+            Self::MfaReset => "MFA_RESET",
         }
     }
 }

@@ -6,7 +6,7 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use super::{
     ids::{SessionId, UserId},
-    models::{NewUser, Role, User, UserChanges},
+    models::{Assurance, NewUser, Role, User, UserChanges},
     schema::{sessions, user_count, users},
 };
 
@@ -38,23 +38,24 @@ pub async fn password_hash(conn: &mut AsyncPgConnection, id: UserId) -> QueryRes
     users::table.find(id).select(users::password_hash).first(conn).await.optional()
 }
 
-/// The user of a live session: the guard's one query per request. Also checks that
-/// the session belongs to the user the token names.
+/// The user of a live session and the session's assurance: the guard's one query per
+/// request. Also checks that the session belongs to the user the token names.
 pub async fn find_by_live_session(
     conn: &mut AsyncPgConnection,
     user_id: UserId,
     session_id: SessionId,
-) -> QueryResult<Option<User>> {
+) -> QueryResult<Option<(User, Assurance)>> {
     sessions::table
         .inner_join(users::table)
         .filter(sessions::id.eq(session_id))
         .filter(sessions::user_id.eq(user_id))
         .filter(sessions::revoked_at.is_null())
         .filter(sessions::expires_at.gt(now))
-        .select(User::as_select())
-        .first(conn)
+        .select((User::as_select(), sessions::mfa_at.is_not_null()))
+        .first::<(User, bool)>(conn)
         .await
         .optional()
+        .map(|found| found.map(|(user, raised)| (user, if raised { Assurance::Aal2 } else { Assurance::Aal1 })))
 }
 
 /// Up to `limit` users after the keyset position `after`, oldest first.

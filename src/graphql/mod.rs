@@ -23,7 +23,7 @@ use crate::{
     error::AppResult,
 };
 
-pub use guard::Authenticated;
+pub use guard::{Authenticated, SignedIn};
 pub use mutation::MutationRoot;
 pub use query::QueryRoot;
 
@@ -85,14 +85,27 @@ async fn may_see_private(ctx: &Context<'_>, owner: crate::db::ids::UserId) -> bo
     if !auth.has_token() {
         return false;
     }
+    // The owner sees its own fields even before the second factor (`me` answers then);
+    // an ADMIN sees others' only with every factor its account asks for.
     match auth.caller(&auth_of(ctx).pool).await {
         Ok(caller) => caller.user.id == owner || caller.is_admin(),
         Err(_) => false,
     }
 }
 
-/// The authenticated caller of a protected field (see `RequestAuth::caller`).
+/// The authenticated caller of a protected field (see `RequestAuth::caller`), with the
+/// assurance its account asks for: `MFA_REQUIRED` for a session that has not passed
+/// the account's second factor.
 async fn caller<'a>(ctx: &Context<'a>) -> AppResult<&'a Caller> {
+    let caller = signed_in(ctx).await?;
+    if caller.needs_second_factor() {
+        return Err(crate::error::AppError::MfaRequired);
+    }
+    Ok(caller)
+}
+
+/// The caller of one of the fields a session may call before its second factor.
+async fn signed_in<'a>(ctx: &Context<'a>) -> AppResult<&'a Caller> {
     request_auth(ctx).caller(&auth_of(ctx).pool).await
 }
 

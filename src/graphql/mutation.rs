@@ -2,11 +2,11 @@ use async_graphql::{Context, ID, Object};
 
 use super::{
     auth_of, caller, cookie,
-    guard::Authenticated,
-    request_auth, state,
+    guard::{Authenticated, SignedIn},
+    request_auth, signed_in, state,
     types::{
-        AuthPayload, ChangeEmailInput, ChangePasswordInput, LogoutScopeValue, ResetPasswordInput, SigninInput,
-        SignupInput, UpdateUserInput, VerifyEmailInput, secret,
+        AuthPayload, ChangeEmailInput, ChangePasswordInput, LogoutScopeValue, RecoveryCodes, ResetPasswordInput,
+        SigninInput, SignupInput, TotpEnrollment, UpdateUserInput, VerifyEmailInput, secret,
     },
 };
 use crate::{
@@ -16,6 +16,7 @@ use crate::{
     users,
 };
 use axum::http::header;
+use secrecy::ExposeSecret;
 
 #[derive(Default)]
 pub struct MutationRoot;
@@ -69,14 +70,15 @@ impl MutationRoot {
         Ok(deliver(ctx, auth::sessions::refresh(auth_of(ctx), &token).await?))
     }
 
-    /// Protected. Ends sessions; their access tokens stop working at once.
-    #[graphql(guard = "Authenticated")]
+    /// Protected; an AAL1 session may call it. Ends sessions; their access tokens stop
+    /// working at once.
+    #[graphql(guard = "SignedIn")]
     async fn logout(
         &self,
         ctx: &Context<'_>,
         #[graphql(default_with = "Some(LogoutScopeValue::Current)")] scope: Option<LogoutScopeValue>,
     ) -> AppResult<bool> {
-        let caller = caller(ctx).await?;
+        let caller = signed_in(ctx).await?;
         let scope: LogoutScope = scope.unwrap_or(LogoutScopeValue::Current).into();
         auth::sessions::logout(auth_of(ctx), caller, scope).await?;
         let config = &state(ctx).config;
@@ -157,5 +159,54 @@ impl MutationRoot {
         let client = &request_auth(ctx).client;
         auth::email::change_email(auth_of(ctx), caller, &password, &input.new_email, client).await?;
         Ok(true)
+    }
+
+    /// Protected (AAL2 when a factor is already on). Starts TOTP enrollment: a new
+    /// secret for an authenticator app. Nothing changes until confirmTotp.
+    #[graphql(guard = "Authenticated")]
+    async fn enroll_totp(&self, ctx: &Context<'_>) -> AppResult<TotpEnrollment> {
+        let caller = caller(ctx).await?;
+        let e = auth::second_factor::enroll(auth_of(ctx), caller).await?;
+        Ok(TotpEnrollment { secret: e.secret, uri: e.uri, qr_svg: e.qr_svg })
+    }
+
+    /// Protected. Confirms enrollment with a current code: turns the factor on (in place
+    /// of an earlier one), raises this session to AAL2 and returns ten recovery codes,
+    /// shown this once, with an access token at AAL2. The account's other sessions must
+    /// pass verifyMfa.
+    #[graphql(guard = "Authenticated")]
+    async fn confirm_totp(&self, ctx: &Context<'_>, code: String) -> AppResult<RecoveryCodes> {
+        let caller = caller(ctx).await?;
+        let confirmed = auth::second_factor::confirm(auth_of(ctx), caller, &secret(code)).await?;
+        Ok(RecoveryCodes {
+            codes: confirmed.codes.iter().map(|c| c.expose_secret().to_owned()).collect(),
+            access_token: Some(confirmed.access_token),
+        })
+    }
+
+    /// Protected; an AAL1 session may call it. A TOTP code or a recovery code: raises the
+    /// session to AAL2 and returns new tokens (the session's earlier refresh token stops
+    /// working). With a recovery code, recoveryCodesLeft says how many remain.
+    #[graphql(guard = "SignedIn")]
+    async fn verify_mfa(&self, ctx: &Context<'_>, code: String) -> AppResult<AuthPayload> {
+        let caller = signed_in(ctx).await?;
+        Ok(deliver(ctx, auth::second_factor::verify(auth_of(ctx), caller, &secret(code)).await?))
+    }
+
+    /// Protected, AAL2. Turns the factor off; needs a current TOTP code. Removes the
+    /// recovery codes and ends the account's other sessions.
+    #[graphql(guard = "Authenticated")]
+    async fn disable_totp(&self, ctx: &Context<'_>, code: String) -> AppResult<bool> {
+        let caller = caller(ctx).await?;
+        auth::second_factor::disable(auth_of(ctx), caller, &secret(code)).await?;
+        Ok(true)
+    }
+
+    /// Protected, AAL2. Replaces every recovery code with ten new ones, shown this once.
+    #[graphql(guard = "Authenticated")]
+    async fn regenerate_recovery_codes(&self, ctx: &Context<'_>) -> AppResult<RecoveryCodes> {
+        let caller = caller(ctx).await?;
+        let codes = auth::second_factor::regenerate(auth_of(ctx), caller).await?;
+        Ok(RecoveryCodes { codes: codes.iter().map(|c| c.expose_secret().to_owned()).collect(), access_token: None })
     }
 }

@@ -1,8 +1,9 @@
 use async_graphql::{Context, ID, Object};
 
 use super::{
-    auth_of, caller,
-    guard::Authenticated,
+    auth_of,
+    guard::SignedIn,
+    signed_in,
     types::{PageInfo, SessionInfo, UserConnection, UserEdge},
 };
 use crate::{auth, db::models::User, error::AppResult, users};
@@ -36,16 +37,16 @@ impl QueryRoot {
         Ok(users::get(&auth_of(ctx).pool, &id).await?)
     }
 
-    /// Protected. The caller.
-    #[graphql(guard = "Authenticated")]
+    /// Protected; an AAL1 session may call it. The caller.
+    #[graphql(guard = "SignedIn")]
     async fn me(&self, ctx: &Context<'_>) -> AppResult<User> {
-        Ok(caller(ctx).await?.user.clone())
+        Ok(signed_in(ctx).await?.user.clone())
     }
 
-    /// Protected. The caller's live sessions.
-    #[graphql(guard = "Authenticated")]
+    /// Protected; an AAL1 session may call it. The caller's live sessions.
+    #[graphql(guard = "SignedIn")]
     async fn sessions(&self, ctx: &Context<'_>) -> AppResult<Vec<SessionInfo>> {
-        let caller = caller(ctx).await?;
+        let caller = signed_in(ctx).await?;
         let rows = auth::sessions::list(auth_of(ctx), caller).await?;
         Ok(rows.into_iter().map(|s| SessionInfo::new(s, caller.session_id)).collect())
     }

@@ -37,6 +37,18 @@ pub enum LogoutScopeValue {
     All,
 }
 
+/// How strongly a session was authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[graphql(name = "AuthAssurance", remote = "crate::db::models::Assurance")]
+pub enum AssuranceValue {
+    /// Password only.
+    #[graphql(name = "AAL1")]
+    Aal1,
+    /// Password and a second factor.
+    #[graphql(name = "AAL2")]
+    Aal2,
+}
+
 /// `DateTime` in the schema. Our own scalar rather than async-graphql's for chrono,
 /// whose description in the SDL speaks of Rust types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +104,10 @@ impl User {
             None
         }
     }
+    /// Whether a second factor is on. Null unless the caller is this user or an ADMIN.
+    async fn mfa_enabled(&self, ctx: &Context<'_>) -> Option<bool> {
+        if super::may_see_private(ctx, self.id).await { Some(self.has_second_factor()) } else { None }
+    }
 }
 
 #[derive(SimpleObject)]
@@ -105,16 +121,28 @@ pub struct AuthPayload {
     /// Seconds until accessToken expires.
     pub expires_in: i32,
     pub user: User,
+    /// True when the account has a second factor and this session has not passed it
+    /// yet: call verifyMfa. Until then only me, sessions, logout and verifyMfa answer.
+    pub mfa_required: bool,
+    /// What this session has reached; the access token's `aal` claim says the same.
+    pub assurance: AssuranceValue,
+    /// After verifyMfa with a recovery code: how many unused codes remain (make new
+    /// ones with regenerateRecoveryCodes before they run out). Null otherwise.
+    pub recovery_codes_left: Option<i32>,
 }
 
 impl AuthPayload {
     /// The payload for a grant; `refreshToken` is left out when the cookie carries it.
     pub fn new(grant: Grant, refresh_in_body: bool) -> Self {
+        let mfa_required = grant.mfa_required();
         Self {
             access_token: grant.access_token,
             refresh_token: refresh_in_body.then(|| grant.refresh_token.expose_secret().to_owned()),
             token_type: "Bearer".to_owned(),
             expires_in: i32::try_from(grant.expires_in).unwrap_or(i32::MAX),
+            mfa_required,
+            assurance: grant.assurance.into(),
+            recovery_codes_left: grant.recovery_codes_left.map(|n| i32::try_from(n).unwrap_or(i32::MAX)),
             user: grant.user,
         }
     }
@@ -131,10 +159,13 @@ pub struct SessionInfo {
     pub user_agent: Option<String>,
     /// True for the session of the access token making this request.
     pub current: bool,
+    /// Whether this session passed the second factor (AAL2) or only the password.
+    pub assurance: AssuranceValue,
 }
 
 impl SessionInfo {
     pub fn new(row: SessionRow, current_session: SessionId) -> Self {
+        let assurance = row.assurance().into();
         Self {
             id: row.id.into(),
             created_at: DateTimeUtc(row.created_at),
@@ -142,8 +173,31 @@ impl SessionInfo {
             expires_at: DateTimeUtc(row.expires_at),
             user_agent: row.user_agent,
             current: row.id == current_session,
+            assurance,
         }
     }
+}
+
+/// A TOTP secret waiting for its first code (confirmTotp).
+#[derive(SimpleObject)]
+pub struct TotpEnrollment {
+    /// Base32 secret, for typing into an authenticator app.
+    pub secret: String,
+    /// otpauth://totp/… URI with issuer and account name.
+    pub uri: String,
+    /// The URI as an SVG QR code, ready to put in an <img> or inline.
+    pub qr_svg: String,
+}
+
+/// Recovery codes, each usable once in place of a TOTP code.
+#[derive(SimpleObject)]
+pub struct RecoveryCodes {
+    /// Single-use codes, shown once; each stands in for one TOTP code.
+    pub codes: Vec<String>,
+    /// confirmTotp only: an access token of this session at AAL2. The token that
+    /// called confirmTotp keeps working at AAL1 only, which is no longer enough for
+    /// this account. Null from regenerateRecoveryCodes.
+    pub access_token: Option<String>,
 }
 
 #[derive(SimpleObject)]

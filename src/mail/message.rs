@@ -14,6 +14,12 @@ pub enum Content<'a> {
     EmailChanging { new_address: &'a str },
     /// The password was changed (or reset) and other sessions were ended.
     PasswordChanged,
+    /// A second factor was turned on.
+    MfaEnabled,
+    /// A recovery code was used to sign in; `left` remain.
+    RecoveryCodeUsed { left: i64 },
+    /// The second factor was turned off (by the account, or by an operator).
+    MfaDisabled,
 }
 
 /// A rendered message.
@@ -85,6 +91,34 @@ pub fn render(app: &str, content: &Content<'_>) -> Rendered {
         Content::PasswordChanged => (
             format!("Your {app} password was changed"),
             format!("The password of your {app} account was just changed, and its other sessions were signed out."),
+            None,
+            NOT_YOU_CHANGED,
+        ),
+        Content::MfaEnabled => (
+            format!("Two-step sign-in is on for your {app} account"),
+            format!(
+                "An authenticator app was set up as a second factor for your {app} account. Sign-ins now \
+                 ask for its code, or for one of the recovery codes shown when it was set up."
+            ),
+            None,
+            NOT_YOU_CHANGED,
+        ),
+        Content::RecoveryCodeUsed { left } => (
+            format!("A recovery code was used for your {app} account"),
+            format!(
+                "A recovery code was just used to sign in to your {app} account; {left} unused {} left. \
+                 If your authenticator is lost, set up a new one and make new recovery codes.",
+                if *left == 1 { "code is" } else { "codes are" }
+            ),
+            None,
+            NOT_YOU_CHANGED,
+        ),
+        Content::MfaDisabled => (
+            format!("Two-step sign-in is off for your {app} account"),
+            format!(
+                "The second factor of your {app} account was turned off, and its other sessions were \
+                 signed out. Sign-ins now ask for the password only."
+            ),
             None,
             NOT_YOU_CHANGED,
         ),

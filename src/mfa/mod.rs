@@ -1,8 +1,9 @@
-//! The second factor's building blocks, below the flows that will use them: TOTP
-//! codes (RFC 6238), the sealing of TOTP secrets at rest, and recovery codes. The flows, the schema and
-//! the configuration (`MFA_ENCRYPTION_KEY`) come with the rest of the second-factor
-//! work; these parts are complete and tested on their own.
+//! The second factor's building blocks, below the flows that use them (`auth::second_factor`):
+//! TOTP codes (RFC 6238), the sealing of TOTP secrets at rest, recovery codes, the QR
+//! code of an enrolment, and the clock codes are checked against.
 
+pub mod clock;
+pub mod qr;
 pub mod recovery;
 pub mod sealed;
 pub mod totp;

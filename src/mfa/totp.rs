@@ -71,6 +71,23 @@ pub fn base32(bytes: &[u8]) -> String {
     out
 }
 
+/// The bytes of base32 text (any case, padding and spaces ignored), or `None` if a
+/// character is outside the alphabet: the reverse of `base32`, as apps read a secret.
+pub fn from_base32(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() * 5 / 8);
+    let (mut buffer, mut bits) = (0u32, 0u32);
+    for c in text.bytes().filter(|c| !matches!(c, b'=' | b' ')) {
+        let value = BASE32.iter().position(|&b| b == c.to_ascii_uppercase())? as u32;
+        buffer = (buffer << 5) | value;
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((buffer >> bits) as u8);
+        }
+    }
+    Some(out)
+}
+
 /// The `otpauth://` URI an authenticator app scans: issuer and account name in the
 /// label and the issuer again as a parameter, as Google Authenticator's format asks.
 pub fn uri(issuer: &str, account: &str, secret: &[u8]) -> String {
@@ -138,7 +155,10 @@ mod tests {
         // RFC 4648 test vectors, without padding.
         for (raw, encoded) in [("", ""), ("f", "MY"), ("fo", "MZXQ"), ("foo", "MZXW6"), ("foobar", "MZXW6YTBOI")] {
             assert_eq!(base32(raw.as_bytes()), encoded);
+            assert_eq!(from_base32(encoded).unwrap(), raw.as_bytes());
         }
+        assert_eq!(from_base32("mzxw 6ytb oi==").unwrap(), b"foobar");
+        assert_eq!(from_base32("MZXW1"), None, "1 is not in the alphabet");
         let uri = uri("Acme Notes", "ada@example.com", b"12345678901234567890");
         assert_eq!(
             uri,

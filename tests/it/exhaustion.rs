@@ -252,7 +252,13 @@ async fn a_signin_stays_fast_during_a_signup_storm() {
 
 #[tokio::test]
 async fn one_client_cannot_fill_the_hashing_queue() {
-    let app = TestApp::with_config(|c| c.signin_failures_per_ip = 10_000).await;
+    // A small queue (one client may hold 4 jobs), so that 60 guesses at once exceed a
+    // client's share however slowly a loaded machine lets them arrive.
+    let app = TestApp::with_config(|c| {
+        c.signin_failures_per_ip = 10_000;
+        c.argon2_queue_limit = 16;
+    })
+    .await;
     app.signup("ada").await;
     let guesses = (0..60).map(|i| {
         let input = json!({ "username": format!("nobody{i}"), "password": "wrong guess" });

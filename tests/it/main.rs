@@ -16,6 +16,7 @@ mod operations;
 mod production;
 mod refresh;
 mod schema;
+mod second_factor;
 mod security;
 mod server_process;
 mod session_races;

@@ -179,12 +179,14 @@ async fn two_instances_on_one_database_behave_as_one() {
     let dir = tempfile::tempdir().unwrap();
     let secret = ("JWT_ACCESS_SECRET", "shared-secret-shared-secret-shared!!");
     let refresh_key = ("REFRESH_TOKEN_KEY", "shared-refresh-key-shared-refresh-key");
+    let mfa_key = ("MFA_ENCRYPTION_KEY", "shared-mfa-key-shared-mfa-key-shared-mfa");
     // Ada signs in from this address below, so it is a known one: the per-address
     // limit is the one that counts there.
     let limits = ("SIGNIN_FAILURES_PER_ACCOUNT_ADDRESS", "3");
-    let a = Server::start(&dir.path().join("a"), &[secret, refresh_key, limits]);
+    let a = Server::start(&dir.path().join("a"), &[secret, refresh_key, mfa_key, limits]);
     let url = a.database_url();
-    let b = Server::start(&dir.path().join("b"), &[secret, refresh_key, limits, ("DATABASE_URL", url.as_str())]);
+    let b =
+        Server::start(&dir.path().join("b"), &[secret, refresh_key, mfa_key, limits, ("DATABASE_URL", url.as_str())]);
     assert!(!dir.path().join("b/postgres").exists(), "B uses A's database, not its own");
 
     let signup =

@@ -84,6 +84,15 @@ async fn the_binary_serves_restarts_with_its_data_and_leaves_no_postgres_behind(
     assert!(String::from_utf8_lossy(&out.stdout).contains("ended 2 sessions"), "{out:?}");
     let me = server.gql(Some(token), "{ me { id } }", json!({})).await;
     assert_eq!(me["errors"][0]["extensions"]["code"], "UNAUTHENTICATED");
+    // And reset a lost second factor (ending every session, none left here).
+    let out = command(&data_dir).args(["users", "reset-mfa", "ada"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("removed the second factor of ada and ended 0 sessions"),
+        "{out:?}"
+    );
+    let out = command(&data_dir).args(["users", "reset-mfa", "nobody"]).output().unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no user named"), "{out:?}");
     let (status, _) = server.terminate();
     assert!(status.success());
 }

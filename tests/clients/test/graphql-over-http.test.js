@@ -18,6 +18,7 @@ for (const [mode, env] of [
     APP_ENV: 'production',
     JWT_ACCESS_SECRET: 'x'.repeat(64),
     REFRESH_TOKEN_KEY: 'r'.repeat(64),
+    MFA_ENCRYPTION_KEY: 'm'.repeat(64),
     GRAPHQL_INTROSPECTION: 'true',
     // Production needs SMTP_URL while email is on; this audit sends no mail.
     EMAIL_ENABLED: 'false',

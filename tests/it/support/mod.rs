@@ -43,6 +43,8 @@ use tower::ServiceExt;
 pub const SECRET: &str = "test-secret-test-secret-test-secret!";
 /// The refresh-token key of every test app.
 pub const REFRESH_KEY: &str = "test-refresh-key-test-refresh-key!!";
+/// The second-factor sealing key of every test app.
+pub const MFA_KEY: &str = "test-mfa-key-test-mfa-key-test-mfa-key!!";
 /// A password that passes validation.
 pub const PASSWORD: &str = "correct horse battery staple";
 
@@ -140,6 +142,7 @@ pub fn test_config(database_url: &str) -> Config {
     let mut config = Config::defaults();
     config.jwt_access_secret = Some(SecretString::from(SECRET));
     config.refresh_token_key = Some(SecretString::from(REFRESH_KEY));
+    config.mfa.encryption_key = Some(SecretString::from(MFA_KEY));
     config.database_url = Some(SecretString::from(database_url.to_owned()));
     config.database_pool_size = 10;
     // Mail is off unless a test gives it an SMTP server (`mail_to`).

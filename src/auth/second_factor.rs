@@ -1,0 +1,385 @@
+//! The second factor: TOTP enrolment and confirmation, `verifyMfa` (a TOTP or a
+//! recovery code raises a session to AAL2), turning it off, new recovery codes, and
+//! the operator's reset.
+//!
+//! Every check of a code is counted first, per session and per account
+//! (`RateLimits::take_mfa`), and forgiven when right. A TOTP step and a recovery code
+//! are each spent by one conditional UPDATE, so of two concurrent requests with one
+//! code exactly one passes. A recovery-code check costs exactly one argon2id
+//! verification: the code's keyed lookup finds the one row it can be, and a code that
+//! finds none is checked against the dummy hash, so the time tells nothing either.
+
+use diesel_async::{AsyncConnection, AsyncPgConnection};
+use secrecy::{ExposeSecret, SecretString};
+
+use super::{
+    Auth, Caller, Grant,
+    check::forgiven,
+    password::{Lane, Requester, Ticket},
+    sessions,
+};
+use crate::{
+    config::Config,
+    db::{
+        self, DbPool,
+        ids::UserId,
+        models::{Assurance, NewRefreshToken, SecondFactor, TotpFactor, User},
+        sessions::EndReason,
+    },
+    error::{AppError, AppResult},
+    mail::{Mail, message::Content},
+    mfa::{
+        clock::Clock,
+        qr,
+        recovery::{self, LookupKey},
+        sealed::{KeyRing, SealKey, Sealed},
+        totp,
+    },
+    secret::MfaKeys,
+};
+
+/// The keys, the issuer and the clock of the second factor.
+pub struct Settings {
+    ring: KeyRing,
+    /// The current key's lookup first: new codes use it; checks try every key.
+    lookups: Vec<LookupKey>,
+    issuer: String,
+    /// What TOTP codes are checked against; tests pin it.
+    pub clock: Clock,
+}
+
+impl Settings {
+    pub fn new(config: &Config, keys: &MfaKeys) -> Self {
+        let all = std::iter::once(&keys.current).chain(&keys.previous);
+        let lookups = all.clone().map(|k| LookupKey::from_key(k.expose_secret())).collect();
+        let ring = KeyRing::new(
+            SealKey::from_key(keys.current.expose_secret()),
+            keys.previous.iter().map(|k| SealKey::from_key(k.expose_secret())).collect(),
+        );
+        let issuer = config.mfa.issuer.clone().unwrap_or_else(|| config.email.app_name.clone());
+        Self { ring, lookups, issuer, clock: Clock::default() }
+    }
+}
+
+/// What `enrollTotp` hands the client: the secret three ways.
+pub struct Enrollment {
+    pub secret: String,
+    pub uri: String,
+    pub qr_svg: String,
+}
+
+/// The account's secrets are its own: sealed with its id as associated data.
+fn account(user: UserId) -> [u8; 16] {
+    *user.as_uuid().as_bytes()
+}
+
+fn ticket(user: UserId) -> Ticket {
+    Ticket { lane: Lane::Account, requester: Requester::Account(user) }
+}
+
+fn no_factor() -> AppError {
+    AppError::bad_input("code", "No second factor is on for this account")
+}
+
+/// `enrollTotp`: a new secret, waiting for its first code. The guard has already
+/// asked for AAL2 if a factor is on; the factor in use stays until `confirmTotp`.
+pub async fn enroll(auth: &Auth, caller: &Caller) -> AppResult<Enrollment> {
+    let mut secret = [0u8; totp::SECRET_LEN];
+    rand::fill(&mut secret);
+    let user = &caller.user;
+    let sealed = auth.second_factor.ring.seal(&account(user.id), &secret);
+    let mut conn = auth.pool.get().await?;
+    db::second_factor::start_enrolment(&mut conn, user.id, &sealed.key_id, &sealed.bytes).await?;
+    let uri = totp::uri(&auth.second_factor.issuer, &user.username, &secret);
+    Ok(Enrollment { secret: totp::base32(&secret), qr_svg: qr::svg(&uri), uri })
+}
+
+/// What `confirmTotp` hands back: the codes, shown once, and an access token of this
+/// session at AAL2 (the one that called keeps only the weight it claims).
+pub struct Confirmed {
+    pub codes: Vec<SecretString>,
+    pub access_token: String,
+}
+
+/// `confirmTotp`: the first code of the waiting enrolment turns the factor on (replacing
+/// an earlier one), raises this session to AAL2, and makes ten recovery codes.
+pub async fn confirm(auth: &Auth, caller: &Caller, code: &SecretString) -> AppResult<Confirmed> {
+    let user_id = caller.user.id;
+    let (pending, attempt) = {
+        let mut conn = auth.pool.get().await?;
+        let pending = db::second_factor::find(&mut conn, user_id, false)
+            .await?
+            .ok_or_else(|| AppError::bad_input("code", "No enrolment is waiting: call enrollTotp first"))?;
+        (pending, auth.rate_limits.take_mfa(&mut conn, user_id, caller.session_id).await?)
+    };
+    let mut conn = auth.pool.get().await?;
+    let Some(step) = totp_step(auth, &pending, code)? else {
+        return Err(AppError::InvalidMfaCode);
+    };
+    auth.rate_limits.forgive(&mut conn, &attempt).await?;
+    auth.rate_limits.take_code_set(&mut conn, user_id).await?;
+    drop(conn);
+    let (codes, stored) = new_codes(auth, user_id).await?;
+    let mut conn = auth.pool.get().await?;
+    let session_id = caller.session_id;
+    let notice = caller.user.verified_email().filter(|_| auth.mail.enabled);
+    conn.transaction::<_, AppError, _>(async |conn| {
+        // The step is spent on the factor itself: the code that confirmed cannot also pass verifyMfa.
+        if !db::second_factor::spend_step(conn, pending.id, step).await? {
+            return Err(AppError::InvalidMfaCode);
+        }
+        db::second_factor::confirm(conn, user_id, pending.id).await?;
+        db::second_factor::replace_codes(conn, user_id, &stored).await?;
+        if !db::second_factor::raise_session(conn, session_id, SecondFactor::Totp).await? {
+            return Err(AppError::Unauthenticated("session ended"));
+        }
+        if let Some(address) = notice {
+            auth.mail.queue_notice(conn, address, Content::MfaEnabled).await?;
+        }
+        Ok(())
+    })
+    .await?;
+    auth.mail.wake();
+    let access_token =
+        auth.tokens.issue(user_id, session_id, caller.user.role, Assurance::Aal2).map_err(AppError::internal)?;
+    Ok(Confirmed { codes, access_token })
+}
+
+/// `verifyMfa`: a TOTP or recovery code raises the session to AAL2. The session's
+/// refresh tokens handed out before are retired and a new pair is returned.
+pub async fn verify(auth: &Auth, caller: &Caller, code: &SecretString) -> AppResult<Grant> {
+    let user = &caller.user;
+    if !user.has_second_factor() {
+        return Err(no_factor());
+    }
+    let attempt = {
+        let mut conn = auth.pool.get().await?;
+        auth.rate_limits.take_mfa(&mut conn, user.id, caller.session_id).await?
+    };
+    let method = match check(auth, user, code, true).await {
+        Ok(Some(method)) => method,
+        Ok(None) => return Err(AppError::InvalidMfaCode),
+        Err(err) => return Err(forgiven(auth, attempt, err).await),
+    };
+    let mut conn = auth.pool.get().await?;
+    auth.rate_limits.forgive(&mut conn, &attempt).await?;
+    let policy = &auth.sessions;
+    let session_id = caller.session_id;
+    let (token, left) = conn
+        .transaction::<_, AppError, _>(async |conn| {
+            let session = db::sessions::lock(conn, session_id).await?;
+            if session.revoked_at.is_some() || !db::second_factor::raise_session(conn, session_id, method).await? {
+                return Err(AppError::Unauthenticated("session ended"));
+            }
+            db::second_factor::retire_refresh_tokens(conn, session_id).await?;
+            let token = new_refresh_token(conn, policy, &session).await?;
+            let left = match method {
+                SecondFactor::Totp => None,
+                SecondFactor::RecoveryCode => {
+                    let left = db::second_factor::codes_left(conn, user.id).await?;
+                    if let Some(address) = user.verified_email().filter(|_| auth.mail.enabled) {
+                        auth.mail.queue_notice(conn, address, Content::RecoveryCodeUsed { left }).await?;
+                    }
+                    Some(left)
+                }
+            };
+            Ok((token, left))
+        })
+        .await?;
+    auth.mail.wake();
+    let mut grant = sessions::grant(auth, user.clone(), session_id, token, Assurance::Aal2)?;
+    grant.recovery_codes_left = left;
+    Ok(grant)
+}
+
+/// A refresh token for a session whose earlier ones were just retired.
+async fn new_refresh_token(
+    conn: &mut AsyncPgConnection,
+    policy: &sessions::SessionPolicy,
+    session: &db::models::Session,
+) -> AppResult<SecretString> {
+    let expires_at = (chrono::Utc::now() + policy.idle_ttl).min(session.max_expires_at);
+    let token = super::refresh_token::generate();
+    db::refresh_tokens::insert(
+        conn,
+        NewRefreshToken {
+            session_id: session.id,
+            token_hash: super::refresh_token::hash(token.expose_secret()).as_bytes(),
+            parent_id: None,
+            expires_at,
+        },
+    )
+    .await?;
+    db::sessions::touch(conn, session.id, expires_at).await?;
+    Ok(token)
+}
+
+/// `disableTotp`: a current TOTP code turns the factor off, removes the recovery codes
+/// and ends the account's other sessions. The guard has already asked for AAL2.
+pub async fn disable(auth: &Auth, caller: &Caller, code: &SecretString) -> AppResult<()> {
+    let user = &caller.user;
+    if !user.has_second_factor() {
+        return Err(no_factor());
+    }
+    let attempt = {
+        let mut conn = auth.pool.get().await?;
+        auth.rate_limits.take_mfa(&mut conn, user.id, caller.session_id).await?
+    };
+    match check(auth, user, code, false).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return Err(AppError::InvalidMfaCode),
+        Err(err) => return Err(forgiven(auth, attempt, err).await),
+    }
+    let mut conn = auth.pool.get().await?;
+    auth.rate_limits.forgive(&mut conn, &attempt).await?;
+    remove_factor(&mut conn, &auth.mail, user, Some(caller.session_id), EndReason::MfaDisabled).await.map(drop)
+}
+
+/// `regenerateRecoveryCodes`: a new set replaces every earlier code.
+pub async fn regenerate(auth: &Auth, caller: &Caller) -> AppResult<Vec<SecretString>> {
+    let user_id = caller.user.id;
+    if !caller.user.has_second_factor() {
+        return Err(AppError::bad_input("regenerateRecoveryCodes", "No second factor is on for this account"));
+    }
+    {
+        let mut conn = auth.pool.get().await?;
+        auth.rate_limits.take_code_set(&mut conn, user_id).await?;
+    }
+    let (codes, stored) = new_codes(auth, user_id).await?;
+    let mut conn = auth.pool.get().await?;
+    conn.transaction::<_, AppError, _>(async |conn| {
+        // The factor may have been turned off meanwhile: then there is nothing to replace.
+        if db::second_factor::find(conn, user_id, true).await?.is_none() {
+            return Err(AppError::bad_input("regenerateRecoveryCodes", "No second factor is on for this account"));
+        }
+        db::second_factor::replace_codes(conn, user_id, &stored).await?;
+        Ok(())
+    })
+    .await?;
+    Ok(codes)
+}
+
+/// `authgraph users reset-mfa`: the operator removes a lost factor; every session of
+/// the account ends, and its verified address gets a notice. Returns the account and
+/// how many sessions ended.
+pub async fn reset_by_operator(pool: &DbPool, mail: &Mail, username: &str) -> AppResult<(User, usize)> {
+    let mut conn = pool.get().await?;
+    let user = db::users::find_by_username(&mut conn, username).await?.ok_or(AppError::NotFound)?;
+    let ended = remove_factor(&mut conn, mail, &user, None, EndReason::MfaReset).await?;
+    Ok((user, ended))
+}
+
+/// Removes the factor and the codes, ends the account's sessions but `keep`, and sends
+/// the notice, in one transaction. Returns how many sessions ended.
+async fn remove_factor(
+    conn: &mut AsyncPgConnection,
+    mail: &Mail,
+    user: &User,
+    keep: Option<db::ids::SessionId>,
+    reason: EndReason,
+) -> AppResult<usize> {
+    let ended = conn
+        .transaction::<_, AppError, _>(async |conn| {
+            db::second_factor::remove(conn, user.id).await?;
+            let ended = db::sessions::end_all(conn, user.id, keep, reason).await?;
+            if let Some(address) = user.verified_email().filter(|_| mail.enabled) {
+                mail.queue_notice(conn, address, Content::MfaDisabled).await?;
+            }
+            Ok(ended)
+        })
+        .await?;
+    mail.wake();
+    Ok(ended)
+}
+
+/// Checks a code of the account's confirmed factor: a TOTP code, or (when
+/// `recovery_allowed`) a recovery code. `Some(method)` once the code is spent.
+async fn check(
+    auth: &Auth,
+    user: &User,
+    code: &SecretString,
+    recovery_allowed: bool,
+) -> AppResult<Option<SecondFactor>> {
+    if let Some(normalized) = recovery::normalize(code.expose_secret()) {
+        if !recovery_allowed {
+            return Ok(None);
+        }
+        return Ok(check_recovery(auth, user.id, normalized).await?.then_some(SecondFactor::RecoveryCode));
+    }
+    let mut conn = auth.pool.get().await?;
+    let Some(factor) = db::second_factor::find(&mut conn, user.id, true).await? else {
+        return Ok(None);
+    };
+    let Some(step) = totp_step(auth, &factor, code)? else {
+        return Ok(None);
+    };
+    if !db::second_factor::spend_step(&mut conn, factor.id, step).await? {
+        return Ok(None);
+    }
+    reseal_if_stale(auth, &mut conn, &factor).await;
+    Ok(Some(SecondFactor::Totp))
+}
+
+/// The step a TOTP code of `factor` is for, if it is right now and later than the
+/// last step spent.
+fn totp_step(auth: &Auth, factor: &TotpFactor, code: &SecretString) -> AppResult<Option<i64>> {
+    let secret = open(auth, factor)?;
+    let last = factor.last_step.and_then(|s| u64::try_from(s).ok());
+    let step = totp::verify(&secret, code.expose_secret().trim(), auth.second_factor.clock.now(), last);
+    Ok(step.and_then(|s| i64::try_from(s).ok()))
+}
+
+fn open(auth: &Auth, factor: &TotpFactor) -> AppResult<Vec<u8>> {
+    let sealed = Sealed { key_id: factor.key_id.clone(), bytes: factor.sealed.clone() };
+    auth.second_factor.ring.open(&account(factor.user_id), &sealed).map_err(|_| {
+        AppError::internal(anyhow::anyhow!(
+            "the TOTP secret of account {} was sealed under key {}, which MFA_ENCRYPTION_KEY and \
+             MFA_ENCRYPTION_KEY_PREVIOUS do not hold (or the row was altered)",
+            factor.user_id,
+            factor.key_id
+        ))
+    })
+}
+
+/// Seals a secret under the current key once it was opened with an earlier one, so an
+/// old key can be dropped after every account has signed in once.
+async fn reseal_if_stale(auth: &Auth, conn: &mut AsyncPgConnection, factor: &TotpFactor) {
+    let ring = &auth.second_factor.ring;
+    let sealed = Sealed { key_id: factor.key_id.clone(), bytes: factor.sealed.clone() };
+    if !ring.is_stale(&sealed) {
+        return;
+    }
+    let Ok(secret) = ring.open(&account(factor.user_id), &sealed) else { return };
+    let fresh = ring.seal(&account(factor.user_id), &secret);
+    if let Err(err) = db::second_factor::reseal(conn, factor.id, &fresh.key_id, &fresh.bytes).await {
+        tracing::warn!(error = %err, "could not seal a TOTP secret under the current key");
+    }
+}
+
+/// One argon2id verification whatever the code: the stored code its lookup names, or
+/// the dummy hash when none; then the code is spent.
+async fn check_recovery(auth: &Auth, user_id: UserId, normalized: String) -> AppResult<bool> {
+    let lookups: Vec<i32> = auth.second_factor.lookups.iter().map(|k| k.of(&normalized)).collect();
+    let found = {
+        let mut conn = auth.pool.get().await?;
+        db::second_factor::find_code(&mut conn, user_id, &lookups).await?
+    };
+    let presented = SecretString::from(normalized);
+    let right = auth.hasher.verify(ticket(user_id), &presented, found.as_ref().map(|c| c.code_hash.as_str())).await?;
+    let Some(code) = found.filter(|_| right) else { return Ok(false) };
+    let mut conn = auth.pool.get().await?;
+    Ok(db::second_factor::spend_code(&mut conn, code.id).await?)
+}
+
+/// A new set of recovery codes: the codes to show, and `(lookup, argon2id hash)` to
+/// store. The ten hashes go through the hashing queue together.
+async fn new_codes(auth: &Auth, user_id: UserId) -> AppResult<(Vec<SecretString>, Vec<(i32, String)>)> {
+    let set = recovery::generate_distinct(&auth.second_factor.lookups[0]);
+    let hashes = futures_util::future::try_join_all(set.iter().map(|(code, _)| {
+        let normalized = SecretString::from(recovery::normalize(code.expose_secret()).expect("a generated code"));
+        async move { auth.hasher.hash(ticket(user_id), &normalized).await }
+    }))
+    .await?;
+    let stored = set.iter().zip(hashes).map(|((_, lookup), hash)| (*lookup, hash)).collect();
+    Ok((set.into_iter().map(|(code, _)| code).collect(), stored))
+}

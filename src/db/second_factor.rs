@@ -1,0 +1,171 @@
+//! Queries on `totp_factors` and `recovery_codes`, and the account's and sessions'
+//! second-factor columns. Each spend (a TOTP step, a recovery code) is one conditional
+//! UPDATE: of two concurrent requests with the same code, exactly one changes the row.
+
+use diesel::{dsl::now, prelude::*};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
+
+use super::{
+    ids::{SessionId, UserId},
+    models::{RecoveryCode, SecondFactor, TotpFactor},
+    schema::{recovery_codes, refresh_tokens, sessions, totp_factors, users},
+};
+
+/// The account's confirmed factor, or its enrolment waiting for a first code.
+pub async fn find(conn: &mut AsyncPgConnection, user_id: UserId, confirmed: bool) -> QueryResult<Option<TotpFactor>> {
+    let query = totp_factors::table.filter(totp_factors::user_id.eq(user_id)).into_boxed();
+    let query = if confirmed {
+        query.filter(totp_factors::confirmed_at.is_not_null())
+    } else {
+        query.filter(totp_factors::confirmed_at.is_null())
+    };
+    query.select(TotpFactor::as_select()).first(conn).await.optional()
+}
+
+/// Replaces the account's waiting enrolment with a new one.
+pub async fn start_enrolment(
+    conn: &mut AsyncPgConnection,
+    user_id: UserId,
+    key_id: &str,
+    sealed: &[u8],
+) -> QueryResult<()> {
+    diesel::delete(
+        totp_factors::table.filter(totp_factors::user_id.eq(user_id)).filter(totp_factors::confirmed_at.is_null()),
+    )
+    .execute(conn)
+    .await?;
+    diesel::insert_into(totp_factors::table)
+        .values((totp_factors::user_id.eq(user_id), totp_factors::key_id.eq(key_id), totp_factors::sealed.eq(sealed)))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Spends `step` of a factor: true if no step this late was spent before.
+pub async fn spend_step(conn: &mut AsyncPgConnection, factor: Uuid, step: i64) -> QueryResult<bool> {
+    let spent = diesel::update(
+        totp_factors::table.find(factor).filter(totp_factors::last_step.is_null().or(totp_factors::last_step.lt(step))),
+    )
+    .set(totp_factors::last_step.eq(step))
+    .execute(conn)
+    .await?;
+    Ok(spent == 1)
+}
+
+/// Makes a waiting enrolment the account's factor, replacing any earlier one, and
+/// marks the account as having one.
+pub async fn confirm(conn: &mut AsyncPgConnection, user_id: UserId, pending: Uuid) -> QueryResult<()> {
+    diesel::delete(
+        totp_factors::table.filter(totp_factors::user_id.eq(user_id)).filter(totp_factors::confirmed_at.is_not_null()),
+    )
+    .execute(conn)
+    .await?;
+    diesel::update(totp_factors::table.find(pending)).set(totp_factors::confirmed_at.eq(now)).execute(conn).await?;
+    diesel::update(users::table.find(user_id).filter(users::mfa_enabled_at.is_null()))
+        .set((users::mfa_enabled_at.eq(now), users::updated_at.eq(now)))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Stores a factor's secret sealed again (under the current key).
+pub async fn reseal(conn: &mut AsyncPgConnection, factor: Uuid, key_id: &str, sealed: &[u8]) -> QueryResult<usize> {
+    diesel::update(totp_factors::table.find(factor))
+        .set((totp_factors::key_id.eq(key_id), totp_factors::sealed.eq(sealed)))
+        .execute(conn)
+        .await
+}
+
+/// Removes every factor and recovery code of the account and marks it as having none.
+/// Returns whether a factor was on.
+pub async fn remove(conn: &mut AsyncPgConnection, user_id: UserId) -> QueryResult<bool> {
+    diesel::delete(totp_factors::table.filter(totp_factors::user_id.eq(user_id))).execute(conn).await?;
+    diesel::delete(recovery_codes::table.filter(recovery_codes::user_id.eq(user_id))).execute(conn).await?;
+    let was_on = diesel::update(users::table.find(user_id).filter(users::mfa_enabled_at.is_not_null()))
+        .set((users::mfa_enabled_at.eq(None::<chrono::DateTime<chrono::Utc>>), users::updated_at.eq(now)))
+        .execute(conn)
+        .await?;
+    Ok(was_on == 1)
+}
+
+/// Replaces the account's recovery codes: `(lookup, argon2id hash)` each.
+pub async fn replace_codes(conn: &mut AsyncPgConnection, user_id: UserId, codes: &[(i32, String)]) -> QueryResult<()> {
+    diesel::delete(recovery_codes::table.filter(recovery_codes::user_id.eq(user_id))).execute(conn).await?;
+    let rows: Vec<_> = codes
+        .iter()
+        .map(|(lookup, hash)| {
+            (
+                recovery_codes::user_id.eq(user_id),
+                recovery_codes::lookup.eq(*lookup),
+                recovery_codes::code_hash.eq(hash),
+            )
+        })
+        .collect();
+    diesel::insert_into(recovery_codes::table).values(rows).execute(conn).await?;
+    Ok(())
+}
+
+/// The unused code of the account with one of these lookups, if any (at most one row
+/// per lookup: a set is made with distinct lookups).
+pub async fn find_code(
+    conn: &mut AsyncPgConnection,
+    user_id: UserId,
+    lookups: &[i32],
+) -> QueryResult<Option<RecoveryCode>> {
+    recovery_codes::table
+        .filter(recovery_codes::user_id.eq(user_id))
+        .filter(recovery_codes::lookup.eq_any(lookups))
+        .filter(recovery_codes::used_at.is_null())
+        .order(recovery_codes::created_at.desc())
+        .select(RecoveryCode::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// Spends a recovery code: true if it was unused until now.
+pub async fn spend_code(conn: &mut AsyncPgConnection, code: Uuid) -> QueryResult<bool> {
+    let spent = diesel::update(recovery_codes::table.find(code).filter(recovery_codes::used_at.is_null()))
+        .set(recovery_codes::used_at.eq(now))
+        .execute(conn)
+        .await?;
+    Ok(spent == 1)
+}
+
+/// How many unused recovery codes the account has.
+pub async fn codes_left(conn: &mut AsyncPgConnection, user_id: UserId) -> QueryResult<i64> {
+    recovery_codes::table
+        .filter(recovery_codes::user_id.eq(user_id))
+        .filter(recovery_codes::used_at.is_null())
+        .count()
+        .get_result(conn)
+        .await
+}
+
+/// Records that a live session passed the second factor; false if it has ended.
+pub async fn raise_session(
+    conn: &mut AsyncPgConnection,
+    session_id: SessionId,
+    method: SecondFactor,
+) -> QueryResult<bool> {
+    let raised = diesel::update(sessions::table.find(session_id).filter(sessions::revoked_at.is_null()))
+        .set((sessions::mfa_at.eq(now), sessions::mfa_method.eq(method)))
+        .execute(conn)
+        .await?;
+    Ok(raised == 1)
+}
+
+/// Retires the session's refresh tokens not yet used (marks them used now), so a token
+/// handed out before the factor was passed never yields an AAL2 token: presented after
+/// the reuse interval, it counts as reuse and ends the session.
+pub async fn retire_refresh_tokens(conn: &mut AsyncPgConnection, session_id: SessionId) -> QueryResult<usize> {
+    diesel::update(
+        refresh_tokens::table
+            .filter(refresh_tokens::session_id.eq(session_id))
+            .filter(refresh_tokens::used_at.is_null()),
+    )
+    .set(refresh_tokens::used_at.eq(now))
+    .execute(conn)
+    .await
+}
