@@ -68,14 +68,8 @@ impl JwtKeys {
     }
 }
 
-/// The keys that derive refresh-token successors: the current one, then earlier ones.
-pub struct RefreshKeys {
-    pub current: KeyBytes,
-    pub previous: Vec<KeyBytes>,
-}
-
-/// The keys that seal second-factor secrets: the current one, then earlier ones.
-pub struct MfaKeys {
+/// A key in use and the earlier ones that must still work.
+pub struct KeyChain {
     pub current: KeyBytes,
     pub previous: Vec<KeyBytes>,
 }
@@ -83,8 +77,10 @@ pub struct MfaKeys {
 /// Every key the server uses.
 pub struct Keys {
     pub jwt: JwtKeys,
-    pub refresh: RefreshKeys,
-    pub mfa: MfaKeys,
+    /// Derive refresh-token successors.
+    pub refresh: KeyChain,
+    /// Seal second-factor secrets and key the lookup of recovery codes.
+    pub mfa: KeyChain,
 }
 
 fn bytes(b: &[u8]) -> KeyBytes {
@@ -95,29 +91,26 @@ fn bytes(b: &[u8]) -> KeyBytes {
 /// `DATA_DIR` (mode 0600), so tokens survive restarts. Production never gets here
 /// without one: `Config::validate` refuses to start.
 pub fn resolve(config: &Config) -> anyhow::Result<Keys> {
-    Ok(Keys { jwt: resolve_jwt(config)?, refresh: resolve_refresh(config)?, mfa: resolve_mfa(config)? })
-}
-
-fn resolve_mfa(config: &Config) -> anyhow::Result<MfaKeys> {
-    let mfa = &config.mfa;
-    let current = configured_or_generated(config, "MFA_ENCRYPTION_KEY", "mfa_encryption_key", &mfa.encryption_key)?;
-    Ok(MfaKeys {
-        current: bytes(current.expose_secret().as_bytes()),
-        previous: mfa
-            .encryption_key_previous
-            .iter()
-            .filter(|p| !p.expose_secret().is_empty())
-            .map(|p| bytes(p.expose_secret().as_bytes()))
-            .collect(),
+    let refresh = (&config.refresh_token_key, &config.refresh_token_key_previous);
+    let mfa = (&config.mfa.encryption_key, &config.mfa.encryption_key_previous);
+    Ok(Keys {
+        jwt: resolve_jwt(config)?,
+        refresh: resolve_chain(config, "REFRESH_TOKEN_KEY", "refresh_token_key", refresh)?,
+        mfa: resolve_chain(config, "MFA_ENCRYPTION_KEY", "mfa_encryption_key", mfa)?,
     })
 }
 
-fn resolve_refresh(config: &Config) -> anyhow::Result<RefreshKeys> {
-    let current = configured_or_generated(config, "REFRESH_TOKEN_KEY", "refresh_token_key", &config.refresh_token_key)?;
-    Ok(RefreshKeys {
+/// A key used as its UTF-8 bytes, with its earlier ones (empty entries ignored).
+fn resolve_chain(
+    config: &Config,
+    var: &str,
+    file: &str,
+    (configured, previous): (&Option<SecretString>, &Vec<SecretString>),
+) -> anyhow::Result<KeyChain> {
+    let current = configured_or_generated(config, var, file, configured)?;
+    Ok(KeyChain {
         current: bytes(current.expose_secret().as_bytes()),
-        previous: config
-            .refresh_token_key_previous
+        previous: previous
             .iter()
             .filter(|p| !p.expose_secret().is_empty())
             .map(|p| bytes(p.expose_secret().as_bytes()))

@@ -35,7 +35,7 @@ use crate::{
         sealed::{KeyRing, SealKey, Sealed},
         totp,
     },
-    secret::MfaKeys,
+    secret::KeyChain,
 };
 
 /// The keys, the issuer and the clock of the second factor.
@@ -49,7 +49,7 @@ pub struct Settings {
 }
 
 impl Settings {
-    pub fn new(config: &Config, keys: &MfaKeys) -> Self {
+    pub fn new(config: &Config, keys: &KeyChain) -> Self {
         let all = std::iter::once(&keys.current).chain(&keys.previous);
         let lookups = all.clone().map(|k| LookupKey::from_key(k.expose_secret())).collect();
         let ring = KeyRing::new(
@@ -112,10 +112,12 @@ pub async fn confirm(auth: &Auth, caller: &Caller, code: &SecretString) -> AppRe
             .ok_or_else(|| AppError::bad_input("code", "No enrolment is waiting: call enrollTotp first"))?;
         (pending, auth.rate_limits.take_mfa(&mut conn, user_id, caller.session_id).await?)
     };
-    let mut conn = auth.pool.get().await?;
-    let Some(step) = totp_step(auth, &pending, code)? else {
-        return Err(AppError::InvalidMfaCode);
+    let step = match totp_step(auth, &pending, code) {
+        Ok(Some(step)) => step,
+        Ok(None) => return Err(AppError::InvalidMfaCode),
+        Err(err) => return Err(forgiven(auth, attempt, err).await),
     };
+    let mut conn = auth.pool.get().await?;
     auth.rate_limits.forgive(&mut conn, &attempt).await?;
     auth.rate_limits.take_code_set(&mut conn, user_id).await?;
     drop(conn);
@@ -149,20 +151,8 @@ pub async fn confirm(auth: &Auth, caller: &Caller, code: &SecretString) -> AppRe
 /// refresh tokens handed out before are retired and a new pair is returned.
 pub async fn verify(auth: &Auth, caller: &Caller, code: &SecretString) -> AppResult<Grant> {
     let user = &caller.user;
-    if !user.has_second_factor() {
-        return Err(no_factor());
-    }
-    let attempt = {
-        let mut conn = auth.pool.get().await?;
-        auth.rate_limits.take_mfa(&mut conn, user.id, caller.session_id).await?
-    };
-    let method = match check(auth, user, code, true).await {
-        Ok(Some(method)) => method,
-        Ok(None) => return Err(AppError::InvalidMfaCode),
-        Err(err) => return Err(forgiven(auth, attempt, err).await),
-    };
+    let method = counted_check(auth, caller, code, true).await?;
     let mut conn = auth.pool.get().await?;
-    auth.rate_limits.forgive(&mut conn, &attempt).await?;
     let policy = &auth.sessions;
     let session_id = caller.session_id;
     let (token, left) = conn
@@ -217,22 +207,9 @@ async fn new_refresh_token(
 /// `disableTotp`: a current TOTP code turns the factor off, removes the recovery codes
 /// and ends the account's other sessions. The guard has already asked for AAL2.
 pub async fn disable(auth: &Auth, caller: &Caller, code: &SecretString) -> AppResult<()> {
-    let user = &caller.user;
-    if !user.has_second_factor() {
-        return Err(no_factor());
-    }
-    let attempt = {
-        let mut conn = auth.pool.get().await?;
-        auth.rate_limits.take_mfa(&mut conn, user.id, caller.session_id).await?
-    };
-    match check(auth, user, code, false).await {
-        Ok(Some(_)) => {}
-        Ok(None) => return Err(AppError::InvalidMfaCode),
-        Err(err) => return Err(forgiven(auth, attempt, err).await),
-    }
+    counted_check(auth, caller, code, false).await?;
     let mut conn = auth.pool.get().await?;
-    auth.rate_limits.forgive(&mut conn, &attempt).await?;
-    remove_factor(&mut conn, &auth.mail, user, Some(caller.session_id), EndReason::MfaDisabled).await.map(drop)
+    remove_factor(&mut conn, &auth.mail, &caller.user, Some(caller.session_id), EndReason::MfaDisabled).await.map(drop)
 }
 
 /// `regenerateRecoveryCodes`: a new set replaces every earlier code.
@@ -290,6 +267,33 @@ async fn remove_factor(
         .await?;
     mail.wake();
     Ok(ended)
+}
+
+/// A code of the caller's factor, counted against the limits first and forgiven when
+/// right (or when nothing could be checked): the method it passed, or
+/// `INVALID_MFA_CODE`.
+async fn counted_check(
+    auth: &Auth,
+    caller: &Caller,
+    code: &SecretString,
+    recovery_allowed: bool,
+) -> AppResult<SecondFactor> {
+    let user = &caller.user;
+    if !user.has_second_factor() {
+        return Err(no_factor());
+    }
+    let attempt = {
+        let mut conn = auth.pool.get().await?;
+        auth.rate_limits.take_mfa(&mut conn, user.id, caller.session_id).await?
+    };
+    let method = match check(auth, user, code, recovery_allowed).await {
+        Ok(Some(method)) => method,
+        Ok(None) => return Err(AppError::InvalidMfaCode),
+        Err(err) => return Err(forgiven(auth, attempt, err).await),
+    };
+    let mut conn = auth.pool.get().await?;
+    auth.rate_limits.forgive(&mut conn, &attempt).await?;
+    Ok(method)
 }
 
 /// Checks a code of the account's confirmed factor: a TOTP code, or (when

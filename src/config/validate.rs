@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 
 use super::{Config, JwtAlgorithm, MIN_SECRET_BYTES, decode_seed};
 
@@ -93,34 +93,27 @@ impl Config {
                 }
             }
         }
-        match &self.refresh_token_key {
-            Some(key) if key.expose_secret().len() < MIN_SECRET_BYTES && self.is_production() => {
-                return err("REFRESH_TOKEN_KEY", format!("must be at least {MIN_SECRET_BYTES} bytes in production"));
-            }
-            None if self.is_production() => {
-                return err(
-                    "REFRESH_TOKEN_KEY",
-                    format!("is required in production (at least {MIN_SECRET_BYTES} random bytes, not the JWT key)"),
-                );
-            }
-            _ => {}
-        }
-        match &self.mfa.encryption_key {
-            Some(key) if key.expose_secret().len() < MIN_SECRET_BYTES && self.is_production() => {
-                return err("MFA_ENCRYPTION_KEY", format!("must be at least {MIN_SECRET_BYTES} bytes in production"));
-            }
-            None if self.is_production() => {
-                return err(
-                    "MFA_ENCRYPTION_KEY",
-                    format!("is required in production (at least {MIN_SECRET_BYTES} random bytes of its own)"),
-                );
-            }
-            _ => {}
-        }
+        self.production_key("REFRESH_TOKEN_KEY", &self.refresh_token_key, "not the JWT key")?;
+        self.production_key("MFA_ENCRYPTION_KEY", &self.mfa.encryption_key, "a key of its own")?;
         if self.mfa.failures_per_session == 0 || self.mfa.failures_per_account == 0 {
             return err("MFA_FAILURES_PER_SESSION", "and MFA_FAILURES_PER_ACCOUNT must be at least 1".into());
         }
         self.validate_email()
+    }
+
+    /// A key production must be given, at least `MIN_SECRET_BYTES` long.
+    fn production_key(&self, var: &'static str, key: &Option<SecretString>, hint: &str) -> Result<(), ConfigError> {
+        if !self.is_production() {
+            return Ok(());
+        }
+        let msg = match key {
+            Some(key) if key.expose_secret().len() < MIN_SECRET_BYTES => {
+                format!("must be at least {MIN_SECRET_BYTES} bytes in production")
+            }
+            None => format!("is required in production (at least {MIN_SECRET_BYTES} random bytes, {hint})"),
+            Some(_) => return Ok(()),
+        };
+        Err(ConfigError { var, msg })
     }
 
     fn validate_email(&self) -> Result<(), ConfigError> {
