@@ -36,8 +36,12 @@ CREATE TABLE recovery_codes (
 CREATE INDEX recovery_codes_user_lookup ON recovery_codes (user_id, lookup);
 
 -- When and how a session passed the second factor (NULL: password only, AAL1). Kept
--- across refreshes: rotation never touches these columns.
+-- across refreshes: rotation never touches these columns. `refresh_tokens_since`:
+-- verifyMfa hands out a new refresh token and sets it, so a token of the session
+-- created before (while it was AAL1) never yields an AAL2 token. Rotation reads it
+-- on the session row it locks anyway, so no token row is locked after a session row.
 ALTER TABLE sessions
     ADD COLUMN mfa_at timestamptz,
     ADD COLUMN mfa_method text CONSTRAINT sessions_mfa_method_check CHECK (mfa_method IN ('TOTP', 'RECOVERY_CODE')),
+    ADD COLUMN refresh_tokens_since timestamptz,
     ADD CONSTRAINT sessions_mfa_together CHECK ((mfa_at IS NULL) = (mfa_method IS NULL));

@@ -132,7 +132,9 @@ pub async fn confirm(auth: &Auth, caller: &Caller, code: &SecretString) -> AppRe
         }
         db::second_factor::confirm(conn, user_id, pending.id).await?;
         db::second_factor::replace_codes(conn, user_id, &stored).await?;
-        if !db::second_factor::raise_session(conn, session_id, SecondFactor::Totp).await? {
+        // The session's refresh token stays: it was handed to this same, fully
+        // authenticated client (the account had no factor to pass until now).
+        if db::second_factor::raise_session(conn, session_id, SecondFactor::Totp, false).await?.is_none() {
             return Err(AppError::Unauthenticated("session ended"));
         }
         if let Some(address) = notice {
@@ -147,8 +149,8 @@ pub async fn confirm(auth: &Auth, caller: &Caller, code: &SecretString) -> AppRe
     Ok(Confirmed { codes, access_token })
 }
 
-/// `verifyMfa`: a TOTP or recovery code raises the session to AAL2. The session's
-/// refresh tokens handed out before are retired and a new pair is returned.
+/// `verifyMfa`: a TOTP or recovery code raises the session to AAL2 and returns a new
+/// pair; the refresh tokens the session was given before stop rotating.
 pub async fn verify(auth: &Auth, caller: &Caller, code: &SecretString) -> AppResult<Grant> {
     let user = &caller.user;
     let method = counted_check(auth, caller, code, true).await?;
@@ -157,11 +159,10 @@ pub async fn verify(auth: &Auth, caller: &Caller, code: &SecretString) -> AppRes
     let session_id = caller.session_id;
     let (token, left) = conn
         .transaction::<_, AppError, _>(async |conn| {
-            let session = db::sessions::lock(conn, session_id).await?;
-            if session.revoked_at.is_some() || !db::second_factor::raise_session(conn, session_id, method).await? {
+            // Locks only the session row, as ending a session does (see `sessions`).
+            let Some(session) = db::second_factor::raise_session(conn, session_id, method, true).await? else {
                 return Err(AppError::Unauthenticated("session ended"));
-            }
-            db::second_factor::retire_refresh_tokens(conn, session_id).await?;
+            };
             let token = new_refresh_token(conn, policy, &session).await?;
             let left = match method {
                 SecondFactor::Totp => None,
@@ -182,7 +183,7 @@ pub async fn verify(auth: &Auth, caller: &Caller, code: &SecretString) -> AppRes
     Ok(grant)
 }
 
-/// A refresh token for a session whose earlier ones were just retired.
+/// A refresh token for a session whose earlier ones were just set aside.
 async fn new_refresh_token(
     conn: &mut AsyncPgConnection,
     policy: &sessions::SessionPolicy,

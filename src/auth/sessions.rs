@@ -132,6 +132,16 @@ async fn rotate(conn: &mut AsyncPgConnection, policy: &SessionPolicy, presented:
     let Some(user) = db::users::find(conn, session.user_id).await? else {
         return invalid(RefreshFailure::Revoked);
     };
+    // A token handed out before verifyMfa (while the session was AAL1) never yields an
+    // AAL2 token: inside the reuse interval of that moment it is refused (a request
+    // that raced verifyMfa), after it, it is reuse.
+    if let Some(since) = session.refresh_tokens_since.filter(|since| token.created_at < *since) {
+        if within(since, now, policy) {
+            return invalid(RefreshFailure::Reused);
+        }
+        db::sessions::end(conn, session.id, EndReason::Reuse).await?;
+        return Ok(Rotation::Reused);
+    }
 
     let current = match token.used_at {
         None if token.expires_at <= now => return invalid(RefreshFailure::Expired),

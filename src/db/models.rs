@@ -121,6 +121,9 @@ pub struct Session {
     /// When the session passed the second factor; `None`: password only.
     pub mfa_at: Option<DateTime<Utc>>,
     pub mfa_method: Option<SecondFactor>,
+    /// Refresh tokens of the session created before this cannot rotate (set by
+    /// verifyMfa, which hands out a new one).
+    pub refresh_tokens_since: Option<DateTime<Utc>>,
 }
 
 impl Session {

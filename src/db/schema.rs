@@ -80,6 +80,7 @@ diesel::table! {
         user_agent -> Nullable<Text>,
         mfa_at -> Nullable<Timestamptz>,
         mfa_method -> Nullable<Text>,
+        refresh_tokens_since -> Nullable<Timestamptz>,
     }
 }
 

@@ -8,8 +8,8 @@ use uuid::Uuid;
 
 use super::{
     ids::{SessionId, UserId},
-    models::{RecoveryCode, SecondFactor, TotpFactor},
-    schema::{recovery_codes, refresh_tokens, sessions, totp_factors, users},
+    models::{RecoveryCode, SecondFactor, Session, TotpFactor},
+    schema::{recovery_codes, sessions, totp_factors, users},
 };
 
 /// The account's confirmed factor, or its enrolment waiting for a first code.
@@ -143,29 +143,25 @@ pub async fn codes_left(conn: &mut AsyncPgConnection, user_id: UserId) -> QueryR
         .await
 }
 
-/// Records that a live session passed the second factor; false if it has ended.
+/// Records that a live session passed the second factor; `None` if it has ended. With
+/// `new_refresh_token`, refresh tokens the session was given before stop rotating (the
+/// caller hands out a new one in the same transaction).
 pub async fn raise_session(
     conn: &mut AsyncPgConnection,
     session_id: SessionId,
     method: SecondFactor,
-) -> QueryResult<bool> {
-    let raised = diesel::update(sessions::table.find(session_id).filter(sessions::revoked_at.is_null()))
-        .set((sessions::mfa_at.eq(now), sessions::mfa_method.eq(method)))
-        .execute(conn)
-        .await?;
-    Ok(raised == 1)
-}
-
-/// Retires the session's refresh tokens not yet used (marks them used now), so a token
-/// handed out before the factor was passed never yields an AAL2 token: presented after
-/// the reuse interval, it counts as reuse and ends the session.
-pub async fn retire_refresh_tokens(conn: &mut AsyncPgConnection, session_id: SessionId) -> QueryResult<usize> {
-    diesel::update(
-        refresh_tokens::table
-            .filter(refresh_tokens::session_id.eq(session_id))
-            .filter(refresh_tokens::used_at.is_null()),
-    )
-    .set(refresh_tokens::used_at.eq(now))
-    .execute(conn)
-    .await
+    new_refresh_token: bool,
+) -> QueryResult<Option<Session>> {
+    let target = sessions::table.find(session_id).filter(sessions::revoked_at.is_null());
+    let raised = (sessions::mfa_at.eq(now), sessions::mfa_method.eq(method));
+    let query = if new_refresh_token {
+        diesel::update(target)
+            .set((raised, sessions::refresh_tokens_since.eq(now)))
+            .returning(Session::as_returning())
+            .get_result(conn)
+            .await
+    } else {
+        diesel::update(target).set(raised).returning(Session::as_returning()).get_result(conn).await
+    };
+    query.optional()
 }

@@ -173,6 +173,45 @@ async fn enrolment_then_signin_needs_the_factor_and_verify_mfa_raises_the_sessio
 }
 
 #[tokio::test]
+async fn no_refresh_token_from_before_verify_mfa_ever_yields_aal2() {
+    // No reuse interval: an old token presented at all is reuse.
+    let app = app_with(|c| c.refresh_reuse_interval = std::time::Duration::ZERO).await;
+    let ada = enrolled(&app, "ada").await;
+    let before = signin(&app, "ada").await;
+    let res = verify(&app, text(&before, "accessToken"), &code(&ada.secret, S0 + 1)).await;
+    let raised = text(&res, "data.verifyMfa.accessToken").to_owned();
+    let reused = app.refresh(text(&before, "refreshToken")).await;
+    assert_eq!(expect_error(&reused, "INVALID_REFRESH_TOKEN")["extensions"]["reason"], "REUSED");
+    expect_error(&app.gql(Some(&raised), ME, json!({})).await, "UNAUTHENTICATED");
+
+    // Refreshes racing verifyMfa: whatever order the database puts them in, none
+    // answers AAL2, no lock order deadlocks, and no token they hand out rotates after.
+    let app = app_with(|_| {}).await;
+    let ada = enrolled(&app, "ada").await;
+    for round in 0..4u64 {
+        let aal1 = signin(&app, "ada").await;
+        let refreshes = (0..6).map(|_| Gql::query(REFRESH, json!({ "token": text(&aal1, "refreshToken") })));
+        let mfa =
+            Gql::query(VERIFY, json!({ "code": code(&ada.secret, S0 + 1 + round) })).bearer(text(&aal1, "accessToken"));
+        app.state.auth.second_factor.clock.pin(T0 + 30 * round);
+        let answers = app.concurrently(refreshes.chain(std::iter::once(mfa))).await;
+        let (refreshed, verified) = answers.split_at(6);
+        assert_eq!(verified[0]["data"]["verifyMfa"]["assurance"], "AAL2", "{verified:?}");
+        for answer in refreshed {
+            match error_code(answer) {
+                "" => {
+                    assert_eq!(answer["data"]["refresh"]["assurance"], "AAL1", "{answer}");
+                    let later = app.refresh(text(answer, "data.refresh.refreshToken")).await;
+                    expect_error(&later, "INVALID_REFRESH_TOKEN");
+                }
+                "INVALID_REFRESH_TOKEN" => {}
+                other => panic!("{other}: {answer}"),
+            }
+        }
+    }
+}
+
+#[tokio::test]
 async fn the_window_is_one_step_either_side_and_each_step_is_spent_once() {
     // Wrong codes are the point here, not their limit.
     let app = app_with(|c| c.mfa.failures_per_account = 100).await;
