@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::{auth::Auth, config::Config, db::DbPool, secret::Keys};
+use crate::{auth::Auth, config::Config, db::DbPool, events::Hub, secret::Keys};
 
 pub type SharedState = Arc<AppState>;
 
@@ -11,6 +11,9 @@ pub type SharedState = Arc<AppState>;
 pub struct AppState {
     pub auth: Auth,
     pub config: Config,
+    /// Session events from every instance, fed by `events::listener` (started by the
+    /// server, or by a test).
+    pub events: Arc<Hub>,
 }
 
 impl AppState {
@@ -18,7 +21,7 @@ impl AppState {
     pub fn new(config: Config, keys: &Keys, pool: DbPool) -> anyhow::Result<SharedState> {
         let auth = Auth::new(&config, keys, pool)?;
         crate::telemetry::handle();
-        Ok(Arc::new(Self { auth, config }))
+        Ok(Arc::new(Self { auth, config, events: Arc::default() }))
     }
 
     /// The database pool, shared by every service.

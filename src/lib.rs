@@ -14,6 +14,7 @@ pub mod config;
 pub mod db;
 pub mod embedded_postgres;
 pub mod error;
+pub mod events;
 pub mod graphql;
 pub mod http;
 pub mod mail;

@@ -11,7 +11,7 @@ use crate::{
     config::{Cli, Command, Config},
     db,
     embedded_postgres::{self, EmbeddedPostgres},
-    graphql, http, mail, maintenance, secret, telemetry,
+    events, graphql, http, mail, maintenance, secret, telemetry,
 };
 
 /// Name of the application database on the embedded cluster.
@@ -145,6 +145,8 @@ async fn serve(config: Config, database: &Database) -> anyhow::Result<()> {
     }
     tracing::info!("listening on http://{}/graphql", listener.local_addr()?);
     let pruner = tokio::spawn(maintenance::prune_periodically(pool.clone(), state.config.clone()));
+    let listener_task =
+        tokio::spawn(events::listener::run(state.events.clone(), database.url.clone(), stop_rx.clone()));
     let sender = if state.config.email.enabled {
         let transport = mail::transport::Transport::new(&state.config.email, &state.config.data_dir)?;
         tracing::info!("mail: {}", transport.describe());
@@ -167,6 +169,7 @@ async fn serve(config: Config, database: &Database) -> anyhow::Result<()> {
         () = deadline => tracing::warn!(?shutdown_timeout, "SHUTDOWN_TIMEOUT reached with requests still in flight"),
     }
     pruner.abort();
+    listener_task.abort();
     if let Some(sender) = sender {
         // It stops between messages; one in the middle of an SMTP conversation is
         // given a moment, and is otherwise sent again after its lease.

@@ -135,6 +135,7 @@ pub async fn change_password(
     let mut conn = auth.pool.get().await?;
     conn.transaction::<_, AppError, _>(async |conn| {
         db::users::set_password_hash(conn, user_id, &hash).await?;
+        db::events::password_changed(conn, user_id, Some(keep)).await?;
         db::sessions::end_all(conn, user_id, Some(keep), EndReason::PasswordChanged).await?;
         // Networks that knew the old password are strangers again.
         let account = super::rate_limit::account_key(&caller.user.username);

@@ -174,6 +174,7 @@ pub async fn reset_password(auth: &Auth, input: ResetInput, client: &Client) -> 
             relock(conn, &token).await?;
             db::email_tokens::mark_used(conn, token.id).await?;
             db::users::set_password_hash(conn, user_id, &hash).await?;
+            db::events::password_changed(conn, user_id, None).await?;
             let before = db::users::find(conn, user_id).await?.ok_or(AppError::NotFound)?;
             // The message reached the account's address, which is thereby verified; a
             // reset sent to an address the account has since left changes no address.

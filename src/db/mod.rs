@@ -6,6 +6,7 @@
 
 pub mod email_tokens;
 mod errors;
+pub mod events;
 pub mod ids;
 pub mod models;
 pub mod outbox;

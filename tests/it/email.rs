@@ -29,7 +29,7 @@ fn reason(res: &Value) -> String {
 /// An app sending to a fresh SMTP server, with its sender running.
 async fn mailing_app(
     adjust: impl FnOnce(&mut authgraph::config::Config),
-) -> (TestApp, SmtpServer, crate::support::Sender) {
+) -> (TestApp, SmtpServer, crate::support::Background) {
     let smtp = SmtpServer::start();
     let with_mail = mail_to(&smtp);
     let app = TestApp::with_config(|c| {

@@ -8,6 +8,7 @@ mod auth_flow;
 mod brute_force;
 mod cookies;
 mod email;
+mod events;
 mod exhaustion;
 mod exhaustion_http;
 mod foundation;

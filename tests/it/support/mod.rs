@@ -163,13 +163,14 @@ pub fn mail_to(smtp: &smtp::SmtpServer) -> impl FnOnce(&mut Config) {
     }
 }
 
-/// A running outbox sender; stopped when dropped.
-pub struct Sender {
+/// A task of the app's running in the background (the outbox sender, the events
+/// listener), as the server runs it; stopped when dropped.
+pub struct Background {
     stop: tokio::sync::watch::Sender<bool>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
-impl Sender {
+impl Background {
     /// Stops it and waits until it has.
     pub async fn stop(mut self) {
         let _ = self.stop.send(true);
@@ -179,7 +180,7 @@ impl Sender {
     }
 }
 
-impl Drop for Sender {
+impl Drop for Background {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
     }
@@ -223,7 +224,7 @@ impl TestApp {
     }
 
     /// Starts the outbox sender of this app, as the server does at start.
-    pub fn start_sender(&self) -> Sender {
+    pub fn start_sender(&self) -> Background {
         let config = &self.state.config;
         let transport = authgraph::mail::transport::Transport::new(&config.email, &config.data_dir).unwrap();
         let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -233,7 +234,19 @@ impl TestApp {
             transport,
             stopped,
         ));
-        Sender { stop, task: Some(task) }
+        Background { stop, task: Some(task) }
+    }
+
+    /// Starts the events listener of this app (its own LISTEN connection), as the
+    /// server does at start.
+    pub fn start_listener(&self) -> Background {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(authgraph::events::listener::run(
+            self.state.events.clone(),
+            self.database_url.clone(),
+            stopped,
+        ));
+        Background { stop, task: Some(task) }
     }
 
     /// Sends any request through the router.

@@ -1,0 +1,99 @@
+//! The instance's `LISTEN` connection: its own connection (never one of the pool's, so
+//! it is never handed to a request), reconnected with backoff when it breaks, checked
+//! by a heartbeat so a silently dead link is noticed too.
+
+use std::{sync::Arc, time::Duration};
+
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+use futures_util::StreamExt;
+use tokio::sync::watch;
+
+use super::{Hub, Signal};
+use crate::db::events::{CHANNEL, Event};
+
+/// The name the connection has in `pg_stat_activity`.
+pub const APPLICATION_NAME: &str = "authgraph-listener";
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// A `SELECT 1` this often proves the connection alive between notifications.
+const HEARTBEAT: Duration = Duration::from_secs(15);
+
+/// Listens until `stop` turns true, feeding `hub`.
+pub async fn run(hub: Arc<Hub>, url: String, mut stop: watch::Receiver<bool>) {
+    let mut backoff = FIRST_BACKOFF;
+    let mut first = true;
+    loop {
+        match connect(&url).await {
+            Ok(mut conn) => {
+                backoff = FIRST_BACKOFF;
+                if !first {
+                    metrics::counter!("authgraph_events_reconnects_total").increment(1);
+                    tracing::info!("events: LISTEN connection made again");
+                }
+                first = false;
+                hub.set_listening(true);
+                // Whatever was announced while no connection listened is lost here.
+                hub.publish(Signal::Resync);
+                let stopped = listen(&hub, &mut conn, &mut stop).await;
+                hub.set_listening(false);
+                if stopped {
+                    return;
+                }
+                tracing::warn!("events: LISTEN connection lost; reconnecting");
+            }
+            Err(err) => tracing::warn!(error = %err, ?backoff, "events: cannot open the LISTEN connection"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+async fn connect(url: &str) -> diesel::ConnectionResult<AsyncPgConnection> {
+    let mut conn = AsyncPgConnection::establish(url).await?;
+    let setup = format!("SET application_name = '{APPLICATION_NAME}'; LISTEN {CHANNEL}");
+    conn.batch_execute(&setup).await.map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))?;
+    Ok(conn)
+}
+
+/// Hands notifications to the hub until the connection breaks (false) or `stop` (true).
+async fn listen(hub: &Hub, conn: &mut AsyncPgConnection, stop: &mut watch::Receiver<bool>) -> bool {
+    loop {
+        let beat = tokio::time::sleep(HEARTBEAT);
+        {
+            let mut notifications = std::pin::pin!(conn.notifications_stream());
+            tokio::pin!(beat);
+            loop {
+                tokio::select! {
+                    notification = notifications.next() => match notification {
+                        Some(Ok(n)) => receive(hub, &n.payload),
+                        Some(Err(err)) => {
+                            tracing::warn!(error = %err, "events: LISTEN connection failed");
+                            return false;
+                        }
+                        None => return false,
+                    },
+                    () = &mut beat => break,
+                    _ = stop.wait_for(|s| *s) => return true,
+                }
+            }
+        }
+        let alive = tokio::time::timeout(Duration::from_secs(5), diesel::sql_query("SELECT 1").execute(conn)).await;
+        if !matches!(alive, Ok(Ok(_))) {
+            return false;
+        }
+    }
+}
+
+fn receive(hub: &Hub, payload: &str) {
+    let Some(event) = Event::parse(payload) else {
+        tracing::warn!(payload, "events: a notification that is no event");
+        return;
+    };
+    metrics::counter!("authgraph_events_received_total").increment(1);
+    let delay = (chrono::Utc::now() - event.at).to_std().unwrap_or_default();
+    metrics::histogram!("authgraph_events_notify_delay_seconds").record(delay.as_secs_f64());
+    hub.publish(Signal::Event(Arc::new(event)));
+}
