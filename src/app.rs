@@ -14,6 +14,8 @@ pub struct AppState {
     /// Session events from every instance, fed by `events::listener` (started by the
     /// server, or by a test).
     pub events: Arc<Hub>,
+    /// Turns true when the server begins to shut down: open sockets close with 1001.
+    pub stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl AppState {
@@ -21,7 +23,7 @@ impl AppState {
     pub fn new(config: Config, keys: &Keys, pool: DbPool) -> anyhow::Result<SharedState> {
         let auth = Auth::new(&config, keys, pool)?;
         crate::telemetry::handle();
-        Ok(Arc::new(Self { auth, config, events: Arc::default() }))
+        Ok(Arc::new(Self { auth, config, events: Arc::default(), stopping: tokio::sync::watch::Sender::new(false) }))
     }
 
     /// The database pool, shared by every service.

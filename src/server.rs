@@ -155,10 +155,12 @@ async fn serve(config: Config, database: &Database) -> anyhow::Result<()> {
         tracing::info!("mail: off (EMAIL_ENABLED=false)");
         None
     };
+    let stopping = state.stopping.clone();
     let server = http::serve::serve(listener, router, connection_limits, async move {
         shutdown_signal().await;
         tracing::info!("shutting down: finishing requests in flight");
         let _ = stop_tx.send(true);
+        let _ = stopping.send(true);
     });
     let deadline = async {
         stopped(stop_rx.clone()).await;
@@ -168,6 +170,13 @@ async fn serve(config: Config, database: &Database) -> anyhow::Result<()> {
         served = server => served?,
         () = deadline => tracing::warn!(?shutdown_timeout, "SHUTDOWN_TIMEOUT reached with requests still in flight"),
     }
+    // Sockets were told to close (1001); give their close frames a moment to leave.
+    let sockets_closed = async {
+        while state.events.sockets.count() > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), sockets_closed).await;
     pruner.abort();
     listener_task.abort();
     if let Some(sender) = sender {

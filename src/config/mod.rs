@@ -9,12 +9,14 @@
 //! - this file: the settings, one field per variable, and what follows from them;
 //! - `email`: the email group (delivery, links, lifetimes, limits);
 //! - `mfa`: the second-factor group (sealing key, issuer, limits);
+//! - `realtime`: the subscriptions group (sockets, their limits);
 //! - `validate`: the checks clap's types cannot make;
 //! - `values`: the parsers of durations, secrets, origins and address blocks.
 
 mod cli;
 mod email;
 mod mfa;
+mod realtime;
 mod validate;
 mod values;
 
@@ -27,6 +29,7 @@ pub use crate::net::IpBlocks;
 pub use cli::{Cli, Command, RoleArg, SessionsCommand, UsersCommand};
 pub use email::EmailConfig;
 pub use mfa::MfaConfig;
+pub use realtime::RealtimeConfig;
 pub use validate::ConfigError;
 pub use values::{Origins, decode_seed, parse_duration};
 
@@ -287,6 +290,9 @@ pub struct Config {
 
     #[command(flatten)]
     pub mfa: MfaConfig,
+
+    #[command(flatten)]
+    pub realtime: RealtimeConfig,
 
     /// Log filter, e.g. `info` or `authgraph=debug,tower_http=info`.
     #[arg(long, env = "RUST_LOG", default_value = "info")]

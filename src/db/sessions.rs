@@ -107,6 +107,17 @@ async fn end_many(conn: &mut AsyncPgConnection, ids: &[SessionId], reason: EndRe
     Ok(ended)
 }
 
+/// Which of `ids` are live: one query, however many.
+pub async fn live_among(conn: &mut AsyncPgConnection, ids: &[SessionId]) -> QueryResult<Vec<SessionId>> {
+    sessions::table
+        .filter(sessions::id.eq_any(ids))
+        .filter(sessions::revoked_at.is_null())
+        .filter(sessions::expires_at.gt(now))
+        .select(sessions::id)
+        .load(conn)
+        .await
+}
+
 /// Live sessions per user, for the admin listing.
 pub async fn live_counts(conn: &mut AsyncPgConnection) -> QueryResult<Vec<(UserId, i64)>> {
     sessions::table

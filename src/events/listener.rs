@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use tokio::sync::watch;
 
 use super::{Hub, Signal};
-use crate::db::events::{CHANNEL, Event};
+use crate::db::events::{CHANNEL, Event, EventKind};
 
 /// The name the connection has in `pg_stat_activity`.
 pub const APPLICATION_NAME: &str = "authgraph-listener";
@@ -31,24 +31,51 @@ pub async fn run(hub: Arc<Hub>, url: String, mut stop: watch::Receiver<bool>) {
                     tracing::info!("events: LISTEN connection made again");
                 }
                 first = false;
-                hub.set_listening(true);
-                // Whatever was announced while no connection listened is lost here.
-                hub.publish(Signal::Resync);
-                let stopped = listen(&hub, &mut conn, &mut stop).await;
-                hub.set_listening(false);
-                if stopped {
-                    return;
+                // Whatever was announced while no connection listened is lost here:
+                // every socket's session is checked again, in one query.
+                match recheck_sockets(&hub, &mut conn).await {
+                    Ok(()) => {
+                        hub.set_listening(true);
+                        hub.publish(Signal::Resync);
+                        let stopped = listen(&hub, &mut conn, &mut stop).await;
+                        hub.set_listening(false);
+                        if stopped {
+                            return;
+                        }
+                        tracing::warn!("events: LISTEN connection lost; reconnecting");
+                    }
+                    Err(err) => tracing::warn!(error = %err, "events: cannot re-check the sockets' sessions"),
                 }
-                tracing::warn!("events: LISTEN connection lost; reconnecting");
             }
             Err(err) => tracing::warn!(error = %err, ?backoff, "events: cannot open the LISTEN connection"),
         }
-        tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
-            _ = stop.wait_for(|s| *s) => return,
+        if continue_after(&mut backoff, &mut stop).await {
+            return;
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
+}
+
+/// Waits out the backoff and doubles it; true if `stop` came first.
+async fn continue_after(backoff: &mut Duration, stop: &mut watch::Receiver<bool>) -> bool {
+    let stopped = tokio::select! {
+        () = tokio::time::sleep(*backoff) => false,
+        _ = stop.wait_for(|s| *s) => true,
+    };
+    *backoff = (*backoff * 2).min(MAX_BACKOFF);
+    stopped
+}
+
+/// Ends the sockets whose sessions ended while nobody listened.
+async fn recheck_sockets(hub: &Hub, conn: &mut AsyncPgConnection) -> diesel::QueryResult<()> {
+    let open = hub.sockets.sessions();
+    if open.is_empty() {
+        return Ok(());
+    }
+    let live = crate::db::sessions::live_among(conn, &open).await?;
+    for session in open.into_iter().filter(|s| !live.contains(s)) {
+        hub.sockets.end_session(session);
+    }
+    Ok(())
 }
 
 async fn connect(url: &str) -> diesel::ConnectionResult<AsyncPgConnection> {
@@ -93,6 +120,9 @@ fn receive(hub: &Hub, payload: &str) {
         return;
     };
     metrics::counter!("authgraph_events_received_total").increment(1);
+    if let (EventKind::SessionEnded, Some(session)) = (event.kind, event.session) {
+        hub.sockets.end_session(session);
+    }
     let delay = (chrono::Utc::now() - event.at).to_std().unwrap_or_default();
     metrics::histogram!("authgraph_events_notify_delay_seconds").record(delay.as_secs_f64());
     hub.publish(Signal::Event(Arc::new(event)));

@@ -9,6 +9,7 @@
 //! (`tokio::sync::broadcast` reports the lag).
 
 pub mod listener;
+pub mod sockets;
 
 use std::sync::{
     Arc,
@@ -34,11 +35,13 @@ const CAPACITY: usize = 1024;
 pub struct Hub {
     tx: broadcast::Sender<Signal>,
     listening: AtomicBool,
+    /// The subscription sockets open here, which the listener ends with their sessions.
+    pub sockets: Arc<sockets::Sockets>,
 }
 
 impl Default for Hub {
     fn default() -> Self {
-        Self { tx: broadcast::channel(CAPACITY).0, listening: AtomicBool::new(false) }
+        Self { tx: broadcast::channel(CAPACITY).0, listening: AtomicBool::new(false), sockets: Arc::default() }
     }
 }
 
@@ -46,6 +49,11 @@ impl Hub {
     /// A stream of every event from now on, and `Resync`s.
     pub fn subscribe(&self) -> Subscription {
         Subscription { rx: self.tx.subscribe() }
+    }
+
+    /// How many subscriptions are open on this instance.
+    pub fn subscribers(&self) -> usize {
+        self.tx.receiver_count()
     }
 
     /// Whether the LISTEN connection is up: while it is not, events are being missed.

@@ -11,11 +11,12 @@ mod mutation;
 mod observe;
 pub mod persisted;
 mod query;
+pub mod subscription;
 pub mod types;
 
 use std::sync::Arc;
 
-use async_graphql::{Context, EmptySubscription, Schema};
+use async_graphql::{Context, Schema};
 
 use crate::{
     app::SharedState,
@@ -26,15 +27,16 @@ use crate::{
 pub use guard::{Authenticated, SignedIn};
 pub use mutation::MutationRoot;
 pub use query::QueryRoot;
+pub use subscription::SubscriptionRoot;
 
-pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+pub type AppSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
 /// The schema with the shared state, the operation limits (the same value the HTTP
 /// edge and the persisted-query store check against) and the production switches.
 pub fn schema(state: SharedState, limits: Arc<limits::Limits>) -> AppSchema {
     let config = &state.config;
     // Observe wraps everything after it, so it sees cached documents too.
-    let mut builder = Schema::build(QueryRoot, MutationRoot, EmptySubscription)
+    let mut builder = Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
         .extension(observe::Observe)
         .extension(limits::OperationLimits::new(limits));
     if !config.introspection() {
@@ -63,7 +65,7 @@ pub fn limits(config: &crate::config::Config) -> limits::Limits {
 
 /// The SDL written to `schema.graphql`.
 pub fn sdl() -> String {
-    Schema::build(QueryRoot, MutationRoot, EmptySubscription).finish().sdl()
+    Schema::build(QueryRoot, MutationRoot, SubscriptionRoot).finish().sdl()
 }
 
 fn state<'a>(ctx: &Context<'a>) -> &'a crate::app::AppState {

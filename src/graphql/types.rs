@@ -178,6 +178,47 @@ impl SessionInfo {
     }
 }
 
+/// What happened to the account or one of its sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[graphql(name = "SessionEventKind", remote = "crate::db::events::EventKind")]
+pub enum SessionEventKindValue {
+    /// A session of this account was opened (signup, signin, resetPassword).
+    SessionStarted,
+    /// A session of this account ended (logout, reuse detection, password change, deletion, an operator).
+    SessionEnded,
+    /// The account's password was changed or reset.
+    PasswordChanged,
+    /// The account's name, username, email, role or second factor changed.
+    AccountUpdated,
+}
+
+/// An event of the caller's account.
+#[derive(SimpleObject)]
+#[graphql(name = "SessionEvent")]
+pub struct SessionEventInfo {
+    pub kind: SessionEventKindValue,
+    /// The session the event is about (for PASSWORD_CHANGED: the session that made the
+    /// change, when there was one; null for ACCOUNT_UPDATED).
+    pub session_id: Option<ID>,
+    /// True when sessionId is the session of this subscription.
+    pub current: bool,
+    pub at: DateTimeUtc,
+    /// For SESSION_STARTED: the new session's user agent.
+    pub user_agent: Option<String>,
+}
+
+impl SessionEventInfo {
+    pub fn new(event: &crate::db::events::Event, subscriber: SessionId) -> Self {
+        Self {
+            kind: event.kind.into(),
+            session_id: event.session.map(Into::into),
+            current: event.session == Some(subscriber),
+            at: DateTimeUtc(event.at),
+            user_agent: event.user_agent.clone(),
+        }
+    }
+}
+
 /// A TOTP secret waiting for its first code (confirmTotp).
 #[derive(SimpleObject)]
 pub struct TotpEnrollment {

@@ -41,8 +41,29 @@ pub(crate) async fn post(
     }
 }
 
+/// `GET /graphql`: a WebSocket for subscriptions when the client asks to upgrade
+/// (see `ws`), a query otherwise.
+pub(crate) async fn get_or_upgrade(
+    State(http): State<Http>,
+    Extension(client_ip): Extension<ClientIp>,
+    req: axum::extract::Request,
+) -> Response {
+    use axum::extract::{FromRequestParts, ws::WebSocketUpgrade};
+    let (mut parts, _) = req.into_parts();
+    let wants_socket =
+        parts.headers.get(header::UPGRADE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    if wants_socket {
+        return match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+            Ok(ws) => super::ws::upgrade(http, &parts.headers, client_ip.0, ws),
+            Err(rejection) => rejection.into_response(),
+        };
+    }
+    let query = RawQuery(parts.uri.query().map(str::to_owned));
+    get(State(http), Extension(client_ip), parts.headers, query).await
+}
+
 /// `GET /graphql`.
-pub(crate) async fn get(
+async fn get(
     State(http): State<Http>,
     Extension(ClientIp(ip)): Extension<ClientIp>,
     headers: HeaderMap,

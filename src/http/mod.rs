@@ -5,6 +5,7 @@ pub mod client_ip;
 mod endpoint;
 mod graphiql;
 pub mod serve;
+mod ws;
 
 use std::{sync::Arc, time::Duration};
 
@@ -53,7 +54,7 @@ pub fn app(state: SharedState) -> Router {
     let dev = !state.config.is_production();
     let cors = cors(&state.config.cors_origins, state.config.refresh_token_cookie);
     let mut router = Router::new();
-    let graphql = post(endpoint::post).layer(middleware::from_fn(csrf_guard)).merge(get(endpoint::get));
+    let graphql = post(endpoint::post).layer(middleware::from_fn(csrf_guard)).merge(get(endpoint::get_or_upgrade));
     router = router.route("/graphql", graphql);
     if dev {
         router = router.route("/graphiql/{file}", get(graphiql::asset));

@@ -26,7 +26,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     task::{Context, Poll},
     time::Duration,
@@ -37,10 +37,7 @@ use axum::{
     body::{Body, Bytes, HttpBody},
     extract::ConnectInfo,
 };
-use hyper_util::{
-    rt::{TokioIo, TokioTimer},
-    server::graceful::GracefulShutdown,
-};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
@@ -66,7 +63,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let graceful = GracefulShutdown::new();
+    // Each connection holds a clone of `done`; when the last is dropped, all finished.
+    let (done, mut all_done) = tokio::sync::mpsc::channel::<()>(1);
+    let (closing, _) = tokio::sync::watch::channel(false);
     let mut builder = hyper::server::conn::http1::Builder::new();
     // hyper's own header timer runs from the end of the previous response, idle time
     // included; it stays as a backstop behind the finer timers of `TimedIo`.
@@ -102,23 +101,41 @@ pub async fn serve(
             let guard = clock.request_started();
             req.extensions_mut().insert(ConnectInfo(peer));
             let router = router.clone();
+            let clock = clock.clone();
             async move {
                 let response = router.oneshot(req.map(Body::new)).await?;
+                // A WebSocket now owns the connection, with deadlines of its own.
+                if response.status() == axum::http::StatusCode::SWITCHING_PROTOCOLS {
+                    clock.upgraded.store(true, Ordering::SeqCst);
+                }
                 Ok::<_, std::convert::Infallible>(response.map(|body| GuardedBody { inner: body, _guard: guard }))
             }
         });
-        let connection = graceful.watch(builder.serve_connection(io, service));
+        // With upgrades: a WebSocket takes the connection over once its 101 is sent.
+        let connection = builder.serve_connection(io, service).with_upgrades();
         metrics::gauge!("authgraph_http_connections").increment(1.0);
+        let (done, mut closing) = (done.clone(), closing.subscribe());
         tokio::spawn(async move {
-            if let Err(err) = connection.await {
+            tokio::pin!(connection);
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                () = async { let _ = closing.wait_for(|c| *c).await; } => {
+                    // Finish the request in flight, then close; idle ones close at once.
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(err) = ended {
                 tracing::debug!(error = %err, "connection ended with an error");
             }
             metrics::gauge!("authgraph_http_connections").decrement(1.0);
-            drop(permit);
+            drop((permit, done));
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    let _ = closing.send(true);
+    drop(done);
+    let _ = all_done.recv().await;
     Ok(())
 }
 
@@ -128,11 +145,18 @@ struct ConnectionClock {
     /// Bumped when a request head has been parsed: the head that was being timed is done.
     generation: AtomicU64,
     idle_since: Mutex<Instant>,
+    /// The connection became a WebSocket: HTTP's head and idle deadlines end here.
+    upgraded: AtomicBool,
 }
 
 impl ConnectionClock {
     fn new() -> Self {
-        Self { in_flight: AtomicUsize::new(0), generation: AtomicU64::new(0), idle_since: Mutex::new(Instant::now()) }
+        Self {
+            in_flight: AtomicUsize::new(0),
+            generation: AtomicU64::new(0),
+            idle_since: Mutex::new(Instant::now()),
+            upgraded: AtomicBool::new(false),
+        }
     }
 
     fn request_started(self: &Arc<Self>) -> RequestGuard {
@@ -199,7 +223,7 @@ impl TimedIo {
     }
 
     fn deadline(&self) -> Option<Instant> {
-        if self.clock.in_flight.load(Ordering::SeqCst) > 0 {
+        if self.clock.in_flight.load(Ordering::SeqCst) > 0 || self.clock.upgraded.load(Ordering::SeqCst) {
             return None;
         }
         let generation = self.clock.generation.load(Ordering::SeqCst);

@@ -15,6 +15,7 @@ mod foundation;
 mod graphql_over_http;
 mod operations;
 mod production;
+mod realtime;
 mod refresh;
 mod schema;
 mod second_factor;

@@ -11,6 +11,7 @@
 pub mod process;
 mod request;
 pub mod smtp;
+pub mod ws;
 
 pub use request::Gql;
 
@@ -171,6 +172,10 @@ pub struct Background {
 }
 
 impl Background {
+    pub fn new(stop: tokio::sync::watch::Sender<bool>, task: tokio::task::JoinHandle<()>) -> Self {
+        Self { stop, task: Some(task) }
+    }
+
     /// Stops it and waits until it has.
     pub async fn stop(mut self) {
         let _ = self.stop.send(true);

@@ -15,12 +15,13 @@ pub struct Gql {
     token: Option<String>,
     peer: Option<String>,
     forwarded_for: Option<String>,
+    user_agent: Option<String>,
 }
 
 impl Gql {
     /// A request of any JSON body (one operation, a batch, an APQ request).
     pub fn body(body: Value) -> Self {
-        Self { body, token: None, peer: None, forwarded_for: None }
+        Self { body, token: None, peer: None, forwarded_for: None, user_agent: None }
     }
 
     /// `{ query, variables }`.
@@ -46,6 +47,12 @@ impl Gql {
         self
     }
 
+    /// `User-Agent`, which sessions opened by the request record.
+    pub fn user_agent(mut self, value: &str) -> Self {
+        self.user_agent = Some(value.to_owned());
+        self
+    }
+
     pub fn build(self) -> Request<Body> {
         let mut req = Request::post("/graphql").header(header::CONTENT_TYPE, "application/json");
         if let Some(token) = &self.token {
@@ -53,6 +60,9 @@ impl Gql {
         }
         if let Some(forwarded) = &self.forwarded_for {
             req = req.header("x-forwarded-for", forwarded);
+        }
+        if let Some(agent) = &self.user_agent {
+            req = req.header(header::USER_AGENT, agent);
         }
         let mut req = req.body(Body::from(self.body.to_string())).unwrap();
         if let Some(ip) = &self.peer {

@@ -1,0 +1,324 @@
+//! Live session events over graphql-transport-ws, with a real WebSocket client: init
+//! with good, bad, expired and ended sessions' tokens; events of other sessions; the
+//! socket closed with 4403 when its session ends (through the API, an operator, reuse
+//! detection, on another instance, and while the LISTEN connection was down); 4401 at
+//! expiry; the socket's limits; no event of another account under load.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::{
+    Auth, PASSWORD, SECRET, TestApp,
+    ws::{Incoming, Served, WsClient, connect},
+};
+
+const EVENTS: &str = "subscription { sessionEvents { kind sessionId current userAgent at } }";
+
+fn session_of(token: &str) -> String {
+    claims(token)["sid"].as_str().unwrap().to_owned()
+}
+
+fn claims(token: &str) -> Value {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+}
+
+/// An app served on loopback with its events listener running.
+async fn live(adjust: impl FnOnce(&mut authgraph::config::Config)) -> (TestApp, Served, crate::support::Background) {
+    let app = TestApp::with_config(adjust).await;
+    let mut sub = app.state.events.subscribe();
+    let listener = app.start_listener();
+    // Wait until it listens: the first Resync.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !matches!(sub.next().await, Some(authgraph::events::Signal::Resync)) {}
+    })
+    .await
+    .unwrap();
+    let served = app.serve().await;
+    (app, served, listener)
+}
+
+/// A socket of `auth`'s session, subscribed to sessionEvents as "1" on `app`, once the
+/// subscription listens to the instance's events.
+async fn watching(app: &TestApp, served: &Served, auth: &Auth) -> WsClient {
+    let before = app.state.events.subscribers();
+    let mut ws = connect(&served.addr, None).await.unwrap();
+    ws.admitted(&auth.access).await;
+    ws.subscribe("1", EVENTS).await;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while app.state.events.subscribers() <= before {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the subscription starts");
+    ws
+}
+
+fn kind(event: &Value) -> (&str, bool) {
+    let e = &event["sessionEvents"];
+    (e["kind"].as_str().unwrap(), e["current"].as_bool().unwrap())
+}
+
+#[tokio::test]
+async fn init_refuses_bad_expired_and_ended_tokens_and_waits_for_init_only_so_long() {
+    let (app, served, _listener) = live(|c| c.realtime.init_timeout = Duration::from_millis(300)).await;
+    let ada = app.signup("ada").await;
+
+    let mut good = connect(&served.addr, None).await.unwrap();
+    good.admitted(&ada.access).await;
+
+    for token in [None, Some("not-a-token")] {
+        let mut ws = connect(&served.addr, None).await.unwrap();
+        ws.init(token).await;
+        assert_eq!(ws.closed().await, 4401, "{token:?}");
+    }
+
+    // Expired: the real token's claims with exp in the past, signed with the real key.
+    let header = jsonwebtoken::decode_header(&ada.access).unwrap();
+    let mut expired = claims(&ada.access);
+    expired["exp"] = json!(chrono::Utc::now().timestamp() - 60);
+    let key = jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()).unwrap();
+    let expired = jsonwebtoken::encode(&header, &expired, &key).unwrap();
+    let mut ws = connect(&served.addr, None).await.unwrap();
+    ws.init(Some(&expired)).await;
+    assert_eq!(ws.closed().await, 4401, "expired");
+
+    // A token whose session has ended: 4403.
+    let bob = app.signup("bob").await;
+    app.gql(Some(&bob.access), "mutation { logout }", json!({})).await;
+    let mut ws = connect(&served.addr, None).await.unwrap();
+    ws.init(Some(&bob.access)).await;
+    assert_eq!(ws.closed().await, 4403, "ended session");
+
+    // No connection_init at all.
+    let mut silent = connect(&served.addr, None).await.unwrap();
+    assert_eq!(silent.closed().await, 4408);
+}
+
+#[tokio::test]
+async fn events_of_other_sessions_arrive_and_the_own_end_closes_with_4403() {
+    let (app, served, _listener) = live(|_| {}).await;
+    let ada = app.signup("ada").await;
+    let mut ws = watching(&app, &served, &ada).await;
+
+    // Another device signs in (wait for its event: the subscription runs by then).
+    let res = app
+        .send(
+            crate::support::Gql::query(
+                crate::support::SIGNIN,
+                json!({ "input": { "username": "ada", "password": PASSWORD } }),
+            )
+            .user_agent("Phone/1.0"),
+        )
+        .await;
+    let phone = Auth::from_payload(&res, "signin");
+    let started = ws.event("1").await;
+    assert_eq!(kind(&started), ("SESSION_STARTED", false));
+    assert_eq!(started["sessionEvents"]["sessionId"], session_of(&phone.access));
+    assert_eq!(started["sessionEvents"]["userAgent"], "Phone/1.0");
+
+    // Another account's doings never reach this socket.
+    let bob = app.signup("bob").await;
+    app.gql(Some(&bob.access), "mutation { logout }", json!({})).await;
+
+    app.gql(Some(&phone.access), "mutation { logout }", json!({})).await;
+    let ended = ws.event("1").await;
+    assert_eq!(kind(&ended), ("SESSION_ENDED", false));
+    assert_eq!(ended["sessionEvents"]["sessionId"], session_of(&phone.access));
+
+    let change = "mutation { changePassword(input: { currentPassword: \"correct horse battery staple\", newPassword: \"another long passphrase\" }) }";
+    assert_eq!(app.gql(Some(&ada.access), change, json!({})).await["data"]["changePassword"], true);
+    assert_eq!(kind(&ws.event("1").await), ("PASSWORD_CHANGED", true));
+
+    // The socket's own session ends: SESSION_ENDED (current), complete, then 4403.
+    app.gql(Some(&ada.access), "mutation { logout }", json!({})).await;
+    assert_eq!(kind(&ws.event("1").await), ("SESSION_ENDED", true));
+    assert_eq!(ws.next().await, Incoming::Message(json!({ "type": "complete", "id": "1" })));
+    assert_eq!(ws.closed().await, 4403);
+}
+
+#[tokio::test]
+async fn an_operator_and_reuse_detection_close_the_socket_too() {
+    let (app, served, _listener) = live(|c| c.refresh_reuse_interval = Duration::ZERO).await;
+    let ada = app.signup("ada").await;
+    let mut by_operator = watching(&app, &served, &ada).await;
+    let second = Auth::from_payload(&app.signin("ada", PASSWORD).await, "signin");
+    assert_eq!(kind(&by_operator.event("1").await), ("SESSION_STARTED", false));
+    let mut conn: diesel_async::AsyncPgConnection =
+        <diesel_async::AsyncPgConnection as diesel_async::AsyncConnection>::establish(&app.database_url).await.unwrap();
+    authgraph::db::sessions::end(
+        &mut conn,
+        session_of(&ada.access).parse().unwrap(),
+        authgraph::db::sessions::EndReason::Admin,
+    )
+    .await
+    .unwrap();
+    assert_eq!(kind(&by_operator.event("1").await), ("SESSION_ENDED", true));
+    assert_eq!(by_operator.closed().await, 4403);
+
+    // Reuse: the second session's spent refresh token comes back.
+    let mut by_reuse = watching(&app, &served, &second).await;
+    app.refresh(&second.refresh).await;
+    app.refresh(&second.refresh).await;
+    assert_eq!(by_reuse.closed().await, 4403);
+}
+
+#[tokio::test]
+async fn a_session_ended_while_nobody_listened_still_closes_its_socket() {
+    let app = TestApp::new().await;
+    let served = app.serve().await;
+    let listener = app.start_listener();
+    let ada = app.signup("ada").await;
+    let mut ws = watching(&app, &served, &ada).await;
+    // The listener stops (its connection gone); the logout's event reaches nobody.
+    listener.stop().await;
+    app.gql(Some(&ada.access), "mutation { logout }", json!({})).await;
+    // Back: it re-checks every socket's session, and this one has ended.
+    let _listener = app.start_listener();
+    assert_eq!(kind(&ws.event("1").await), ("SESSION_ENDED", true));
+    assert_eq!(ws.closed().await, 4403);
+
+    // And with the connection killed by the database while a logout happens.
+    let bob = app.signup("bob").await;
+    let mut ws = watching(&app, &served, &bob).await;
+    let mut conn: diesel_async::AsyncPgConnection =
+        <diesel_async::AsyncPgConnection as diesel_async::AsyncConnection>::establish(&app.database_url).await.unwrap();
+    let kill = format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{}' AND datname = current_database()",
+        authgraph::events::listener::APPLICATION_NAME
+    );
+    let (killed, logout) = tokio::join!(
+        diesel_async::RunQueryDsl::execute(diesel::sql_query(kill), &mut conn),
+        app.gql(Some(&bob.access), "mutation { logout }", json!({}))
+    );
+    assert_eq!(killed.unwrap(), 1);
+    assert_eq!(logout["data"]["logout"], true);
+    assert_eq!(ws.closed().await, 4403);
+}
+
+#[tokio::test]
+async fn an_expiring_token_closes_its_socket_with_4401() {
+    let (app, served, _listener) = live(|c| c.access_token_ttl = Duration::from_secs(1)).await;
+    let ada = app.signup("ada").await;
+    let mut ws = watching(&app, &served, &ada).await;
+    assert_eq!(ws.closed().await, 4401);
+}
+
+#[tokio::test]
+async fn the_socket_limits_hold() {
+    let (app, served, _listener) = live(|c| {
+        c.realtime.max_subscriptions_per_socket = 2;
+        c.realtime.max_sockets_per_user = 2;
+        c.realtime.max_message_bytes = 4096;
+        c.cors_origins = "https://app.example".parse().unwrap();
+    })
+    .await;
+    let ada = app.signup("ada").await;
+
+    let mut ws = connect(&served.addr, None).await.unwrap();
+    ws.admitted(&ada.access).await;
+    ws.subscribe("a", EVENTS).await;
+    ws.subscribe("a", EVENTS).await;
+    assert_eq!(ws.closed().await, 4409, "one subscription per id");
+
+    let mut ws = connect(&served.addr, None).await.unwrap();
+    ws.admitted(&ada.access).await;
+    for id in ["a", "b", "c"] {
+        ws.subscribe(id, EVENTS).await;
+    }
+    assert_eq!(ws.closed().await, 4429, "two subscriptions per socket");
+
+    let (mut one, mut two) = (connect(&served.addr, None).await.unwrap(), connect(&served.addr, None).await.unwrap());
+    one.admitted(&ada.access).await;
+    two.admitted(&ada.access).await;
+    let mut three = connect(&served.addr, None).await.unwrap();
+    three.init(Some(&ada.access)).await;
+    assert_eq!(three.closed().await, 4429, "two sockets per account");
+    drop((one, two));
+
+    let mut big = connect(&served.addr, None).await.unwrap();
+    big.send(json!({ "type": "connection_init", "payload": { "pad": "x".repeat(8192) } })).await;
+    assert_ne!(big.closed().await, 1000, "a message over WS_MAX_MESSAGE_BYTES is refused");
+
+    let mut not_json = connect(&served.addr, None).await.unwrap();
+    not_json.send(json!("just a string")).await;
+    assert_eq!(not_json.closed().await, 4400);
+
+    // A page of another site may not open one; the configured origin may.
+    assert!(connect(&served.addr, Some("https://evil.example")).await.is_err());
+    assert!(connect(&served.addr, Some("https://app.example")).await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_event_reaches_another_account_under_concurrent_load() {
+    let (app, served, _listener) = live(|_| {}).await;
+    let mut accounts = Vec::new();
+    for i in 0..6 {
+        let auth = app.signup(&format!("user{i}")).await;
+        let ws = watching(&app, &served, &auth).await;
+        accounts.push((format!("user{i}"), auth, ws));
+    }
+    // Every account signs in three more times at once, from every side.
+    let signins = accounts.iter().flat_map(|(name, _, _)| {
+        (0..3).map(move |_| {
+            crate::support::Gql::query(
+                crate::support::SIGNIN,
+                json!({ "input": { "username": name, "password": PASSWORD } }),
+            )
+        })
+    });
+    let answers = app.concurrently(signins).await;
+    for (i, (_, auth, ws)) in accounts.iter_mut().enumerate() {
+        let own: std::collections::HashSet<String> = answers[i * 3..i * 3 + 3]
+            .iter()
+            .map(|a| session_of(a["data"]["signin"]["accessToken"].as_str().unwrap()))
+            .collect();
+        for _ in 0..3 {
+            let event = ws.event("1").await;
+            assert_eq!(kind(&event), ("SESSION_STARTED", false));
+            let session = event["sessionEvents"]["sessionId"].as_str().unwrap();
+            assert!(own.contains(session), "{} saw a session of another account", auth.user_id);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_logout_on_one_instance_closes_the_socket_on_another() {
+    let (a, _served_a, _listener_a) = live(|_| {}).await;
+    let b = a.sibling(|_| {});
+    let _listener_b = b.start_listener();
+    let served_b = b.serve().await;
+    let ada = a.signup("ada").await;
+    let mut ws = connect(&served_b.addr, None).await.unwrap();
+    ws.admitted(&ada.access).await;
+    ws.subscribe("1", EVENTS).await;
+    a.gql(Some(&ada.access), "mutation { logout }", json!({})).await;
+    assert_eq!(ws.closed().await, 4403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_sockets_with_1001_and_the_server_still_exits_in_time() {
+    use crate::support::process::Server;
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &[("SHUTDOWN_TIMEOUT", "5s")]);
+    let signup = server
+        .gql(
+            None,
+            crate::support::SIGNUP,
+            json!({ "input": { "name": "Ada", "username": "ada", "password": PASSWORD } }),
+        )
+        .await;
+    let ada = Auth::from_payload(&signup, "signup");
+    let mut ws = connect(&server.addr, None).await.unwrap();
+    ws.admitted(&ada.access).await;
+    ws.subscribe("1", EVENTS).await;
+    let started = std::time::Instant::now();
+    server.signal(libc::SIGTERM);
+    assert_eq!(ws.closed().await, 1001);
+    let status = tokio::task::spawn_blocking(move || server.child.wait().unwrap()).await.unwrap();
+    assert!(status.success(), "{status}");
+    assert!(started.elapsed() < Duration::from_secs(5), "exited within SHUTDOWN_TIMEOUT: {:?}", started.elapsed());
+}

@@ -1,0 +1,123 @@
+//! A graphql-transport-ws client over a real WebSocket (tokio-tungstenite), and a test
+//! app served on a loopback port for it.
+
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::{
+    MaybeTlsStream, WebSocketStream,
+    tungstenite::{self, Message, client::IntoClientRequest, protocol::frame::coding::CloseCode},
+};
+
+use super::{Background, TestApp};
+
+/// What the server sent next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Incoming {
+    Message(Value),
+    /// The close frame's code and reason (1006 when the connection just dropped).
+    Closed(u16, String),
+}
+
+pub struct WsClient {
+    socket: WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>,
+}
+
+/// Opens a socket to `ws://addr/graphql` speaking graphql-transport-ws, with an
+/// `Origin` header when given.
+pub async fn connect(addr: &str, origin: Option<&str>) -> Result<WsClient, tungstenite::Error> {
+    let mut request = format!("ws://{addr}/graphql").into_client_request()?;
+    request.headers_mut().insert("sec-websocket-protocol", "graphql-transport-ws".parse().unwrap());
+    if let Some(origin) = origin {
+        request.headers_mut().insert("origin", origin.parse().unwrap());
+    }
+    let (socket, response) = tokio_tungstenite::connect_async(request).await?;
+    assert_eq!(response.headers()["sec-websocket-protocol"], "graphql-transport-ws");
+    Ok(WsClient { socket })
+}
+
+impl WsClient {
+    pub async fn send(&mut self, message: Value) {
+        self.socket.send(Message::Text(message.to_string().into())).await.unwrap();
+    }
+
+    /// Sends connection_init with `Authorization: Bearer <token>` (no payload without one).
+    pub async fn init(&mut self, token: Option<&str>) {
+        let payload = token.map(|t| json!({ "Authorization": format!("Bearer {t}") }));
+        self.send(json!({ "type": "connection_init", "payload": payload })).await;
+    }
+
+    /// Inits and expects the ack.
+    pub async fn admitted(&mut self, token: &str) {
+        self.init(Some(token)).await;
+        assert_eq!(self.next().await, Incoming::Message(json!({ "type": "connection_ack" })));
+    }
+
+    pub async fn subscribe(&mut self, id: &str, query: &str) {
+        self.send(json!({ "type": "subscribe", "id": id, "payload": { "query": query } })).await;
+    }
+
+    /// The next text message or the close, skipping pings; fails after 10 s.
+    pub async fn next(&mut self) -> Incoming {
+        let wait = async {
+            loop {
+                match self.socket.next().await {
+                    Some(Ok(Message::Text(text))) => return Incoming::Message(serde_json::from_str(&text).unwrap()),
+                    Some(Ok(Message::Close(frame))) => {
+                        return frame.map_or(Incoming::Closed(1005, String::new()), |f| {
+                            Incoming::Closed(u16::from(f.code), f.reason.to_string())
+                        });
+                    }
+                    Some(Ok(_)) => continue,
+                    Some(Err(_)) | None => return Incoming::Closed(u16::from(CloseCode::Abnormal), String::new()),
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), wait).await.expect("a message or a close within 10 s")
+    }
+
+    /// Waits for the close, skipping messages; its code.
+    pub async fn closed(&mut self) -> u16 {
+        loop {
+            if let Incoming::Closed(code, _) = self.next().await {
+                return code;
+            }
+        }
+    }
+
+    /// The next `next` payload's data of subscription `id`, skipping nothing.
+    pub async fn event(&mut self, id: &str) -> Value {
+        match self.next().await {
+            Incoming::Message(m) if m["type"] == "next" && m["id"] == id => m["payload"]["data"].clone(),
+            other => panic!("expected an event of {id}, got {other:?}"),
+        }
+    }
+}
+
+/// The app served on a loopback port, as the server serves it; stopped when dropped.
+pub struct Served {
+    pub addr: String,
+    _server: Background,
+}
+
+impl TestApp {
+    pub async fn serve(&self) -> Served {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let limits = authgraph::http::serve::ConnectionLimits {
+            header_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(10),
+            max_connections: 1000,
+        };
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let router = self.router.clone();
+        let task = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            };
+            authgraph::http::serve::serve(listener, router, limits, shutdown).await.unwrap();
+        });
+        Served { addr, _server: Background::new(stop, task) }
+    }
+}
