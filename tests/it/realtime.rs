@@ -322,3 +322,36 @@ async fn sigterm_closes_sockets_with_1001_and_the_server_still_exits_in_time() {
     assert!(status.success(), "{status}");
     assert!(started.elapsed() < Duration::from_secs(5), "exited within SHUTDOWN_TIMEOUT: {:?}", started.elapsed());
 }
+
+/// From a logout's answer on instance A to the close of the session's socket on
+/// instance B, 100 times: run by hand with
+/// `cargo test --release --test it realtime::revocation_latency -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, run by hand"]
+async fn revocation_latency_from_a_logout_on_one_instance_to_the_close_on_another() {
+    let a = TestApp::with_config(|c| c.signin_failures_per_account = 10_000).await;
+    let b = a.sibling(|_| {});
+    let mut listening = b.state.events.subscribe();
+    let _listener = b.start_listener();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !matches!(listening.next().await, Some(authgraph::events::Signal::Resync)) {}
+    })
+    .await
+    .unwrap();
+    let served = b.serve().await;
+    a.signup("ada").await;
+    let mut samples = Vec::new();
+    for _ in 0..100 {
+        let session = Auth::from_payload(&a.signin("ada", PASSWORD).await, "signin");
+        let mut ws = connect(&served.addr, None).await.unwrap();
+        ws.admitted(&session.access).await;
+        let res = a.gql(Some(&session.access), "mutation { logout }", json!({})).await;
+        let answered = std::time::Instant::now();
+        assert_eq!(res["data"]["logout"], true);
+        assert_eq!(ws.closed().await, 4403);
+        samples.push(answered.elapsed().as_secs_f64() * 1e3);
+    }
+    samples.sort_by(f64::total_cmp);
+    let (p50, p99, max) = (samples[49], samples[98], samples[99]);
+    println!("logout answered on A -> socket closed on B: p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms (100 runs)");
+}

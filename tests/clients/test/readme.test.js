@@ -9,7 +9,7 @@ import { repoRoot } from './support/server.js';
 
 const readme = readFileSync(join(repoRoot, 'README.md'), 'utf8');
 
-for (const file of ['apollo.js', 'urql.js', 'mfa.js']) {
+for (const file of ['apollo.js', 'urql.js', 'mfa.js', 'live.js']) {
   test(`README quotes src/${file} as it is tested`, () => {
     const source = readFileSync(join(import.meta.dirname, '..', 'src', file), 'utf8');
     assert.ok(
