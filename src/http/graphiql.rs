@@ -41,7 +41,10 @@ const INIT_TEMPLATE: &str = r#"(function () {
     return;
   }
   var defaultQuery = DEFAULT_QUERY;
-  var fetcher = GraphiQL.createFetcher({ url: '/graphql' });
+  // Subscriptions go over a WebSocket to the same path; the Headers tab's JSON is sent
+  // as connection_init's payload, so the bearer header authenticates the socket too.
+  var socketUrl = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/graphql';
+  var fetcher = GraphiQL.createFetcher({ url: '/graphql', subscriptionUrl: socketUrl });
   ReactDOM.createRoot(root).render(React.createElement(GraphiQL, {
     fetcher: fetcher,
     defaultQuery: defaultQuery,

@@ -353,5 +353,7 @@ async fn revocation_latency_from_a_logout_on_one_instance_to_the_close_on_anothe
     }
     samples.sort_by(f64::total_cmp);
     let (p50, p99, max) = (samples[49], samples[98], samples[99]);
-    println!("logout answered on A -> socket closed on B: p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms (100 runs)");
+    println!(
+        "logout answered on A -> socket closed on B: p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms (100 runs)"
+    );
 }

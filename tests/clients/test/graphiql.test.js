@@ -75,6 +75,27 @@ test('GraphiQL loads offline, with the examples and the bearer header, runs sign
     assert.doesNotMatch(me, /"errors"/);
     await page.screenshot({ path: join(artefactDir, 'graphiql-me.png'), fullPage: true });
 
+    // The subscription, over GraphiQL's own socket with the same header: a sign-in
+    // elsewhere shows up in the result pane.
+    await page.locator('.graphiql-execute-button').click();
+    await page.getByRole('menuitem', { name: 'SessionEvents' }).click();
+    for (let seen = false; !seen; ) {
+      await fetch(server.url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({
+          query: 'mutation($i: SigninInput!) { signin(input: $i) { accessToken } }',
+          variables: { i: { username: 'ada', password: 'analytical engine' } },
+        }),
+      });
+      seen = await result
+        .getByText('SESSION_STARTED')
+        .waitFor({ timeout: 2_000 })
+        .then(() => true, () => false);
+    }
+    assert.match(await result.innerText(), /"current": false/);
+    await page.screenshot({ path: join(artefactDir, 'graphiql-subscription.png'), fullPage: true });
+
     assert.deepEqual(blocked, [], 'the page asked for nothing outside the server');
     assert.deepEqual(problems, [], 'no script errors or CSP violations');
   } finally {
