@@ -212,7 +212,7 @@ async fn the_socket_limits_hold() {
     let (app, served, _listener) = live(|c| {
         c.realtime.max_subscriptions_per_socket = 2;
         c.realtime.max_sockets_per_user = 2;
-        c.realtime.max_message_bytes = 4096;
+        c.realtime.max_message_bytes = 16_384;
         c.cors_origins = "https://app.example".parse().unwrap();
     })
     .await;
@@ -240,8 +240,23 @@ async fn the_socket_limits_hold() {
     drop((one, two));
 
     let mut big = connect(&served.addr, None).await.unwrap();
-    big.send(json!({ "type": "connection_init", "payload": { "pad": "x".repeat(8192) } })).await;
+    big.send(json!({ "type": "connection_init", "payload": { "pad": "x".repeat(20_000) } })).await;
     assert_ne!(big.closed().await, 1000, "a message over WS_MAX_MESSAGE_BYTES is refused");
+
+    // The operation limits hold for subscription documents too.
+    let mut heavy = connect(&served.addr, None).await.unwrap();
+    heavy.admitted(&ada.access).await;
+    let fields = "kind ".repeat(2500);
+    heavy.send(json!({ "type": "subscribe", "id": "h", "payload": { "query": format!("subscription {{ sessionEvents {{ {fields} }} }}") } })).await;
+    match heavy.next().await {
+        Incoming::Message(m) => {
+            // async-graphql answers a refused document with its errors in `next`, then completes.
+            assert_eq!(m["id"], "h", "{m}");
+            assert_eq!(m["payload"]["errors"][0]["extensions"]["code"], "GRAPHQL_VALIDATION_FAILED", "{m}");
+            assert_eq!(heavy.next().await, Incoming::Message(json!({ "type": "complete", "id": "h" })));
+        }
+        other => panic!("{other:?}"),
+    }
 
     let mut not_json = connect(&served.addr, None).await.unwrap();
     not_json.send(json!("just a string")).await;
@@ -299,12 +314,25 @@ async fn a_logout_on_one_instance_closes_the_socket_on_another() {
     assert_eq!(ws.closed().await, 4403);
 }
 
+/// Two server processes on one database: a socket on B closes when the session ends
+/// through A's API and through the admin CLI, and SIGTERM closes B's sockets with 1001
+/// while B still exits within SHUTDOWN_TIMEOUT.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_closes_sockets_with_1001_and_the_server_still_exits_in_time() {
-    use crate::support::process::Server;
+async fn two_server_processes_the_admin_cli_and_sigterm() {
+    use crate::support::process::{Server, command};
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start(dir.path(), &[("SHUTDOWN_TIMEOUT", "5s")]);
-    let signup = server
+    let shared = [
+        ("JWT_ACCESS_SECRET", "shared-secret-shared-secret-shared!!"),
+        ("REFRESH_TOKEN_KEY", "shared-refresh-key-shared-refresh-key"),
+        ("MFA_ENCRYPTION_KEY", "shared-mfa-key-shared-mfa-key-shared-mfa"),
+        ("SHUTDOWN_TIMEOUT", "5s"),
+    ];
+    let a = Server::start(&dir.path().join("a"), &shared);
+    let url = a.database_url();
+    let mut on_b = shared.to_vec();
+    on_b.push(("DATABASE_URL", url.as_str()));
+    let mut b = Server::start(&dir.path().join("b"), &on_b);
+    let signup = a
         .gql(
             None,
             crate::support::SIGNUP,
@@ -312,15 +340,39 @@ async fn sigterm_closes_sockets_with_1001_and_the_server_still_exits_in_time() {
         )
         .await;
     let ada = Auth::from_payload(&signup, "signup");
-    let mut ws = connect(&server.addr, None).await.unwrap();
+    let signin = async || {
+        let res =
+            a.gql(None, crate::support::SIGNIN, json!({ "input": { "username": "ada", "password": PASSWORD } })).await;
+        Auth::from_payload(&res, "signin")
+    };
+
+    // The socket on B, the logout on A.
+    let mut ws = connect(&b.addr, None).await.unwrap();
     ws.admitted(&ada.access).await;
     ws.subscribe("1", EVENTS).await;
+    a.gql(Some(&ada.access), "mutation { logout }", json!({})).await;
+    assert_eq!(ws.closed().await, 4403, "logout on A");
+
+    // An operator ends the account's sessions from the command line.
+    let second = signin().await;
+    let mut ws = connect(&b.addr, None).await.unwrap();
+    ws.admitted(&second.access).await;
+    let out = command(&dir.path().join("a")).args(["users", "revoke-sessions", "ada"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(ws.closed().await, 4403, "users revoke-sessions");
+
+    // SIGTERM: 1001, and B exits in time.
+    let third = signin().await;
+    let mut ws = connect(&b.addr, None).await.unwrap();
+    ws.admitted(&third.access).await;
+    ws.subscribe("1", EVENTS).await;
     let started = std::time::Instant::now();
-    server.signal(libc::SIGTERM);
+    b.signal(libc::SIGTERM);
     assert_eq!(ws.closed().await, 1001);
-    let status = tokio::task::spawn_blocking(move || server.child.wait().unwrap()).await.unwrap();
+    let status = tokio::task::spawn_blocking(move || b.child.wait().unwrap()).await.unwrap();
     assert!(status.success(), "{status}");
     assert!(started.elapsed() < Duration::from_secs(5), "exited within SHUTDOWN_TIMEOUT: {:?}", started.elapsed());
+    assert!(a.terminate().0.success());
 }
 
 /// From a logout's answer on instance A to the close of the session's socket on
