@@ -237,7 +237,8 @@ async fn serve(http: Http, socket: WebSocket, client: Client) {
             }
             // The protocol's own close (a failed init among them: then with our code).
             Step::Forward(code, reason) => {
-                let refused = tracked.lock().unwrap().refused;
+                // A subscribe before the ack is unauthorised in graphql-ws's terms.
+                let refused = tracked.lock().unwrap().refused.or((code == 1011).then_some(Close::Unauthorized));
                 let frame = refused.map_or((code, reason), |c| (c.frame().0, c.frame().1.to_owned()));
                 break_with(&mut sink, frame).await;
                 return;
