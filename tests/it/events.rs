@@ -9,7 +9,7 @@ use authgraph::events::{Event, EventKind, Signal, Subscription};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use serde_json::json;
 
-use crate::support::{Auth, PASSWORD, TestApp};
+use crate::support::{Auth, PASSWORD, TestApp, session_of};
 
 /// Waits for the next event, skipping `Resync`s; fails after 10 s.
 async fn next(sub: &mut Subscription) -> Event {
@@ -28,14 +28,6 @@ async fn next(sub: &mut Subscription) -> Event {
 async fn resync(sub: &mut Subscription) {
     let wait = async { while !matches!(sub.next().await.expect("the hub is alive"), Signal::Resync) {} };
     tokio::time::timeout(Duration::from_secs(10), wait).await.expect("a resync within 10 s");
-}
-
-fn session_of(token: &str) -> String {
-    use base64::Engine;
-    let payload = token.split('.').nth(1).unwrap();
-    let claims: serde_json::Value =
-        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
-    claims["sid"].as_str().unwrap().to_owned()
 }
 
 /// (kind, user id, session id) of an event, for comparing sequences.

@@ -9,21 +9,11 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::support::{
-    Auth, PASSWORD, SECRET, TestApp,
+    Auth, PASSWORD, SECRET, TestApp, claims, session_of,
     ws::{Incoming, Served, WsClient, connect},
 };
 
 const EVENTS: &str = "subscription { sessionEvents { kind sessionId current userAgent at } }";
-
-fn session_of(token: &str) -> String {
-    claims(token)["sid"].as_str().unwrap().to_owned()
-}
-
-fn claims(token: &str) -> Value {
-    use base64::Engine;
-    let payload = token.split('.').nth(1).unwrap();
-    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
-}
 
 /// An app served on loopback with its events listener running.
 async fn live(adjust: impl FnOnce(&mut authgraph::config::Config)) -> (TestApp, Served, crate::support::Background) {

@@ -9,11 +9,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use async_graphql_parser::{parse_schema, types::TypeSystemDefinition};
 use authgraph::mfa::totp;
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 use serde_json::{Value, json};
 
-use crate::support::{Auth, Gql, MFA_KEY, PASSWORD, TestApp, count, error_code, expect_error, mail_to};
+use crate::support::{Auth, Gql, MFA_KEY, PASSWORD, TestApp, claims, count, error_code, expect_error, mail_to};
 
 /// The server's clock in these tests: 15 s into a 30-second step.
 const T0: u64 = 1_800_000_015;
@@ -39,12 +38,6 @@ async fn app_with(adjust: impl FnOnce(&mut authgraph::config::Config)) -> TestAp
 
 fn code(secret: &[u8], step: u64) -> String {
     totp::code_at(secret, step)
-}
-
-/// The claims of an access token, unverified (the server verified them).
-fn claims(token: &str) -> Value {
-    let payload = token.split('.').nth(1).unwrap();
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
 }
 
 /// An account with a confirmed factor: its signup tokens (the session, now AAL2), the
