@@ -4,33 +4,46 @@ import { createClient } from 'graphql-ws';
 
 /**
  * The graphql-ws client for authgraph's subscriptions. `tokens` is the object the
- * Apollo or urql client keeps ({ accessToken, … }); `refresh()` renews it (the same
- * function their auth link or exchange uses). Each (re)connection sends the current
- * access token in connection_init. The server closes with 4401 when the token is bad
- * or expired (refresh, then reconnect), and with 4403 when the session has ended
- * (sign in again: no retry).
+ * Apollo or urql client keeps ({ accessToken, … }): every new socket sends the current
+ * access token in connection_init. The server closes a socket with 4401 when its token
+ * is bad or expires, and with 4403 when its session has ended; graphql-ws then ends the
+ * socket's subscriptions with that close event as their error (see subscribeLive).
  */
-export function createWsClient({ url, tokens, refresh, webSocketImpl, onClosed = () => {} }) {
-  let expired = false;
+export function createWsClient({ url, tokens, webSocketImpl, onClosed = () => {} }) {
   return createClient({
     url: url.replace(/^http/, 'ws'),
     webSocketImpl, // Node 20 has no global WebSocket: pass `ws`'s.
-    connectionParams: async () => {
-      if (expired) {
-        await refresh();
-        expired = false;
-      }
-      return { Authorization: `Bearer ${tokens.accessToken}` };
-    },
-    shouldRetry: (event) => event?.code === 4401 || event?.code === 1001,
-    retryAttempts: 3,
-    on: {
-      closed: (event) => {
-        if (event?.code === 4401) expired = true;
-        onClosed(event);
-      },
-    },
+    connectionParams: () => ({ Authorization: `Bearer ${tokens.accessToken}` }),
+    // An ended session stays ended: no reconnect on 4403 (graphql-ws would retry it).
+    shouldRetry: (event) => event?.code !== 4403,
+    on: { closed: onClosed },
   });
+}
+
+/**
+ * Subscribes through `wsClient`; when the access token expires (4401), `refresh()`
+ * renews it (the function the Apollo link or urql exchange uses) and the subscription
+ * starts again on a new socket. When the session ends (4403) the subscription errors:
+ * sign in again. Returns the function that stops it.
+ */
+export function subscribeLive(wsClient, refresh, payload, sink) {
+  let stopped = false;
+  let unsubscribe = () => {};
+  const start = () => {
+    unsubscribe = wsClient.subscribe(payload, {
+      next: (result) => sink.next(result),
+      complete: () => sink.complete?.(),
+      error: (error) => {
+        if (error?.code === 4401 && !stopped) refresh().then(start, (e) => sink.error?.(e));
+        else sink.error?.(error);
+      },
+    });
+  };
+  start();
+  return () => {
+    stopped = true;
+    unsubscribe();
+  };
 }
 
 /** Apollo Client: send subscriptions over the socket (split it from the HTTP link). */
