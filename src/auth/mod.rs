@@ -101,7 +101,7 @@ impl Caller {
     /// The account has a second factor this session has not passed: only `me`,
     /// `sessions`, `logout` and `verifyMfa` answer it.
     pub fn needs_second_factor(&self) -> bool {
-        self.user.has_second_factor() && self.assurance < Assurance::Aal2
+        self.user.needs_second_factor(self.assurance)
     }
 }
 
@@ -200,6 +200,6 @@ pub struct Grant {
 impl Grant {
     /// The account has a second factor and this session has not passed it yet.
     pub fn mfa_required(&self) -> bool {
-        self.user.has_second_factor() && self.assurance < Assurance::Aal2
+        self.user.needs_second_factor(self.assurance)
     }
 }

@@ -23,7 +23,7 @@ use crate::{
     db::{
         self, DbPool,
         ids::UserId,
-        models::{Assurance, NewRefreshToken, SecondFactor, TotpFactor, User},
+        models::{Assurance, SecondFactor, TotpFactor, User},
         sessions::EndReason,
     },
     error::{AppError, AppResult},
@@ -77,8 +77,9 @@ fn ticket(user: UserId) -> Ticket {
     Ticket { lane: Lane::Account, requester: Requester::Account(user) }
 }
 
-fn no_factor() -> AppError {
-    AppError::bad_input("code", "No second factor is on for this account")
+/// `BAD_USER_INPUT` on `field`: the account has no factor to check or to renew.
+fn no_factor(field: &'static str) -> AppError {
+    AppError::bad_input(field, "No second factor is on for this account")
 }
 
 /// `enrollTotp`: a new secret, waiting for its first code. The guard has already
@@ -112,10 +113,12 @@ pub async fn confirm(auth: &Auth, caller: &Caller, code: &SecretString) -> AppRe
             .ok_or_else(|| AppError::bad_input("code", "No enrolment is waiting: call enrollTotp first"))?;
         (pending, auth.rate_limits.take_mfa(&mut conn, user_id, caller.session_id).await?)
     };
-    let step = match totp_step(auth, &pending, code) {
-        Ok(Some(step)) => step,
-        Ok(None) => return Err(AppError::InvalidMfaCode),
+    let secret = match open(auth, &pending) {
+        Ok(secret) => secret,
         Err(err) => return Err(forgiven(auth, attempt, err).await),
+    };
+    let Some(step) = totp_step(auth, &pending, &secret, code) else {
+        return Err(AppError::InvalidMfaCode);
     };
     let mut conn = auth.pool.get().await?;
     auth.rate_limits.forgive(&mut conn, &attempt).await?;
@@ -163,7 +166,7 @@ pub async fn verify(auth: &Auth, caller: &Caller, code: &SecretString) -> AppRes
             let Some(session) = db::second_factor::raise_session(conn, session_id, method, true).await? else {
                 return Err(AppError::Unauthenticated("session ended"));
             };
-            let token = new_refresh_token(conn, policy, &session).await?;
+            let token = sessions::new_chain(conn, policy, &session).await?;
             let left = match method {
                 SecondFactor::Totp => None,
                 SecondFactor::RecoveryCode => {
@@ -183,28 +186,6 @@ pub async fn verify(auth: &Auth, caller: &Caller, code: &SecretString) -> AppRes
     Ok(grant)
 }
 
-/// A refresh token for a session whose earlier ones were just set aside.
-async fn new_refresh_token(
-    conn: &mut AsyncPgConnection,
-    policy: &sessions::SessionPolicy,
-    session: &db::models::Session,
-) -> AppResult<SecretString> {
-    let expires_at = (chrono::Utc::now() + policy.idle_ttl).min(session.max_expires_at);
-    let token = super::refresh_token::generate();
-    db::refresh_tokens::insert(
-        conn,
-        NewRefreshToken {
-            session_id: session.id,
-            token_hash: super::refresh_token::hash(token.expose_secret()).as_bytes(),
-            parent_id: None,
-            expires_at,
-        },
-    )
-    .await?;
-    db::sessions::touch(conn, session.id, expires_at).await?;
-    Ok(token)
-}
-
 /// `disableTotp`: a current TOTP code turns the factor off, removes the recovery codes
 /// and ends the account's other sessions. The guard has already asked for AAL2.
 pub async fn disable(auth: &Auth, caller: &Caller, code: &SecretString) -> AppResult<()> {
@@ -217,7 +198,7 @@ pub async fn disable(auth: &Auth, caller: &Caller, code: &SecretString) -> AppRe
 pub async fn regenerate(auth: &Auth, caller: &Caller) -> AppResult<Vec<SecretString>> {
     let user_id = caller.user.id;
     if !caller.user.has_second_factor() {
-        return Err(AppError::bad_input("regenerateRecoveryCodes", "No second factor is on for this account"));
+        return Err(no_factor("regenerateRecoveryCodes"));
     }
     {
         let mut conn = auth.pool.get().await?;
@@ -228,7 +209,7 @@ pub async fn regenerate(auth: &Auth, caller: &Caller) -> AppResult<Vec<SecretStr
     conn.transaction::<_, AppError, _>(async |conn| {
         // The factor may have been turned off meanwhile: then there is nothing to replace.
         if db::second_factor::find(conn, user_id, true).await?.is_none() {
-            return Err(AppError::bad_input("regenerateRecoveryCodes", "No second factor is on for this account"));
+            return Err(no_factor("regenerateRecoveryCodes"));
         }
         db::second_factor::replace_codes(conn, user_id, &stored).await?;
         Ok(())
@@ -281,7 +262,7 @@ async fn counted_check(
 ) -> AppResult<SecondFactor> {
     let user = &caller.user;
     if !user.has_second_factor() {
-        return Err(no_factor());
+        return Err(no_factor("code"));
     }
     let attempt = {
         let mut conn = auth.pool.get().await?;
@@ -315,28 +296,32 @@ async fn check(
     let Some(factor) = db::second_factor::find(&mut conn, user.id, true).await? else {
         return Ok(None);
     };
-    let Some(step) = totp_step(auth, &factor, code)? else {
+    let secret = open(auth, &factor)?;
+    let Some(step) = totp_step(auth, &factor, &secret, code) else {
         return Ok(None);
     };
     if !db::second_factor::spend_step(&mut conn, factor.id, step).await? {
         return Ok(None);
     }
-    reseal_if_stale(auth, &mut conn, &factor).await;
+    reseal_if_stale(auth, &mut conn, &factor, &secret).await;
     Ok(Some(SecondFactor::Totp))
 }
 
-/// The step a TOTP code of `factor` is for, if it is right now and later than the
-/// last step spent.
-fn totp_step(auth: &Auth, factor: &TotpFactor, code: &SecretString) -> AppResult<Option<i64>> {
-    let secret = open(auth, factor)?;
+/// The step a TOTP code of `factor` (whose opened secret is `secret`) is for, if it is
+/// right now and later than the last step spent.
+fn totp_step(auth: &Auth, factor: &TotpFactor, secret: &[u8], code: &SecretString) -> Option<i64> {
     let last = factor.last_step.and_then(|s| u64::try_from(s).ok());
-    let step = totp::verify(&secret, code.expose_secret().trim(), auth.second_factor.clock.now(), last);
-    Ok(step.and_then(|s| i64::try_from(s).ok()))
+    let step = totp::verify(secret, code.expose_secret().trim(), auth.second_factor.clock.now(), last);
+    step.and_then(|s| i64::try_from(s).ok())
+}
+
+/// The factor's secret as stored.
+fn sealed(factor: &TotpFactor) -> Sealed {
+    Sealed { key_id: factor.key_id.clone(), bytes: factor.sealed.clone() }
 }
 
 fn open(auth: &Auth, factor: &TotpFactor) -> AppResult<Vec<u8>> {
-    let sealed = Sealed { key_id: factor.key_id.clone(), bytes: factor.sealed.clone() };
-    auth.second_factor.ring.open(&account(factor.user_id), &sealed).map_err(|_| {
+    auth.second_factor.ring.open(&account(factor.user_id), &sealed(factor)).map_err(|_| {
         AppError::internal(anyhow::anyhow!(
             "the TOTP secret of account {} was sealed under key {}, which MFA_ENCRYPTION_KEY and \
              MFA_ENCRYPTION_KEY_PREVIOUS do not hold (or the row was altered)",
@@ -346,16 +331,14 @@ fn open(auth: &Auth, factor: &TotpFactor) -> AppResult<Vec<u8>> {
     })
 }
 
-/// Seals a secret under the current key once it was opened with an earlier one, so an
-/// old key can be dropped after every account has signed in once.
-async fn reseal_if_stale(auth: &Auth, conn: &mut AsyncPgConnection, factor: &TotpFactor) {
+/// Seals `secret` (the factor's, opened) under the current key once it was opened with
+/// an earlier one, so an old key can be dropped after every account has signed in once.
+async fn reseal_if_stale(auth: &Auth, conn: &mut AsyncPgConnection, factor: &TotpFactor, secret: &[u8]) {
     let ring = &auth.second_factor.ring;
-    let sealed = Sealed { key_id: factor.key_id.clone(), bytes: factor.sealed.clone() };
-    if !ring.is_stale(&sealed) {
+    if !ring.is_stale(&sealed(factor)) {
         return;
     }
-    let Ok(secret) = ring.open(&account(factor.user_id), &sealed) else { return };
-    let fresh = ring.seal(&account(factor.user_id), &secret);
+    let fresh = ring.seal(&account(factor.user_id), secret);
     if let Err(err) = db::second_factor::reseal(conn, factor.id, &fresh.key_id, &fresh.bytes).await {
         tracing::warn!(error = %err, "could not seal a TOTP secret under the current key");
     }

@@ -42,6 +42,14 @@ pub struct SessionPolicy {
     pub reuse_interval: Duration,
 }
 
+impl SessionPolicy {
+    /// When a refresh token made at `now` expires: one idle lifetime later, never past
+    /// the session's own end.
+    fn token_expiry(&self, now: DateTime<Utc>, max_expires_at: DateTime<Utc>) -> DateTime<Utc> {
+        (now + self.idle_ttl).min(max_expires_at)
+    }
+}
+
 /// How many rotations past a reused token we follow to find the session's current
 /// one. Inside a 10 s interval a real client rotates once or twice.
 const MAX_CHAIN_WALK: usize = 16;
@@ -56,21 +64,41 @@ pub async fn open(
 ) -> AppResult<(Session, SecretString)> {
     let now = Utc::now();
     let max_expires_at = now + policy.max_age;
-    let expires_at = (now + policy.idle_ttl).min(max_expires_at);
+    let expires_at = policy.token_expiry(now, max_expires_at);
     let user_agent = user_agent.map(|ua| truncate(ua, 512));
     let session = db::sessions::insert(conn, NewSession { user_id, expires_at, max_expires_at, user_agent }).await?;
     let token = refresh_token::generate();
-    db::refresh_tokens::insert(
-        conn,
-        NewRefreshToken {
-            session_id: session.id,
-            token_hash: refresh_token::hash(token.expose_secret()).as_bytes(),
-            parent_id: None,
-            expires_at,
-        },
-    )
-    .await?;
+    store(conn, session.id, &token, None, expires_at).await?;
     Ok((session, token))
+}
+
+/// Starts a new chain of refresh tokens for a live session inside the caller's
+/// transaction (verifyMfa, whose session's earlier tokens stop rotating), and moves
+/// the session's expiry with it.
+pub async fn new_chain(
+    conn: &mut AsyncPgConnection,
+    policy: &SessionPolicy,
+    session: &Session,
+) -> AppResult<SecretString> {
+    let expires_at = policy.token_expiry(Utc::now(), session.max_expires_at);
+    let token = refresh_token::generate();
+    store(conn, session.id, &token, None, expires_at).await?;
+    db::sessions::touch(conn, session.id, expires_at).await?;
+    Ok(token)
+}
+
+/// Stores `token` (its hash) for `session`: the child of `parent`, or a chain's first.
+async fn store(
+    conn: &mut AsyncPgConnection,
+    session_id: SessionId,
+    token: &SecretString,
+    parent_id: Option<uuid::Uuid>,
+    expires_at: DateTime<Utc>,
+) -> AppResult<()> {
+    let token_hash = refresh_token::hash(token.expose_secret());
+    let new = NewRefreshToken { session_id, token_hash: token_hash.as_bytes(), parent_id, expires_at };
+    db::refresh_tokens::insert(conn, new).await?;
+    Ok(())
 }
 
 /// Builds the client's grant for a session at the assurance it has reached.
@@ -147,18 +175,9 @@ async fn rotate(conn: &mut AsyncPgConnection, policy: &SessionPolicy, presented:
         None if token.expires_at <= now => return invalid(RefreshFailure::Expired),
         None => {
             let child = policy.chain_keys[0].child_of(presented);
-            let expires_at = (now + policy.idle_ttl).min(session.max_expires_at);
+            let expires_at = policy.token_expiry(now, session.max_expires_at);
             db::refresh_tokens::mark_used(conn, token.id).await?;
-            db::refresh_tokens::insert(
-                conn,
-                NewRefreshToken {
-                    session_id: session.id,
-                    token_hash: refresh_token::hash(child.expose_secret()).as_bytes(),
-                    parent_id: Some(token.id),
-                    expires_at,
-                },
-            )
-            .await?;
+            store(conn, session.id, &child, Some(token.id), expires_at).await?;
             db::sessions::touch(conn, session.id, expires_at).await?;
             child
         }

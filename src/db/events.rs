@@ -42,6 +42,11 @@ impl Event {
     pub fn parse(payload: &str) -> Option<Self> {
         serde_json::from_str(payload).ok()
     }
+
+    /// How long ago the announcing transaction's clock said `at` (zero if it runs ahead).
+    pub fn age(&self) -> std::time::Duration {
+        (Utc::now() - self.at).to_std().unwrap_or_default()
+    }
 }
 
 /// Announces that the account's password was changed or reset, by `session` if a

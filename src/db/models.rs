@@ -82,6 +82,11 @@ impl User {
         self.mfa_enabled_at.is_some()
     }
 
+    /// Whether a session at `assurance` still has to pass this account's second factor.
+    pub fn needs_second_factor(&self, assurance: Assurance) -> bool {
+        self.has_second_factor() && assurance < Assurance::Aal2
+    }
+
     /// The address, if it has been verified: the only one mail of the account's
     /// secrets (resets, notices) may go to.
     pub fn verified_email(&self) -> Option<&str> {
@@ -128,7 +133,7 @@ pub struct Session {
 
 impl Session {
     pub fn assurance(&self) -> Assurance {
-        if self.mfa_at.is_some() { Assurance::Aal2 } else { Assurance::Aal1 }
+        Assurance::reached(self.mfa_at.is_some())
     }
 }
 
@@ -142,6 +147,11 @@ pub enum Assurance {
 }
 
 impl Assurance {
+    /// The level of a session that has (or has not) passed a second factor.
+    pub fn reached(second_factor_passed: bool) -> Self {
+        if second_factor_passed { Self::Aal2 } else { Self::Aal1 }
+    }
+
     /// The `aal` claim's value.
     pub fn claim(self) -> &'static str {
         match self {

@@ -55,7 +55,7 @@ pub async fn find_by_live_session(
         .first::<(User, bool)>(conn)
         .await
         .optional()
-        .map(|found| found.map(|(user, raised)| (user, if raised { Assurance::Aal2 } else { Assurance::Aal1 })))
+        .map(|found| found.map(|(user, raised)| (user, Assurance::reached(raised))))
 }
 
 /// Up to `limit` users after the keyset position `after`, oldest first.

@@ -123,7 +123,6 @@ fn receive(hub: &Hub, payload: &str) {
     if let (EventKind::SessionEnded, Some(session)) = (event.kind, event.session) {
         hub.sockets.end_session(session);
     }
-    let delay = (chrono::Utc::now() - event.at).to_std().unwrap_or_default();
-    metrics::histogram!("authgraph_events_notify_delay_seconds").record(delay.as_secs_f64());
+    metrics::histogram!("authgraph_events_notify_delay_seconds").record(event.age().as_secs_f64());
     hub.publish(Signal::Event(Arc::new(event)));
 }

@@ -16,7 +16,6 @@ use crate::{
     users,
 };
 use axum::http::header;
-use secrecy::ExposeSecret;
 
 #[derive(Default)]
 pub struct MutationRoot;
@@ -178,10 +177,7 @@ impl MutationRoot {
     async fn confirm_totp(&self, ctx: &Context<'_>, code: String) -> AppResult<RecoveryCodes> {
         let caller = caller(ctx).await?;
         let confirmed = auth::second_factor::confirm(auth_of(ctx), caller, &secret(code)).await?;
-        Ok(RecoveryCodes {
-            codes: confirmed.codes.iter().map(|c| c.expose_secret().to_owned()).collect(),
-            access_token: Some(confirmed.access_token),
-        })
+        Ok(RecoveryCodes::new(&confirmed.codes, Some(confirmed.access_token)))
     }
 
     /// Protected; an AAL1 session may call it. A TOTP code or a recovery code: raises the
@@ -207,6 +203,6 @@ impl MutationRoot {
     async fn regenerate_recovery_codes(&self, ctx: &Context<'_>) -> AppResult<RecoveryCodes> {
         let caller = caller(ctx).await?;
         let codes = auth::second_factor::regenerate(auth_of(ctx), caller).await?;
-        Ok(RecoveryCodes { codes: codes.iter().map(|c| c.expose_secret().to_owned()).collect(), access_token: None })
+        Ok(RecoveryCodes::new(&codes, None))
     }
 }

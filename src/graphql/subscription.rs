@@ -39,8 +39,7 @@ impl SubscriptionRoot {
             let event = w.next_for(user, mine).await?;
             w.done = event.kind == EventKind::SessionEnded && event.session == Some(mine);
             // From the announcing transaction's clock to the hand-over to the socket.
-            let delay = (chrono::Utc::now() - event.at).to_std().unwrap_or_default();
-            metrics::histogram!("authgraph_ws_event_delivery_seconds").record(delay.as_secs_f64());
+            metrics::histogram!("authgraph_ws_event_delivery_seconds").record(event.age().as_secs_f64());
             Some((SessionEventInfo::new(&event, mine), w))
         }))
     }

@@ -241,6 +241,12 @@ pub struct RecoveryCodes {
     pub access_token: Option<String>,
 }
 
+impl RecoveryCodes {
+    pub fn new(codes: &[SecretString], access_token: Option<String>) -> Self {
+        Self { codes: codes.iter().map(|c| c.expose_secret().to_owned()).collect(), access_token }
+    }
+}
+
 #[derive(SimpleObject)]
 pub struct PageInfo {
     pub has_previous_page: bool,
