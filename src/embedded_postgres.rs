@@ -52,6 +52,8 @@ pub struct Options {
     pub remove_on_exit: bool,
     /// Trade durability for speed (`fsync=off`): for throwaway test clusters only.
     pub unsafe_fast: bool,
+    /// Load `pg_stat_statements` (the tests count the statements a request runs).
+    pub statement_stats: bool,
 }
 
 /// A running cluster. Dropping it stops the cluster (through the watchdog).
@@ -116,7 +118,7 @@ impl EmbeddedPostgres {
 
         let pg = Self { bin_dir, cluster_dir, socket_dir, run_as, watchdog: None, _lock: lock };
         pg.init_if_needed()?;
-        pg.write_settings(opts.unsafe_fast)?;
+        pg.write_settings(opts)?;
         let mut pg = pg;
         // A cluster still running here was left by a run that died without its
         // watchdog; we hold the lock, so nobody uses it. Restart it with our settings.
@@ -199,14 +201,17 @@ impl EmbeddedPostgres {
     }
 
     /// Rewritten at every start, so a moved DATA_DIR still finds its socket.
-    fn write_settings(&self, unsafe_fast: bool) -> anyhow::Result<()> {
+    fn write_settings(&self, opts: &Options) -> anyhow::Result<()> {
         let quote = |s: &str| format!("'{}'", s.replace('\'', "''"));
         let mut conf = format!(
             "listen_addresses = ''\nunix_socket_directories = {}\nunix_socket_permissions = 0700\nport = {PORT}\n",
             quote(path_str(&self.socket_dir)?)
         );
-        if unsafe_fast {
+        if opts.unsafe_fast {
             conf.push_str("fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n");
+        }
+        if opts.statement_stats {
+            conf.push_str("shared_preload_libraries = 'pg_stat_statements'\npg_stat_statements.track_utility = on\n");
         }
         let path = self.cluster_dir.join("authgraph.conf");
         fs::write(&path, conf)?;

@@ -49,6 +49,7 @@ impl Database {
             os_user: config.pg_os_user.clone(),
             remove_on_exit: false,
             unsafe_fast: false,
+            statement_stats: false,
         };
         tracing::info!(data_dir = %config.data_dir.display(), "DATABASE_URL unset: starting the embedded PostgreSQL");
         let pg = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&opts)).await??;

@@ -1,18 +1,23 @@
 //! Sessions and their refresh tokens: open, rotate, end.
 //!
-//! Rotation runs in one transaction that locks the presented token's row and then its
-//! session's row. Ending a session (logout, password change, reuse, deletion) locks
-//! only session rows and never touches token rows, since the session row alone
-//! decides whether its tokens work; so the two cannot deadlock. Every time a rotation
-//! compares is read from the database's clock, which also wrote `used_at`. Concurrent refreshes of one token therefore run one after the other:
-//! the first rotates, the rest find the token used and, inside the reuse interval,
-//! are handed the same successor. A parent can have only one child (unique index on
-//! `parent_id`), so no interleaving can ever produce two.
+//! A rotation is two statements and no transaction: one read of the token with its
+//! session and account decides, and one conditional statement writes the child, marks
+//! the parent and touches the session (`db::refresh_tokens::rotate`), writing nothing
+//! if the read went out of date in between; the rotation then reads again. The write
+//! locks the session row and then the token row; ending a session (logout, password
+//! change, reuse, deletion) and verifyMfa lock only session rows, since the session row
+//! alone decides whether its tokens work; so none of them can deadlock. Every time a
+//! rotation compares is read from the database's clock, which also wrote `used_at`.
+//! Concurrent refreshes of one token all reach the write: exactly one marks the parent
+//! (the others' `UPDATE` waits for it, then finds it used), and the rest read again,
+//! find the token used and, inside the reuse interval, are handed the same successor.
+//! A parent can have only one child (unique index on `parent_id`), so no interleaving
+//! can ever produce two.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use diesel_async::{AsyncConnection, AsyncPgConnection};
+use diesel_async::AsyncPgConnection;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::{
@@ -133,7 +138,7 @@ pub async fn refresh(auth: &Auth, presented: &SecretString) -> AppResult<Grant> 
     }
     let policy = &auth.sessions;
     let mut conn = auth.pool.get().await?;
-    let outcome = conn.transaction::<_, AppError, _>(async |conn| rotate(conn, policy, presented).await).await?;
+    let outcome = rotate(&mut conn, policy, presented).await?;
     match outcome {
         // The session keeps what it reached: a refresh of an AAL2 session is AAL2.
         Rotation::Rotated { user, session_id, token, assurance } => grant(auth, user, session_id, token, assurance),
@@ -145,49 +150,61 @@ pub async fn refresh(auth: &Auth, presented: &SecretString) -> AppResult<Grant> 
     }
 }
 
+/// How many times a rotation reads again after its write found the read out of date.
+/// Each write that loses waits for the writer that won, so the next read sees the
+/// outcome: one more read is all a race can take.
+const MAX_ROTATION_READS: usize = 3;
+
 async fn rotate(conn: &mut AsyncPgConnection, policy: &SessionPolicy, presented: &str) -> AppResult<Rotation> {
     let invalid = |reason| Err(AppError::InvalidRefreshToken(reason));
-    let Some((token, now)) = db::refresh_tokens::lock_by_hash(conn, &refresh_token::hash(presented)).await? else {
-        return invalid(RefreshFailure::NotFound);
-    };
-    let session = db::sessions::lock(conn, token.session_id).await?;
-    if session.revoked_at.is_some() {
-        return invalid(RefreshFailure::Revoked);
-    }
-    if session.expires_at <= now {
-        return invalid(RefreshFailure::Expired);
-    }
-    let Some(user) = db::users::find(conn, session.user_id).await? else {
-        return invalid(RefreshFailure::Revoked);
-    };
-    // A token handed out before verifyMfa (while the session was AAL1) never yields an
-    // AAL2 token: inside the reuse interval of that moment it is refused (a request
-    // that raced verifyMfa), after it, it is reuse.
-    if let Some(since) = session.refresh_tokens_since.filter(|since| token.created_at < *since) {
-        if within(since, now, policy) {
-            return invalid(RefreshFailure::Reused);
+    let hash = refresh_token::hash(presented);
+    for _ in 0..MAX_ROTATION_READS {
+        let Some((token, session, user, now)) = db::refresh_tokens::find_for_rotation(conn, &hash).await? else {
+            return invalid(RefreshFailure::NotFound);
+        };
+        if session.revoked_at.is_some() {
+            return invalid(RefreshFailure::Revoked);
         }
-        db::sessions::end(conn, session.id, EndReason::Reuse).await?;
-        return Ok(Rotation::Reused);
-    }
-
-    let current = match token.used_at {
-        None if token.expires_at <= now => return invalid(RefreshFailure::Expired),
-        None => {
-            let child = policy.chain_keys[0].child_of(presented);
-            let expires_at = policy.token_expiry(now, session.max_expires_at);
-            db::refresh_tokens::mark_used(conn, token.id).await?;
-            store(conn, session.id, &child, Some(token.id), expires_at).await?;
-            db::sessions::touch(conn, session.id, expires_at).await?;
-            child
+        if session.expires_at <= now {
+            return invalid(RefreshFailure::Expired);
         }
-        Some(used_at) if within(used_at, now, policy) => current_successor(conn, policy, presented).await?,
-        Some(_) => {
+        // A token handed out before verifyMfa (while the session was AAL1) never yields
+        // an AAL2 token: inside the reuse interval of that moment it is refused (a
+        // request that raced verifyMfa), after it, it is reuse.
+        if let Some(since) = session.refresh_tokens_since.filter(|since| token.created_at < *since) {
+            if within(since, now, policy) {
+                return invalid(RefreshFailure::Reused);
+            }
             db::sessions::end(conn, session.id, EndReason::Reuse).await?;
             return Ok(Rotation::Reused);
         }
-    };
-    Ok(Rotation::Rotated { user, session_id: session.id, token: current, assurance: session.assurance() })
+        let current = match token.used_at {
+            None if token.expires_at <= now => return invalid(RefreshFailure::Expired),
+            None => {
+                let child = policy.chain_keys[0].child_of(presented);
+                let child_hash = refresh_token::hash(child.expose_secret());
+                let rotation = db::refresh_tokens::Rotate {
+                    session_id: session.id,
+                    parent_id: token.id,
+                    parent_created_at: token.created_at,
+                    child_hash: &child_hash,
+                    expires_at: policy.token_expiry(now, session.max_expires_at),
+                };
+                if !db::refresh_tokens::rotate(conn, rotation).await? {
+                    // A concurrent rotation, logout or verifyMfa came first: read again.
+                    continue;
+                }
+                child
+            }
+            Some(used_at) if within(used_at, now, policy) => current_successor(conn, policy, presented).await?,
+            Some(_) => {
+                db::sessions::end(conn, session.id, EndReason::Reuse).await?;
+                return Ok(Rotation::Reused);
+            }
+        };
+        return Ok(Rotation::Rotated { user, session_id: session.id, token: current, assurance: session.assurance() });
+    }
+    Err(AppError::internal(anyhow::anyhow!("refresh: the rotation's read kept going out of date")))
 }
 
 /// Whether a token used at `used_at` is still inside the reuse interval at `now`, both

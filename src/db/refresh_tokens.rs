@@ -1,14 +1,17 @@
 //! Queries on `refresh_tokens`. Tokens are looked up by the SHA-256 of their text.
 
 use chrono::{DateTime, Utc};
-use diesel::{dsl::now, prelude::*, sql_types::Timestamptz};
+use diesel::{
+    prelude::*,
+    sql_types::{Bytea, Timestamptz, Uuid as SqlUuid},
+};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use super::{
-    ids::HashedToken,
-    models::{NewRefreshToken, RefreshToken},
-    schema::refresh_tokens,
+    ids::{HashedToken, SessionId},
+    models::{NewRefreshToken, RefreshToken, Session, User},
+    schema::{refresh_tokens, sessions, users},
 };
 
 pub async fn insert(conn: &mut AsyncPgConnection, new: NewRefreshToken<'_>) -> QueryResult<RefreshToken> {
@@ -19,21 +22,76 @@ pub async fn insert(conn: &mut AsyncPgConnection, new: NewRefreshToken<'_>) -> Q
         .await
 }
 
-/// Finds a token and locks its row until the transaction ends: concurrent refreshes
-/// of one token queue here, and each sees the outcome of the one before it. Also
-/// returns the database's clock, which wrote `used_at`: the rotation compares times
-/// on that one clock, never with the server's.
-pub async fn lock_by_hash(
+/// A presented token with its session, its account and the database's clock, in one
+/// read that takes no lock: what a rotation decides by. The write that follows
+/// (`rotate`) re-checks everything that could have changed since, so a decision made
+/// on this read never outlives a concurrent logout, rotation or verifyMfa. `now` is
+/// the clock that wrote `used_at`: a rotation compares times on that one clock, never
+/// with the server's.
+pub async fn find_for_rotation(
     conn: &mut AsyncPgConnection,
     hash: &HashedToken,
-) -> QueryResult<Option<(RefreshToken, DateTime<Utc>)>> {
+) -> QueryResult<Option<(RefreshToken, Session, User, DateTime<Utc>)>> {
     refresh_tokens::table
+        .inner_join(sessions::table.inner_join(users::table))
         .filter(refresh_tokens::token_hash.eq(hash.as_bytes()))
-        .select((RefreshToken::as_select(), diesel::dsl::sql::<Timestamptz>("now()")))
-        .for_update()
+        .select((
+            RefreshToken::as_select(),
+            Session::as_select(),
+            User::as_select(),
+            diesel::dsl::sql::<Timestamptz>("now()"),
+        ))
         .first(conn)
         .await
         .optional()
+}
+
+/// One rotation's writes.
+pub struct Rotate<'a> {
+    pub session_id: SessionId,
+    pub parent_id: Uuid,
+    /// When the parent was made: a token older than the session's
+    /// `refresh_tokens_since` (verifyMfa started a new chain) does not rotate.
+    pub parent_created_at: DateTime<Utc>,
+    pub child_hash: &'a HashedToken,
+    /// The child's expiry, and the session's new one.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Rotates in one statement, atomic without a transaction: touches the session if it is
+/// still live and the parent still belongs to its current chain, marks the parent used
+/// if nobody has yet, and inserts the child only when both happened. Under READ
+/// COMMITTED each `UPDATE` that meets a concurrent writer's row waits for it and
+/// re-checks its `WHERE` on the row it committed, so of any number of concurrent
+/// rotations of one token exactly one marks it, and a rotation that waited on a
+/// logout or verifyMfa writes nothing. Returns whether it rotated; `false` means the
+/// caller's read is out of date and must be made again.
+///
+/// The session row is locked before the token row, as every other writer of session
+/// rows (logout, password change, verifyMfa) locks session rows only: no cycle.
+pub async fn rotate(conn: &mut AsyncPgConnection, rotation: Rotate<'_>) -> QueryResult<bool> {
+    let inserted = diesel::sql_query(
+        "WITH live AS ( \
+             UPDATE sessions SET last_used_at = now(), expires_at = $3 \
+             WHERE id = $1 AND revoked_at IS NULL AND expires_at > now() \
+               AND (refresh_tokens_since IS NULL OR refresh_tokens_since <= $4) \
+             RETURNING id \
+         ), parent AS ( \
+             UPDATE refresh_tokens SET used_at = now() \
+             WHERE id = $2 AND used_at IS NULL AND EXISTS (SELECT 1 FROM live) \
+             RETURNING id, session_id \
+         ) \
+         INSERT INTO refresh_tokens (session_id, token_hash, parent_id, expires_at) \
+         SELECT session_id, $5, id, $3 FROM parent",
+    )
+    .bind::<SqlUuid, _>(rotation.session_id.as_uuid())
+    .bind::<SqlUuid, _>(rotation.parent_id)
+    .bind::<Timestamptz, _>(rotation.expires_at)
+    .bind::<Timestamptz, _>(rotation.parent_created_at)
+    .bind::<Bytea, _>(rotation.child_hash.as_bytes())
+    .execute(conn)
+    .await?;
+    Ok(inserted == 1)
 }
 
 pub async fn find_by_hash(conn: &mut AsyncPgConnection, hash: &HashedToken) -> QueryResult<Option<RefreshToken>> {
@@ -43,8 +101,4 @@ pub async fn find_by_hash(conn: &mut AsyncPgConnection, hash: &HashedToken) -> Q
         .first(conn)
         .await
         .optional()
-}
-
-pub async fn mark_used(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<usize> {
-    diesel::update(refresh_tokens::table.find(id)).set(refresh_tokens::used_at.eq(now)).execute(conn).await
 }

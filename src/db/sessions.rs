@@ -44,12 +44,6 @@ pub async fn insert(conn: &mut AsyncPgConnection, new: NewSession<'_>) -> QueryR
     diesel::insert_into(sessions::table).values(new).returning(Session::as_returning()).get_result(conn).await
 }
 
-/// Locks the session row for the rest of the transaction, so a refresh and a logout
-/// (or two refreshes) of one session happen one after the other.
-pub async fn lock(conn: &mut AsyncPgConnection, id: SessionId) -> QueryResult<Session> {
-    sessions::table.find(id).select(Session::as_select()).for_update().first(conn).await
-}
-
 /// The user's sessions that can still be refreshed, newest first.
 pub async fn list_live(conn: &mut AsyncPgConnection, user_id: UserId) -> QueryResult<Vec<Session>> {
     sessions::table

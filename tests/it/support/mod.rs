@@ -83,6 +83,7 @@ fn start_cluster() -> Cluster {
                 os_user: std::env::var("PG_OS_USER").unwrap_or_else(|_| "postgres".into()),
                 remove_on_exit: true,
                 unsafe_fast: true,
+                statement_stats: true,
             })
             .expect("start the test PostgreSQL");
             let base = pg.url("DBNAME");
