@@ -2,7 +2,13 @@
 
 use std::sync::Arc;
 
-use crate::{auth::Auth, config::Config, db::DbPool, events::Hub, secret::Keys};
+use crate::{
+    auth::Auth,
+    config::Config,
+    db::DbPool,
+    events::{Hub, cache::SessionCache},
+    secret::Keys,
+};
 
 pub type SharedState = Arc<AppState>;
 
@@ -21,9 +27,11 @@ pub struct AppState {
 impl AppState {
     /// `keys` are the resolved keys (see `secret::resolve`).
     pub fn new(config: Config, keys: &Keys, pool: DbPool) -> anyhow::Result<SharedState> {
-        let auth = Auth::new(&config, keys, pool)?;
+        let cache = Arc::new(SessionCache::new(config.session_cache_entries));
+        let events = Arc::new(Hub::new(cache.clone()));
+        let auth = Auth::new(&config, keys, pool, cache)?;
         crate::telemetry::handle();
-        Ok(Arc::new(Self { auth, config, events: Arc::default(), stopping: tokio::sync::watch::Sender::new(false) }))
+        Ok(Arc::new(Self { auth, config, events, stopping: tokio::sync::watch::Sender::new(false) }))
     }
 
     /// The database pool, shared by every service.

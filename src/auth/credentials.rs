@@ -146,6 +146,7 @@ pub async fn change_password(
         Ok(())
     })
     .await?;
+    auth.cache.forget_user(user_id);
     auth.mail.wake();
     Ok(())
 }

@@ -189,6 +189,7 @@ pub async fn reset_password(auth: &Auth, input: ResetInput, client: &Client) -> 
             Ok((user, session, refresh))
         })
         .await?;
+    auth.cache.forget_user(user_id);
     auth.mail.wake();
     sessions::grant(auth, user, session.id, refresh, Assurance::Aal1)
 }
@@ -205,14 +206,14 @@ async fn verify_address(conn: &mut AsyncPgConnection, user_id: UserId, address: 
 
 /// `verifyEmail`'s change: the address becomes the verified one, and a reset message
 /// still live at a previous address stops working, since that address no longer
-/// speaks for the account.
-async fn adopt_address(conn: &mut AsyncPgConnection, row: &EmailToken) -> AppResult<()> {
+/// speaks for the account. Returns the account.
+async fn adopt_address(conn: &mut AsyncPgConnection, row: &EmailToken) -> AppResult<UserId> {
     let before = db::users::find(conn, row.user_id).await?.ok_or(AppError::NotFound)?;
     verify_address(conn, row.user_id, &row.email).await?;
     if !before.email.as_deref().is_some_and(|e| e.eq_ignore_ascii_case(&row.email)) {
         db::email_tokens::supersede(conn, row.user_id, Purpose::ResetPassword).await?;
     }
-    Ok(())
+    Ok(row.user_id)
 }
 
 /// `requestEmailVerification`: a fresh message to the address waiting to be verified:
@@ -253,7 +254,7 @@ pub async fn verify_email(
     client: &Client,
 ) -> AppResult<()> {
     let mut conn = auth.pool.get().await?;
-    match (token, code) {
+    let verified = match (token, code) {
         (Some(token), None) => {
             conn.transaction::<_, AppError, _>(async |conn| {
                 let row = by_link(conn, Purpose::VerifyEmail, token).await?;
@@ -277,7 +278,9 @@ pub async fn verify_email(
             .await
         }
         _ => Err(AppError::bad_input("token", "Send either the link's token or the code")),
-    }
+    }?;
+    auth.cache.forget_user(verified);
+    Ok(())
 }
 
 /// `changeEmail`: needs the current password. The new address gets a verification

@@ -33,6 +33,7 @@ use crate::{
         models::{Assurance, User},
     },
     error::{AppError, AppResult},
+    events::cache::{Lookup, SessionCache},
     mail::Mail,
     secret::Keys,
 };
@@ -54,11 +55,15 @@ pub struct Auth {
     /// Shared with the outbox's sender.
     pub mail: Arc<Mail>,
     pub second_factor: second_factor::Settings,
+    /// Live sessions this instance has seen (see `events::cache`). Every flow that ends
+    /// a session or changes an account forgets the account here once it committed.
+    pub cache: Arc<SessionCache>,
 }
 
 impl Auth {
-    /// `keys` are the resolved keys (see `secret::resolve`).
-    pub fn new(config: &Config, keys: &Keys, pool: DbPool) -> anyhow::Result<Self> {
+    /// `keys` are the resolved keys (see `secret::resolve`); `cache` is the one the
+    /// instance's event listener keeps up to date.
+    pub fn new(config: &Config, keys: &Keys, pool: DbPool, cache: Arc<SessionCache>) -> anyhow::Result<Self> {
         let tokens = AccessTokens::new(&keys.jwt, &config.jwt_issuer, &config.jwt_audience, config.access_token_ttl)?;
         let hasher = PasswordHasher::new(
             config.argon2_memory_kib,
@@ -78,7 +83,7 @@ impl Auth {
         let rate_limits = RateLimits::from_config(config);
         let mail = Arc::new(Mail::new(&config.email, keys)?);
         let second_factor = second_factor::Settings::new(config, &keys.mfa);
-        Ok(Self { pool, tokens, hasher, sessions, rate_limits, mail, second_factor })
+        Ok(Self { pool, tokens, hasher, sessions, rate_limits, mail, second_factor, cache })
     }
 }
 
@@ -163,7 +168,9 @@ impl RequestAuth {
 
     /// The caller, or `UNAUTHENTICATED` if the token is missing, invalid, or names a
     /// session that has ended (logout, reuse detection, password change, deletion).
-    pub async fn caller(&self, pool: &DbPool) -> AppResult<&Caller> {
+    /// Answered from the session cache when it holds the session, else by one query
+    /// whose answer fills it.
+    pub async fn caller(&self, auth: &Auth) -> AppResult<&Caller> {
         let claims = match &self.token {
             None => return Err(AppError::Unauthenticated("no access token")),
             Some(Err(reason)) => return Err(AppError::Unauthenticated(reason)),
@@ -171,15 +178,22 @@ impl RequestAuth {
         };
         self.caller
             .get_or_try_init(|| async {
-                let (user_id, session_id) = (claims.sub, claims.sid);
-                db::read(pool, |conn| Box::pin(db::users::find_by_live_session(conn, user_id, session_id)))
-                    .await?
-                    .map(|(user, reached)| Caller {
-                        user,
-                        session_id: claims.sid,
-                        assurance: reached.min(claims.assurance()),
-                    })
-                    .ok_or(AppError::Unauthenticated("session ended"))
+                let (user_id, session_id, claimed) = (claims.sub, claims.sid, claims.assurance());
+                let ticket = match auth.cache.get(user_id, session_id, claimed) {
+                    Lookup::Hit { user, reached } => {
+                        return Ok(Caller { user, session_id, assurance: reached.min(claimed) });
+                    }
+                    Lookup::Miss(ticket) => ticket,
+                };
+                let found =
+                    db::read(&auth.pool, |conn| Box::pin(db::users::find_by_live_session(conn, user_id, session_id)))
+                        .await?;
+                let Some((user, reached, session_expires_at)) = found else {
+                    return Err(AppError::Unauthenticated("session ended"));
+                };
+                let token_expires_at = chrono::DateTime::from_timestamp(claims.exp, 0).unwrap_or_default();
+                auth.cache.fill(ticket, session_id, &user, reached, session_expires_at.min(token_expires_at));
+                Ok(Caller { user, session_id, assurance: reached.min(claimed) })
             })
             .await
     }

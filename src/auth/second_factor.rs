@@ -146,6 +146,7 @@ pub async fn confirm(auth: &Auth, caller: &Caller, code: &SecretString) -> AppRe
         Ok(())
     })
     .await?;
+    auth.cache.forget_user(user_id);
     auth.mail.wake();
     let access_token =
         auth.tokens.issue(user_id, session_id, caller.user.role, Assurance::Aal2).map_err(AppError::internal)?;
@@ -180,6 +181,7 @@ pub async fn verify(auth: &Auth, caller: &Caller, code: &SecretString) -> AppRes
             Ok((token, left))
         })
         .await?;
+    auth.cache.forget_user(user.id);
     auth.mail.wake();
     let mut grant = sessions::grant(auth, user.clone(), session_id, token, Assurance::Aal2)?;
     grant.recovery_codes_left = left;
@@ -191,7 +193,9 @@ pub async fn verify(auth: &Auth, caller: &Caller, code: &SecretString) -> AppRes
 pub async fn disable(auth: &Auth, caller: &Caller, code: &SecretString) -> AppResult<()> {
     counted_check(auth, caller, code, false).await?;
     let mut conn = auth.pool.get().await?;
-    remove_factor(&mut conn, &auth.mail, &caller.user, Some(caller.session_id), EndReason::MfaDisabled).await.map(drop)
+    remove_factor(&mut conn, &auth.mail, &caller.user, Some(caller.session_id), EndReason::MfaDisabled).await?;
+    auth.cache.forget_user(caller.user.id);
+    Ok(())
 }
 
 /// `regenerateRecoveryCodes`: a new set replaces every earlier code.

@@ -126,8 +126,16 @@ pub fn grant(
 }
 
 enum Rotation {
-    Rotated { user: User, session_id: SessionId, token: SecretString, assurance: Assurance },
-    Reused,
+    Rotated {
+        user: User,
+        session_id: SessionId,
+        token: SecretString,
+        assurance: Assurance,
+    },
+    /// The session ended: its token was presented again after the reuse interval.
+    Reused {
+        user_id: UserId,
+    },
 }
 
 /// `refresh`: exchanges a refresh token for a new pair.
@@ -142,7 +150,8 @@ pub async fn refresh(auth: &Auth, presented: &SecretString) -> AppResult<Grant> 
     match outcome {
         // The session keeps what it reached: a refresh of an AAL2 session is AAL2.
         Rotation::Rotated { user, session_id, token, assurance } => grant(auth, user, session_id, token, assurance),
-        Rotation::Reused => {
+        Rotation::Reused { user_id } => {
+            auth.cache.forget_user(user_id);
             metrics::counter!("authgraph_refresh_reuse_detected_total").increment(1);
             tracing::warn!("refresh token reuse detected; session revoked");
             Err(AppError::InvalidRefreshToken(RefreshFailure::Reused))
@@ -176,7 +185,7 @@ async fn rotate(conn: &mut AsyncPgConnection, policy: &SessionPolicy, presented:
                 return invalid(RefreshFailure::Reused);
             }
             db::sessions::end(conn, session.id, EndReason::Reuse).await?;
-            return Ok(Rotation::Reused);
+            return Ok(Rotation::Reused { user_id: session.user_id });
         }
         let current = match token.used_at {
             None if token.expires_at <= now => return invalid(RefreshFailure::Expired),
@@ -199,7 +208,7 @@ async fn rotate(conn: &mut AsyncPgConnection, policy: &SessionPolicy, presented:
             Some(used_at) if within(used_at, now, policy) => current_successor(conn, policy, presented).await?,
             Some(_) => {
                 db::sessions::end(conn, session.id, EndReason::Reuse).await?;
-                return Ok(Rotation::Reused);
+                return Ok(Rotation::Reused { user_id: session.user_id });
             }
         };
         return Ok(Rotation::Rotated { user, session_id: session.id, token: current, assurance: session.assurance() });
@@ -269,6 +278,7 @@ pub async fn logout(auth: &Auth, caller: &Caller, scope: LogoutScope) -> AppResu
             db::sessions::end_all(&mut conn, user_id, None, EndReason::Logout).await?;
         }
     }
+    auth.cache.forget_user(user_id);
     Ok(())
 }
 

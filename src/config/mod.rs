@@ -106,6 +106,14 @@ pub struct Config {
     #[arg(long, env = "REFRESH_REUSE_INTERVAL", default_value = "10s", value_parser = values::parse_duration)]
     pub refresh_reuse_interval: Duration,
 
+    /// Live sessions each instance keeps in memory so that the guard and `me` need no
+    /// query (about 1 KiB each at most). An entry is dropped as soon as its session ends
+    /// or its account changes (by notification on the other instances), and everything
+    /// while the instance's LISTEN connection is down. 0 turns the cache off: one query
+    /// per authenticated request.
+    #[arg(long, env = "SESSION_CACHE_ENTRIES", default_value_t = 10_000)]
+    pub session_cache_entries: usize,
+
     /// Argon2id memory cost in KiB (at least 19456).
     #[arg(long, env = "ARGON2_MEMORY_KIB", default_value_t = 19_456)]
     pub argon2_memory_kib: u32,

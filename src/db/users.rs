@@ -44,18 +44,18 @@ pub async fn find_by_live_session(
     conn: &mut AsyncPgConnection,
     user_id: UserId,
     session_id: SessionId,
-) -> QueryResult<Option<(User, Assurance)>> {
+) -> QueryResult<Option<(User, Assurance, DateTime<Utc>)>> {
     sessions::table
         .inner_join(users::table)
         .filter(sessions::id.eq(session_id))
         .filter(sessions::user_id.eq(user_id))
         .filter(sessions::revoked_at.is_null())
         .filter(sessions::expires_at.gt(now))
-        .select((User::as_select(), sessions::mfa_at.is_not_null()))
-        .first::<(User, bool)>(conn)
+        .select((User::as_select(), sessions::mfa_at.is_not_null(), sessions::expires_at))
+        .first::<(User, bool, DateTime<Utc>)>(conn)
         .await
         .optional()
-        .map(|found| found.map(|(user, raised)| (user, Assurance::reached(raised))))
+        .map(|found| found.map(|(user, raised, expires_at)| (user, Assurance::reached(raised), expires_at)))
 }
 
 /// Up to `limit` users after the keyset position `after`, oldest first.

@@ -16,7 +16,10 @@ pub const APPLICATION_NAME: &str = "authgraph-listener";
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// A `SELECT 1` this often proves the connection alive between notifications.
-const HEARTBEAT: Duration = Duration::from_secs(15);
+const HEARTBEAT: Duration = Duration::from_secs(5);
+/// How long the heartbeat waits for its answer: a link that dies silently is noticed
+/// (and the session cache dropped) within `HEARTBEAT + HEARTBEAT_TIMEOUT`.
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Listens until `stop` turns true, feeding `hub`.
 pub async fn run(hub: Arc<Hub>, url: String, mut stop: watch::Receiver<bool>) {
@@ -107,7 +110,7 @@ async fn listen(hub: &Hub, conn: &mut AsyncPgConnection, stop: &mut watch::Recei
                 }
             }
         }
-        let alive = tokio::time::timeout(Duration::from_secs(5), diesel::sql_query("SELECT 1").execute(conn)).await;
+        let alive = tokio::time::timeout(HEARTBEAT_TIMEOUT, diesel::sql_query("SELECT 1").execute(conn)).await;
         if !matches!(alive, Ok(Ok(_))) {
             return false;
         }
@@ -120,6 +123,7 @@ fn receive(hub: &Hub, payload: &str) {
         return;
     };
     metrics::counter!("authgraph_events_received_total").increment(1);
+    hub.cache.apply(&event);
     if let (EventKind::SessionEnded, Some(session)) = (event.kind, event.session) {
         hub.sockets.end_session(session);
     }

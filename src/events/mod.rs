@@ -8,6 +8,7 @@
 //! session). A subscriber that falls behind the hub's buffer is told the same way
 //! (`tokio::sync::broadcast` reports the lag).
 
+pub mod cache;
 pub mod listener;
 pub mod sockets;
 
@@ -37,15 +38,16 @@ pub struct Hub {
     listening: AtomicBool,
     /// The subscription sockets open here, which the listener ends with their sessions.
     pub sockets: Arc<sockets::Sockets>,
-}
-
-impl Default for Hub {
-    fn default() -> Self {
-        Self { tx: broadcast::channel(CAPACITY).0, listening: AtomicBool::new(false), sockets: Arc::default() }
-    }
+    /// The session cache, which every notification and every loss of the connection
+    /// reaches before any subscriber.
+    pub cache: Arc<cache::SessionCache>,
 }
 
 impl Hub {
+    pub fn new(cache: Arc<cache::SessionCache>) -> Self {
+        Self { tx: broadcast::channel(CAPACITY).0, listening: AtomicBool::new(false), sockets: Arc::default(), cache }
+    }
+
     /// A stream of every event from now on, and `Resync`s.
     pub fn subscribe(&self) -> Subscription {
         Subscription { rx: self.tx.subscribe() }
@@ -62,6 +64,7 @@ impl Hub {
     }
 
     fn set_listening(&self, up: bool) {
+        self.cache.set_listening(up);
         self.listening.store(up, Ordering::Relaxed);
         metrics::gauge!("authgraph_events_listening").set(if up { 1.0 } else { 0.0 });
     }

@@ -89,7 +89,7 @@ async fn may_see_private(ctx: &Context<'_>, owner: crate::db::ids::UserId) -> bo
     }
     // The owner sees its own fields even before the second factor (`me` answers then);
     // an ADMIN sees others' only with every factor its account asks for.
-    match auth.caller(&auth_of(ctx).pool).await {
+    match auth.caller(auth_of(ctx)).await {
         Ok(caller) => caller.user.id == owner || caller.is_admin(),
         Err(_) => false,
     }
@@ -108,7 +108,7 @@ async fn caller<'a>(ctx: &Context<'a>) -> AppResult<&'a Caller> {
 
 /// The caller of one of the fields a session may call before its second factor.
 async fn signed_in<'a>(ctx: &Context<'a>) -> AppResult<&'a Caller> {
-    request_auth(ctx).caller(&auth_of(ctx).pool).await
+    request_auth(ctx).caller(auth_of(ctx)).await
 }
 
 /// Set by the HTTP edge on every request; absent only when a test executes the

@@ -343,7 +343,7 @@ async fn admit(http: &Http, payload: serde_json::Value, client: Client) -> Resul
     let max = state.config.realtime.max_sockets_per_user;
     let registration = state.events.sockets.register(user, session, max).map_err(|_| Close::TooMany)?;
     let auth = Arc::new(RequestAuth::new(Some(Ok(claims)), client));
-    if auth.caller(state.pool()).await.is_err() {
+    if auth.caller(&state.auth).await.is_err() {
         return Err(Close::Forbidden);
     }
     let mut data = Data::default();

@@ -12,6 +12,7 @@ use crate::{
         models::{Role, User, UserChanges},
     },
     error::{AppError, AppResult},
+    events::cache::SessionCache,
 };
 
 pub const DEFAULT_PAGE_SIZE: i32 = 20;
@@ -89,6 +90,7 @@ fn authorize(actor: &User, target: UserId) -> AppResult<()> {
 /// `updateUser`: name and username; the role is not editable here.
 pub async fn update(
     pool: &DbPool,
+    cache: &SessionCache,
     actor: &User,
     id: &str,
     name: Option<&str>,
@@ -107,16 +109,19 @@ pub async fn update(
             _ => e.into(),
         })?
     };
+    cache.forget_user(id);
     updated.ok_or(AppError::NotFound)
 }
 
 /// `deleteUser`: removes the account; its sessions end with it (cascade), so its
 /// access tokens stop working at once.
-pub async fn delete(pool: &DbPool, actor: &User, id: &str) -> AppResult<()> {
+pub async fn delete(pool: &DbPool, cache: &SessionCache, actor: &User, id: &str) -> AppResult<()> {
     let id = parse_id(id)?;
     authorize(actor, id)?;
     let mut conn = pool.get().await?;
-    if db::users::delete(&mut conn, id).await? { Ok(()) } else { Err(AppError::NotFound) }
+    let deleted = db::users::delete(&mut conn, id).await?;
+    cache.forget_user(id);
+    if deleted { Ok(()) } else { Err(AppError::NotFound) }
 }
 
 /// The admin CLI's `users set-role`: the only way to grant or remove ADMIN.

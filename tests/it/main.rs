@@ -21,5 +21,6 @@ mod schema;
 mod second_factor;
 mod security;
 mod server_process;
+mod session_cache;
 mod session_races;
 mod users;

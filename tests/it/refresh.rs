@@ -155,40 +155,6 @@ async fn refresh_tokens_are_stored_only_as_hashes() {
     assert!(!stored[0].windows(8).any(|w| auth.refresh.as_bytes().windows(8).any(|t| t == w)));
 }
 
-/// The statements one request made PostgreSQL run, from `pg_stat_statements` (loaded by
-/// the test cluster), counted between a reset and the end of `request`.
-async fn statements_of<F: std::future::Future<Output = serde_json::Value>>(
-    app: &TestApp,
-    request: F,
-) -> (serde_json::Value, Vec<(String, i64)>) {
-    use diesel::{sql_query, sql_types::BigInt, sql_types::Text};
-    #[derive(QueryableByName)]
-    struct Row {
-        #[diesel(sql_type = Text)]
-        query: String,
-        #[diesel(sql_type = BigInt)]
-        calls: i64,
-    }
-    let mut conn = diesel_async::AsyncPgConnection::establish(&app.database_url).await.unwrap();
-    sql_query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-        .execute(&mut conn)
-        .await
-        .expect("pg_stat_statements is loaded by the test cluster");
-    let this_database = "(SELECT oid FROM pg_database WHERE datname = current_database())";
-    sql_query(format!("SELECT pg_stat_statements_reset(0, {this_database}, 0)")).execute(&mut conn).await.unwrap();
-    let answer = request.await;
-    let rows: Vec<Row> = sql_query(format!(
-        "SELECT query, calls FROM pg_stat_statements WHERE dbid = {this_database} \
-         AND query NOT LIKE '%pg_stat_statements%' ORDER BY query"
-    ))
-    .load(&mut conn)
-    .await
-    .unwrap();
-    (answer, rows.into_iter().map(|r| (r.query, r.calls)).collect())
-}
-
-use diesel_async::AsyncConnection;
-
 /// A rotation is one read (token, session and account joined) and one write (child,
 /// parent, session), without BEGIN or COMMIT: counted by PostgreSQL itself.
 #[tokio::test]
@@ -197,7 +163,7 @@ async fn a_rotation_runs_two_statements() {
     let first = app.signup("ada").await;
     // The pool's connection and its prepared statements exist after a first refresh.
     let second = Auth::from_payload(&app.refresh(&first.refresh).await, "refresh");
-    let (answer, statements) = statements_of(&app, app.refresh(&second.refresh)).await;
+    let (answer, statements) = crate::support::statements_of(&app, app.refresh(&second.refresh)).await;
     let third = Auth::from_payload(&answer, "refresh");
     assert!(app.gql(Some(&third.access), ME, json!({})).await["data"]["me"].is_object());
     let total: i64 = statements.iter().map(|(_, calls)| calls).sum();

@@ -255,6 +255,19 @@ impl TestApp {
         Background { stop, task: Some(task) }
     }
 
+    /// Starts the events listener and waits until it listens (its first `Resync`), so
+    /// that the session cache serves from the first request on.
+    pub async fn listening(&self) -> Background {
+        let mut sub = self.state.events.subscribe();
+        let listener = self.start_listener();
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !matches!(sub.next().await, Some(authgraph::events::Signal::Resync)) {}
+        })
+        .await
+        .expect("the listener listens");
+        listener
+    }
+
     /// Sends any request through the router.
     pub async fn request(&self, req: Request<Body>) -> Response<Body> {
         self.router.clone().oneshot(req).await.unwrap()
@@ -424,4 +437,38 @@ pub fn session_of(token: &str) -> String {
 pub fn sha256_hex(text: &str) -> String {
     use sha2::Digest;
     sha2::Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The statements one request made PostgreSQL run, from `pg_stat_statements` (loaded by
+/// the test cluster), counted between a reset and the end of `request`.
+pub async fn statements_of<F: std::future::Future<Output = serde_json::Value>>(
+    app: &TestApp,
+    request: F,
+) -> (serde_json::Value, Vec<(String, i64)>) {
+    use diesel::{QueryableByName, sql_query, sql_types::BigInt, sql_types::Text};
+    use diesel_async::RunQueryDsl;
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = Text)]
+        query: String,
+        #[diesel(sql_type = BigInt)]
+        calls: i64,
+    }
+    let mut conn =
+        <diesel_async::AsyncPgConnection as diesel_async::AsyncConnection>::establish(&app.database_url).await.unwrap();
+    sql_query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        .execute(&mut conn)
+        .await
+        .expect("pg_stat_statements is loaded by the test cluster");
+    let this_database = "(SELECT oid FROM pg_database WHERE datname = current_database())";
+    sql_query(format!("SELECT pg_stat_statements_reset(0, {this_database}, 0)")).execute(&mut conn).await.unwrap();
+    let answer = request.await;
+    let rows: Vec<Row> = sql_query(format!(
+        "SELECT query, calls FROM pg_stat_statements WHERE dbid = {this_database} \
+         AND query NOT LIKE '%pg_stat_statements%' ORDER BY query"
+    ))
+    .load(&mut conn)
+    .await
+    .unwrap();
+    (answer, rows.into_iter().map(|r| (r.query, r.calls)).collect())
 }
