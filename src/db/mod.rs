@@ -31,6 +31,13 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 pub use errors::{is_connection_error, unique_violation};
 
+diesel::define_sql_function! {
+    /// The database's clock as a column of a query: a function call (not a SQL
+    /// literal), so the statement that selects it is prepared once per connection.
+    #[sql_name = "now"]
+    fn database_now() -> diesel::sql_types::Timestamptz;
+}
+
 pub type DbPool = deadpool::Pool<AsyncPgConnection>;
 pub type PoolError = deadpool::PoolError;
 

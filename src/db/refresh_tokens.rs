@@ -2,7 +2,9 @@
 
 use chrono::{DateTime, Utc};
 use diesel::{
+    pg::Pg,
     prelude::*,
+    query_builder::{AstPass, QueryFragment, QueryId},
     sql_types::{Bytea, Timestamptz, Uuid as SqlUuid},
 };
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
@@ -35,18 +37,13 @@ pub async fn find_for_rotation(
     refresh_tokens::table
         .inner_join(sessions::table.inner_join(users::table))
         .filter(refresh_tokens::token_hash.eq(hash.as_bytes()))
-        .select((
-            RefreshToken::as_select(),
-            Session::as_select(),
-            User::as_select(),
-            diesel::dsl::sql::<Timestamptz>("now()"),
-        ))
+        .select((RefreshToken::as_select(), Session::as_select(), User::as_select(), super::database_now()))
         .first(conn)
         .await
         .optional()
 }
 
-/// One rotation's writes.
+/// One rotation's writes (see `rotate`).
 pub struct Rotate<'a> {
     pub session_id: SessionId,
     pub parent_id: Uuid,
@@ -70,28 +67,40 @@ pub struct Rotate<'a> {
 /// The session row is locked before the token row, as every other writer of session
 /// rows (logout, password change, verifyMfa) locks session rows only: no cycle.
 pub async fn rotate(conn: &mut AsyncPgConnection, rotation: Rotate<'_>) -> QueryResult<bool> {
-    let inserted = diesel::sql_query(
-        "WITH live AS ( \
-             UPDATE sessions SET last_used_at = now(), expires_at = $3 \
-             WHERE id = $1 AND revoked_at IS NULL AND expires_at > now() \
-               AND (refresh_tokens_since IS NULL OR refresh_tokens_since <= $4) \
-             RETURNING id \
-         ), parent AS ( \
-             UPDATE refresh_tokens SET used_at = now() \
-             WHERE id = $2 AND used_at IS NULL AND EXISTS (SELECT 1 FROM live) \
-             RETURNING id, session_id \
-         ) \
-         INSERT INTO refresh_tokens (session_id, token_hash, parent_id, expires_at) \
-         SELECT session_id, $5, id, $3 FROM parent",
-    )
-    .bind::<SqlUuid, _>(rotation.session_id.as_uuid())
-    .bind::<SqlUuid, _>(rotation.parent_id)
-    .bind::<Timestamptz, _>(rotation.expires_at)
-    .bind::<Timestamptz, _>(rotation.parent_created_at)
-    .bind::<Bytea, _>(rotation.child_hash.as_bytes())
-    .execute(conn)
-    .await?;
-    Ok(inserted == 1)
+    Ok(rotation.execute(conn).await? == 1)
+}
+
+/// The statement is written by hand (Diesel has no data-modifying `WITH`), as a query
+/// type of its own rather than `sql_query`, so that it has a static id and the
+/// connection prepares it once instead of parsing and planning it on every refresh.
+impl QueryFragment<Pg> for Rotate<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("WITH live AS (UPDATE sessions SET last_used_at = now(), expires_at = ");
+        out.push_bind_param::<Timestamptz, _>(&self.expires_at)?;
+        out.push_sql(" WHERE id = ");
+        out.push_bind_param::<SqlUuid, _>(&self.session_id)?;
+        out.push_sql(" AND revoked_at IS NULL AND expires_at > now() AND (refresh_tokens_since IS NULL OR refresh_tokens_since <= ");
+        out.push_bind_param::<Timestamptz, _>(&self.parent_created_at)?;
+        out.push_sql(
+            ") RETURNING id), parent AS (UPDATE refresh_tokens SET used_at = now() \
+             WHERE used_at IS NULL AND EXISTS (SELECT 1 FROM live) AND id = ",
+        );
+        out.push_bind_param::<SqlUuid, _>(&self.parent_id)?;
+        out.push_sql(
+            " RETURNING id, session_id) \
+             INSERT INTO refresh_tokens (session_id, token_hash, parent_id, expires_at) SELECT session_id, ",
+        );
+        out.push_bind_param::<Bytea, _>(self.child_hash.as_bytes())?;
+        out.push_sql(", id, ");
+        out.push_bind_param::<Timestamptz, _>(&self.expires_at)?;
+        out.push_sql(" FROM parent");
+        Ok(())
+    }
+}
+
+impl QueryId for Rotate<'_> {
+    type QueryId = Rotate<'static>;
+    const HAS_STATIC_QUERY_ID: bool = true;
 }
 
 pub async fn find_by_hash(conn: &mut AsyncPgConnection, hash: &HashedToken) -> QueryResult<Option<RefreshToken>> {

@@ -58,14 +58,17 @@ pub async fn find_by_live_session(
         .map(|found| found.map(|(user, raised, expires_at)| (user, Assurance::reached(raised), expires_at)))
 }
 
-/// Up to `limit` users after the keyset position `after`, oldest first.
+/// Up to `limit` users after the keyset position `after`, oldest first, each row with
+/// the number of accounts (from the row the triggers keep exact, read once per
+/// statement as an uncorrelated subquery), so a page with its total is one statement.
 pub async fn page(
     conn: &mut AsyncPgConnection,
     after: Option<(DateTime<Utc>, UserId)>,
     limit: i64,
-) -> QueryResult<Vec<User>> {
+) -> QueryResult<Vec<(User, Option<i64>)>> {
+    let total = user_count::table.select(user_count::total).single_value();
     let mut query = users::table
-        .select(User::as_select())
+        .select((User::as_select(), total))
         .order((users::created_at.asc(), users::id.asc()))
         .limit(limit)
         .into_boxed();

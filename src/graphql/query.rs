@@ -4,7 +4,7 @@ use super::{
     auth_of,
     guard::SignedIn,
     signed_in,
-    types::{PageInfo, SessionInfo, UserConnection, UserEdge},
+    types::{SessionInfo, UserConnection},
 };
 use crate::{auth, db::models::User, error::AppResult, users};
 
@@ -17,19 +17,7 @@ impl QueryRoot {
     async fn users(&self, ctx: &Context<'_>, first: Option<i32>, after: Option<String>) -> AppResult<UserConnection> {
         let with_total = ctx.look_ahead().field("totalCount").exists();
         let page = users::page(&auth_of(ctx).pool, first, after.as_deref(), with_total).await?;
-        let edges: Vec<UserEdge> =
-            page.users.iter().map(|u| UserEdge { cursor: users::cursor(u), node: u.clone() }).collect();
-        Ok(UserConnection {
-            page_info: PageInfo {
-                has_previous_page: page.has_previous_page,
-                has_next_page: page.has_next_page,
-                start_cursor: edges.first().map(|e| e.cursor.clone()),
-                end_cursor: edges.last().map(|e| e.cursor.clone()),
-            },
-            edges,
-            nodes: page.users,
-            total_count: i32::try_from(page.total_count).unwrap_or(i32::MAX),
-        })
+        Ok(UserConnection(page))
     }
 
     /// Public. One user, or null.

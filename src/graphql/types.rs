@@ -6,6 +6,7 @@ use crate::{
         ids::SessionId,
         models::{Session as SessionRow, User},
     },
+    users,
 };
 use async_graphql::{
     Context, Enum, ID, InputObject, InputValueError, InputValueResult, Object, Scalar, ScalarType, SimpleObject, Value,
@@ -261,12 +262,31 @@ pub struct UserEdge {
     pub node: User,
 }
 
-#[derive(SimpleObject)]
-pub struct UserConnection {
-    pub edges: Vec<UserEdge>,
-    pub nodes: Vec<User>,
-    pub page_info: PageInfo,
-    pub total_count: i32,
+/// A page of `users`. Edges, cursors and page info are made only when selected, and
+/// `nodes` are the page's rows themselves: a client asking for `nodes { … }` pays for
+/// no copy and no cursor.
+pub struct UserConnection(pub users::UserPage);
+
+#[Object]
+impl UserConnection {
+    async fn edges(&self) -> Vec<UserEdge> {
+        self.0.users.iter().map(|u| UserEdge { cursor: users::cursor(u), node: u.clone() }).collect()
+    }
+    async fn nodes(&self) -> &[User] {
+        &self.0.users
+    }
+    async fn page_info(&self) -> PageInfo {
+        let page = &self.0;
+        PageInfo {
+            has_previous_page: page.has_previous_page,
+            has_next_page: page.has_next_page,
+            start_cursor: page.users.first().map(users::cursor),
+            end_cursor: page.users.last().map(users::cursor),
+        }
+    }
+    async fn total_count(&self) -> i32 {
+        i32::try_from(self.0.total_count).unwrap_or(i32::MAX)
+    }
 }
 
 #[derive(InputObject)]

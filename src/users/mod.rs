@@ -30,8 +30,9 @@ pub struct UserPage {
 /// or repeat a user when others sign up meanwhile.
 ///
 /// `totalCount` is read from a count the database keeps with every insert and delete
-/// (see the `count_users` migration), so it costs one indexed read; it is still read
-/// only when the client asks for it (`with_total`), and reported as 0 otherwise.
+/// (see the `count_users` migration), in the page's own statement. Only a page past
+/// the end, which has no row to carry it, reads it on its own, and only when the
+/// client asks for it (`with_total`); otherwise it is reported as 0 there.
 pub async fn page(pool: &DbPool, first: Option<i32>, after: Option<&str>, with_total: bool) -> AppResult<UserPage> {
     let first = first.unwrap_or(DEFAULT_PAGE_SIZE);
     if !(1..=MAX_PAGE_SIZE).contains(&first) {
@@ -40,9 +41,14 @@ pub async fn page(pool: &DbPool, first: Option<i32>, after: Option<&str>, with_t
     let position = after.map(decode_cursor).transpose()?;
     let (mut users, total_count) = db::read(pool, |conn| {
         Box::pin(async move {
-            let users = db::users::page(conn, position, i64::from(first) + 1).await?;
-            let total = if with_total { db::users::count(conn).await? } else { 0 };
-            Ok((users, total))
+            let rows = db::users::page(conn, position, i64::from(first) + 1).await?;
+            // The total comes with the rows; an empty page (past the end) asks for it.
+            let total = match rows.first() {
+                Some((_, total)) => total.unwrap_or_default(),
+                None if with_total => db::users::count(conn).await?,
+                None => 0,
+            };
+            Ok((rows.into_iter().map(|(user, _)| user).collect::<Vec<_>>(), total))
         })
     })
     .await?;

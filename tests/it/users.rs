@@ -116,3 +116,31 @@ async fn pages_without_total_count_still_page() {
     let fragment = "{ users { ...Counted } } fragment Counted on UserConnection { totalCount }";
     assert_eq!(app.gql(None, fragment, json!({})).await["data"]["users"]["totalCount"], 3);
 }
+
+/// A page with its total is one statement, counted by PostgreSQL; so is a page past
+/// the end without a total, while one with a total reads the count on its own.
+#[tokio::test]
+async fn a_page_with_its_total_is_one_statement() {
+    let app = TestApp::new().await;
+    seed(&app, 25).await;
+    let first = app.gql(None, PAGE, json!({ "first": 20 })).await;
+    let (res, statements) = crate::support::statements_of(&app, app.gql(None, PAGE, json!({ "first": 20 }))).await;
+    assert_eq!(res["data"]["users"]["totalCount"], 25, "{res}");
+    assert_eq!(res, first);
+    assert_eq!(statements.iter().map(|(_, calls)| calls).sum::<i64>(), 1, "{statements:#?}");
+
+    let end = first["data"]["users"]["pageInfo"]["endCursor"].as_str().unwrap().to_owned();
+    let next = app.gql(None, PAGE, json!({ "first": 20, "after": end })).await;
+    let last = next["data"]["users"]["pageInfo"]["endCursor"].as_str().unwrap().to_owned();
+    let past = |query: &'static str| app.gql(None, query, json!({ "after": last }));
+    let (res, statements) =
+        crate::support::statements_of(&app, past("query($after: String) { users(after: $after) { totalCount } }"))
+            .await;
+    assert_eq!(res["data"]["users"]["totalCount"], 25, "{res}");
+    assert_eq!(statements.iter().map(|(_, calls)| calls).sum::<i64>(), 2, "{statements:#?}");
+    let (res, statements) =
+        crate::support::statements_of(&app, past("query($after: String) { users(after: $after) { nodes { id } } }"))
+            .await;
+    assert_eq!(res["data"]["users"]["nodes"], json!([]), "{res}");
+    assert_eq!(statements.iter().map(|(_, calls)| calls).sum::<i64>(), 1, "{statements:#?}");
+}
