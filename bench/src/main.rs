@@ -65,6 +65,15 @@ struct Args {
     /// Skip the pgbench reference.
     #[arg(long)]
     no_pgbench: bool,
+    /// After the scenarios, seed this many more accounts, each with a live session and
+    /// a refresh token (with SQL, not through signup), and run `--large-scenarios`
+    /// again, reporting each one's CPU per request next to the small-database run.
+    /// Needs the server this harness starts (not `--url`).
+    #[arg(long, default_value_t = 0)]
+    large: u64,
+    /// Scenarios rerun on the large database.
+    #[arg(long, value_delimiter = ',', default_value = "me,user,users,refresh,signin")]
+    large_scenarios: Vec<String>,
 }
 
 const PASSWORD: &str = "bench password, long enough";
@@ -547,6 +556,42 @@ fn pgbench(data_dir: &std::path::Path, clients: usize, duration: Duration) -> an
         .with_context(|| format!("cannot read pgbench output: {out}{}", String::from_utf8_lossy(&run.stderr)))
 }
 
+/// Seeds `n` accounts, each with one live session and its refresh token, in one
+/// transaction of set-based SQL through `psql`. Triggers are off while it runs (no
+/// notification per row, no count per row: the count is set once at the end). The accounts are
+/// older than the harness's own, so `users(first: 20)` pages through seeded rows.
+fn seed_large(data_dir: &std::path::Path, n: u64) -> anyhow::Result<Duration> {
+    let psql = authgraph::embedded_postgres::find_bin_dir()?.join("psql");
+    let url = authgraph::embedded_postgres::EmbeddedPostgres::running_url(data_dir, "authgraph")?;
+    let sql = format!(
+        "BEGIN;
+         SET LOCAL session_replication_role = replica;
+         INSERT INTO users (name, username, password_hash, created_at, updated_at)
+           SELECT 'Seeded ' || i, 'seeded_' || i,
+                  '$argon2id$v=19$m=19456,t=2,p=1$c2VlZGVkc2VlZGVk$0000000000000000000000000000000000000000000',
+                  now() - interval '400 days' + i * interval '10 ms', now()
+           FROM generate_series(1, {n}) AS i;
+         INSERT INTO sessions (user_id, expires_at, max_expires_at, user_agent)
+           SELECT id, now() + interval '7 days', now() + interval '30 days', 'seeded'
+           FROM users WHERE username LIKE 'seeded%';
+         INSERT INTO refresh_tokens (session_id, token_hash, expires_at)
+           SELECT id, sha256(id::text::bytea), now() + interval '7 days' FROM sessions WHERE user_agent = 'seeded';
+         UPDATE user_count SET total = (SELECT count(*) FROM users);
+         COMMIT;"
+    );
+    let started = Instant::now();
+    // Then as a database in steady state would be: vacuumed and analyzed (else
+    // autovacuum's pass over the new rows would be measured as the scenarios' cost),
+    // and checkpointed.
+    let mut args = vec!["-v", "ON_ERROR_STOP=1", "-q", &url, "-c", &sql];
+    for then in ["VACUUM ANALYZE users", "VACUUM ANALYZE sessions", "VACUUM ANALYZE refresh_tokens", "CHECKPOINT"] {
+        args.extend(["-c", then]);
+    }
+    let out = Command::new(psql).args(args).output()?;
+    anyhow::ensure!(out.status.success(), "seeding: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(started.elapsed())
+}
+
 /// One argon2id hash and verification with the server's default parameters, on one
 /// core (the server runs one per core at a time).
 fn argon2_reference() -> anyhow::Result<(f64, f64)> {
@@ -598,6 +643,8 @@ fn main() -> anyhow::Result<()> {
         ProcStats { pid: s.pid(), postmaster }
     });
     let scenarios = args.scenarios.clone();
+    let (large, large_scenarios) = (args.large, args.large_scenarios.clone());
+    anyhow::ensure!(large == 0 || server.is_some(), "--large needs the server this harness starts, not --url");
     let (duration, connections, no_pgbench) = (args.duration, args.connections, args.no_pgbench);
     let mut bench = Bench { target, args, seeded: Vec::new(), proc_stats };
     let mut rows = Vec::new();
@@ -614,6 +661,19 @@ fn main() -> anyhow::Result<()> {
         }
         anyhow::Ok(())
     })?;
+    let mut large_rows = Vec::new();
+    if let Some(server) = server.as_ref().filter(|_| large > 0) {
+        eprintln!("seeding {large} accounts, sessions and refresh tokens");
+        let took = seed_large(server.data_dir.path(), large)?;
+        eprintln!("seeded in {took:.1?}");
+        runtime.block_on(async {
+            for name in &large_scenarios {
+                eprintln!("running {name} on the large database");
+                large_rows.extend(bench.run(name).await?);
+            }
+            anyhow::Ok(())
+        })?;
+    }
     drop(runtime);
 
     let pg_tps = match (&server, no_pgbench) {
@@ -670,5 +730,37 @@ fn main() -> anyhow::Result<()> {
     if let Some(f) = floor {
         println!("- GraphQL floor ({{ __typename }}): {f:.0} req/s");
     }
+    if !large_rows.is_empty() {
+        print_large(&rows, &large_rows, large);
+    }
     Ok(())
+}
+
+/// Each scenario's CPU per request (server + PostgreSQL) on the large database next to
+/// the small one's.
+fn print_large(small: &[Row], large: &[Row], n: u64) {
+    println!("\nWith {n} more accounts, each with a live session and a refresh token:\n");
+    println!("| scenario | request | req/s small | req/s large | CPU ms/req small (server + PostgreSQL) | CPU ms/req large | change |");
+    println!("|---|---|---:|---:|---:|---:|---:|");
+    let cpu = |r: &Row| r.cpu_ms_per_req.unwrap_or(0.0) + r.pg_cpu_ms_per_req.unwrap_or(0.0);
+    for big in large {
+        let Some(base) = small.iter().find(|r| r.name == big.name && r.kind == big.kind) else {
+            println!("| {} | {} | - | {:.0} | - | {:.3} | - |", big.name, big.kind, big.rps, cpu(big));
+            continue;
+        };
+        println!(
+            "| {} | {} | {:.0} | {:.0} | {:.3} ({:.3} + {:.3}) | {:.3} ({:.3} + {:.3}) | {:+.0}% |",
+            big.name,
+            big.kind,
+            base.rps,
+            big.rps,
+            cpu(base),
+            base.cpu_ms_per_req.unwrap_or(0.0),
+            base.pg_cpu_ms_per_req.unwrap_or(0.0),
+            cpu(big),
+            big.cpu_ms_per_req.unwrap_or(0.0),
+            big.pg_cpu_ms_per_req.unwrap_or(0.0),
+            100.0 * (cpu(big) / cpu(base).max(1e-9) - 1.0)
+        );
+    }
 }
