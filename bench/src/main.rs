@@ -740,7 +740,9 @@ fn main() -> anyhow::Result<()> {
 /// the small one's.
 fn print_large(small: &[Row], large: &[Row], n: u64) {
     println!("\nWith {n} more accounts, each with a live session and a refresh token:\n");
-    println!("| scenario | request | req/s small | req/s large | CPU ms/req small (server + PostgreSQL) | CPU ms/req large | change |");
+    println!(
+        "| scenario | request | req/s small | req/s large | CPU ms/req small (server + PostgreSQL) | CPU ms/req large | change |"
+    );
     println!("|---|---|---:|---:|---:|---:|---:|");
     let cpu = |r: &Row| r.cpu_ms_per_req.unwrap_or(0.0) + r.pg_cpu_ms_per_req.unwrap_or(0.0);
     for big in large {

@@ -144,3 +144,20 @@ async fn a_page_with_its_total_is_one_statement() {
     assert_eq!(res["data"]["users"]["nodes"], json!([]), "{res}");
     assert_eq!(statements.iter().map(|(_, calls)| calls).sum::<i64>(), 1, "{statements:#?}");
 }
+
+/// The pool's connections keep their statements' generic plans: a page's `LIMIT $1`
+/// over a large table would otherwise be planned anew at every request.
+#[tokio::test]
+async fn pool_connections_keep_generic_plans() {
+    use diesel::{QueryableByName, sql_types::Text};
+    use diesel_async::RunQueryDsl;
+    #[derive(QueryableByName)]
+    struct Setting {
+        #[diesel(sql_type = Text)]
+        plan_cache_mode: String,
+    }
+    let app = TestApp::new().await;
+    let mut conn = app.state.auth.pool.get().await.unwrap();
+    let setting: Setting = diesel::sql_query("SHOW plan_cache_mode").get_result(&mut conn).await.unwrap();
+    assert_eq!(setting.plan_cache_mode, "force_generic_plan");
+}
