@@ -146,6 +146,7 @@ async fn serve(config: Config, database: &Database) -> anyhow::Result<()> {
     }
     tracing::info!("listening on http://{}/graphql", listener.local_addr()?);
     let pruner = tokio::spawn(maintenance::prune_periodically(pool.clone(), state.config.clone()));
+    let metrics_upkeep = tokio::spawn(crate::telemetry::upkeep_periodically());
     let listener_task =
         tokio::spawn(events::listener::run(state.events.clone(), database.url.clone(), stop_rx.clone()));
     let sender = if state.config.email.enabled {
@@ -179,6 +180,7 @@ async fn serve(config: Config, database: &Database) -> anyhow::Result<()> {
     };
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), sockets_closed).await;
     pruner.abort();
+    metrics_upkeep.abort();
     listener_task.abort();
     if let Some(sender) = sender {
         // It stops between messages; one in the middle of an SMTP conversation is

@@ -52,6 +52,22 @@ fn describe() {
     describe_gauge!("authgraph_embedded_postgres_up", "1 while the embedded PostgreSQL started by this process runs");
 }
 
+/// How often recorded samples are folded into their histograms' buckets.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Folds the samples recorded since into their histograms' buckets, every
+/// `UPKEEP_EVERY`. The recorder keeps each histogram sample until then (or until a
+/// scrape): without this, a server that nobody scrapes grew by every request's
+/// samples, in memory and in the page faults of getting it (seen in the benchmark as
+/// server CPU per request rising through a run).
+pub async fn upkeep_periodically() {
+    let mut every = tokio::time::interval(UPKEEP_EVERY);
+    loop {
+        every.tick().await;
+        handle().run_upkeep();
+    }
+}
+
 /// Records whether this process runs the embedded PostgreSQL.
 pub fn set_embedded_database(running: bool) {
     handle();
