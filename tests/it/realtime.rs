@@ -18,14 +18,7 @@ const EVENTS: &str = "subscription { sessionEvents { kind sessionId current user
 /// An app served on loopback with its events listener running.
 async fn live(adjust: impl FnOnce(&mut authgraph::config::Config)) -> (TestApp, Served, crate::support::Background) {
     let app = TestApp::with_config(adjust).await;
-    let mut sub = app.state.events.subscribe();
-    let listener = app.start_listener();
-    // Wait until it listens: the first Resync.
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while !matches!(sub.next().await, Some(authgraph::events::Signal::Resync)) {}
-    })
-    .await
-    .unwrap();
+    let listener = app.listening().await;
     let served = app.serve().await;
     (app, served, listener)
 }
@@ -378,13 +371,7 @@ async fn two_server_processes_the_admin_cli_and_sigterm() {
 async fn revocation_latency_from_a_logout_on_one_instance_to_the_close_on_another() {
     let a = TestApp::with_config(|c| c.signin_failures_per_account = 10_000).await;
     let b = a.sibling(|_| {});
-    let mut listening = b.state.events.subscribe();
-    let _listener = b.start_listener();
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while !matches!(listening.next().await, Some(authgraph::events::Signal::Resync)) {}
-    })
-    .await
-    .unwrap();
+    let _listener = b.listening().await;
     let served = b.serve().await;
     a.signup("ada").await;
     let (mut after_answer, mut after_request, mut logout) = (Vec::new(), Vec::new(), Vec::new());
