@@ -111,8 +111,9 @@ pub enum AppError {
     /// `UNAUTHENTICATED`: no usable access token on a protected field. The reason is
     /// for the log only; the client learns nothing about which check failed.
     Unauthenticated(&'static str),
-    /// `MFA_REQUIRED`: an AAL1 session of an account with a second factor, on a field
-    /// that needs more than me, sessions, logout or verifyMfa.
+    /// `MFA_REQUIRED` with `extensions.reason` `VERIFY`: an AAL1 session of an account
+    /// with a second factor, on a field that is not one of
+    /// `graphql::BEFORE_SECOND_FACTOR`.
     MfaRequired,
     /// `INVALID_MFA_CODE`: a TOTP or recovery code that is wrong, expired or spent.
     InvalidMfaCode,
@@ -225,6 +226,8 @@ impl From<AppError> for async_graphql::Error {
             match &err {
                 AppError::InvalidRefreshToken(reason) => ext.set("reason", reason.as_str()),
                 AppError::InvalidEmailToken(reason) => ext.set("reason", reason.as_str()),
+                // Pass the factor this session has not passed yet.
+                AppError::MfaRequired => ext.set("reason", "VERIFY"),
                 AppError::BadUserInput { field, .. } => ext.set("field", *field),
                 AppError::RateLimited { retry_after_secs } | AppError::Busy { retry_after_secs } => {
                     ext.set("retryAfter", *retry_after_secs)

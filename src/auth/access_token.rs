@@ -75,6 +75,12 @@ impl Claims {
     pub fn assurance(&self) -> Assurance {
         Assurance::from_claim(&self.aal)
     }
+
+    /// Whether the token has expired by now, with the clock skew `verify` tolerates: a
+    /// socket checks again at each operation what `verify` checked when it opened.
+    pub fn has_expired(&self) -> bool {
+        self.exp.saturating_add(LEEWAY_SECS as i64) < chrono::Utc::now().timestamp()
+    }
 }
 
 #[derive(Clone)]

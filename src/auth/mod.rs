@@ -110,10 +110,18 @@ impl Caller {
     }
 }
 
-/// What the HTTP edge learned from the `Authorization` header, put into each GraphQL
-/// request. The token is verified once per request at the edge (CPU only); the
-/// session check, which needs the database, runs at most once per request and only
-/// when a protected field asks for it, so public queries never pay for it.
+/// Why a session check refused a token whose session is over (logout, reuse detection,
+/// password change, deletion): the one refusal that ends a socket too.
+pub const SESSION_ENDED: &str = "session ended";
+
+/// The admission of one operation: what its door (an HTTP request's `Authorization`
+/// header, or a socket's `connection_init`) learned, put into that operation alone.
+/// The token is verified once at the door (CPU only); the session check, which needs
+/// the database or the session cache, runs at most once per operation and only when a
+/// protected field asks for it, so public queries never pay for it. A socket makes a
+/// new one for every operation it runs (see `Credentials`), so an operation is judged
+/// by the session and the account as they are when it runs, not as they were when the
+/// socket opened.
 pub struct RequestAuth {
     token: Option<Result<Claims, &'static str>>,
     caller: OnceCell<Caller>,
@@ -134,6 +142,26 @@ pub struct Client {
     pub refresh_cookie: Option<SecretString>,
     /// The request carried the refresh cookie more than once (refused by `refresh`).
     pub refresh_cookie_duplicated: bool,
+}
+
+/// A socket's verified token and client, kept for its life: each operation on the
+/// socket is admitted anew from them (`admit`), exactly as an HTTP request with the
+/// same header would be.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub claims: Claims,
+    pub client: Client,
+}
+
+impl Credentials {
+    /// A fresh admission for one operation.
+    pub fn admit(&self) -> RequestAuth {
+        RequestAuth::new(Some(Ok(self.claims.clone())), self.client.clone())
+    }
+
+    pub fn session_id(&self) -> SessionId {
+        self.claims.sid
+    }
 }
 
 impl RequestAuth {
@@ -166,8 +194,8 @@ impl RequestAuth {
         self.caller.get().map(|c| c.user.id)
     }
 
-    /// The caller, or `UNAUTHENTICATED` if the token is missing, invalid, or names a
-    /// session that has ended (logout, reuse detection, password change, deletion).
+    /// The caller, or `UNAUTHENTICATED` if the token is missing, invalid, expired (a
+    /// socket outlives its token's verification), or names a session that has ended.
     /// Answered from the session cache when it holds the session, else by one query
     /// whose answer fills it.
     pub async fn caller(&self, auth: &Auth) -> AppResult<&Caller> {
@@ -176,6 +204,9 @@ impl RequestAuth {
             Some(Err(reason)) => return Err(AppError::Unauthenticated(reason)),
             Some(Ok(claims)) => claims,
         };
+        if claims.has_expired() {
+            return Err(AppError::Unauthenticated("token expired"));
+        }
         self.caller
             .get_or_try_init(|| async {
                 let (user_id, session_id, claimed) = (claims.sub, claims.sid, claims.assurance());
@@ -189,7 +220,7 @@ impl RequestAuth {
                     db::read(&auth.pool, |conn| Box::pin(db::users::find_by_live_session(conn, user_id, session_id)))
                         .await?;
                 let Some((user, reached, session_expires_at)) = found else {
-                    return Err(AppError::Unauthenticated("session ended"));
+                    return Err(AppError::Unauthenticated(SESSION_ENDED));
                 };
                 let token_expires_at = chrono::DateTime::from_timestamp(claims.exp, 0).unwrap_or_default();
                 auth.cache.fill(ticket, session_id, &user, reached, session_expires_at.min(token_expires_at));

@@ -138,7 +138,7 @@ pub async fn confirm(auth: &Auth, caller: &Caller, code: &SecretString) -> AppRe
         // The session's refresh token stays: it was handed to this same, fully
         // authenticated client (the account had no factor to pass until now).
         if db::second_factor::raise_session(conn, session_id, SecondFactor::Totp, false).await?.is_none() {
-            return Err(AppError::Unauthenticated("session ended"));
+            return Err(AppError::Unauthenticated(super::SESSION_ENDED));
         }
         if let Some(address) = notice {
             auth.mail.queue_notice(conn, address, Content::MfaEnabled).await?;
@@ -165,7 +165,7 @@ pub async fn verify(auth: &Auth, caller: &Caller, code: &SecretString) -> AppRes
         .transaction::<_, AppError, _>(async |conn| {
             // Locks only the session row, as ending a session does (see `sessions`).
             let Some(session) = db::second_factor::raise_session(conn, session_id, method, true).await? else {
-                return Err(AppError::Unauthenticated("session ended"));
+                return Err(AppError::Unauthenticated(super::SESSION_ENDED));
             };
             let token = sessions::new_chain(conn, policy, &session).await?;
             let left = match method {

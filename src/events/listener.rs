@@ -8,7 +8,7 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncC
 use futures_util::StreamExt;
 use tokio::sync::watch;
 
-use super::{Hub, Signal};
+use super::Hub;
 use crate::db::events::{CHANNEL, Event, EventKind};
 
 /// The name the connection has in `pg_stat_activity`.
@@ -39,7 +39,7 @@ pub async fn run(hub: Arc<Hub>, url: String, mut stop: watch::Receiver<bool>) {
                 match recheck_sockets(&hub, &mut conn).await {
                     Ok(()) => {
                         hub.set_listening(true);
-                        hub.publish(Signal::Resync);
+                        hub.resync();
                         let stopped = listen(&hub, &mut conn, &mut stop).await;
                         hub.set_listening(false);
                         if stopped {
@@ -128,5 +128,5 @@ fn receive(hub: &Hub, payload: &str) {
         hub.sockets.end_session(session);
     }
     metrics::histogram!("authgraph_events_notify_delay_seconds").record(event.age().as_secs_f64());
-    hub.publish(Signal::Event(Arc::new(event)));
+    hub.publish(event);
 }

@@ -1,29 +1,39 @@
-//! The guards on protected fields.
+//! The guard on protected fields, and the one list of fields a session may call before
+//! it has passed its account's second factor.
 
 use async_graphql::{Context, Guard, Result};
 
-use super::{caller, signed_in};
+use super::caller;
+use crate::{
+    auth::Caller,
+    error::{AppError, AppResult},
+};
 
-/// Lets a field resolve only for a caller with a valid access token of a live
-/// session that has all the assurance its account asks for; others get
+/// The protected fields an AAL1 session of an account with a second factor may call:
+/// enough to see who it is, end sessions and pass the factor. Every door reads this
+/// list through `caller`, the HTTP request's and each operation on a socket alike; the
+/// fields named here say so in their descriptions ("an AAL1 session may call it"), and
+/// a test holds the two together.
+pub const BEFORE_SECOND_FACTOR: &[&str] = &["me", "sessions", "logout", "verifyMfa"];
+
+/// Lets a field resolve only for a caller with a valid access token of a live session
+/// that has the assurance the field needs (see `BEFORE_SECOND_FACTOR`); others get
 /// `UNAUTHENTICATED` (or `MFA_REQUIRED`) on that field alone, so public fields in the
-/// same request still answer.
-pub struct Authenticated;
+/// same operation still answer.
+pub struct Protected;
 
-impl Guard for Authenticated {
+impl Guard for Protected {
     async fn check(&self, ctx: &Context<'_>) -> Result<()> {
         caller(ctx).await?;
         Ok(())
     }
 }
 
-/// Like `Authenticated`, but also lets through a session that still has to pass the
-/// account's second factor: only `me`, `sessions`, `logout` and `verifyMfa` use it.
-pub struct SignedIn;
-
-impl Guard for SignedIn {
-    async fn check(&self, ctx: &Context<'_>) -> Result<()> {
-        signed_in(ctx).await?;
-        Ok(())
+/// The second-factor rule for one field: `MFA_REQUIRED` when the caller's session has
+/// not passed its account's factor and the field is not one of `BEFORE_SECOND_FACTOR`.
+pub fn second_factor_rule(caller: &Caller, field: &str) -> AppResult<()> {
+    if caller.needs_second_factor() && !BEFORE_SECOND_FACTOR.contains(&field) {
+        return Err(AppError::MfaRequired);
     }
+    Ok(())
 }

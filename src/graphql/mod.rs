@@ -4,6 +4,7 @@
 //! in `schema.graphql` at the repository root and compared by a test, so every
 //! change to the API shows up as a reviewed diff.
 
+mod admission;
 pub mod cookie;
 mod guard;
 pub mod limits;
@@ -21,10 +22,10 @@ use async_graphql::{Context, Schema};
 use crate::{
     app::SharedState,
     auth::{Auth, Caller, RequestAuth},
-    error::AppResult,
+    error::{AppError, AppResult},
 };
 
-pub use guard::{Authenticated, SignedIn};
+pub use guard::{BEFORE_SECOND_FACTOR, Protected};
 pub use mutation::MutationRoot;
 pub use query::QueryRoot;
 pub use subscription::SubscriptionRoot;
@@ -37,6 +38,7 @@ pub fn schema(state: SharedState, limits: Arc<limits::Limits>) -> AppSchema {
     let config = &state.config;
     // Observe wraps everything after it, so it sees cached documents too.
     let mut builder = Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
+        .extension(admission::Admission)
         .extension(observe::Observe)
         .extension(limits::OperationLimits::new(limits));
     if !config.introspection() {
@@ -95,24 +97,25 @@ async fn may_see_private(ctx: &Context<'_>, owner: crate::db::ids::UserId) -> bo
     }
 }
 
-/// The authenticated caller of a protected field (see `RequestAuth::caller`), with the
-/// assurance its account asks for: `MFA_REQUIRED` for a session that has not passed
-/// the account's second factor.
+/// The admitted caller of a protected field (see `RequestAuth::caller`), with the
+/// assurance the field needs: `MFA_REQUIRED` for a session that has not passed the
+/// account's second factor, unless the field is one of `BEFORE_SECOND_FACTOR`. On a
+/// socket, a session found ended closes the socket (4403) as an event would.
 async fn caller<'a>(ctx: &Context<'a>) -> AppResult<&'a Caller> {
-    let caller = signed_in(ctx).await?;
-    if caller.needs_second_factor() {
-        return Err(crate::error::AppError::MfaRequired);
+    let admitted = request_auth(ctx).caller(auth_of(ctx)).await;
+    if let (Err(AppError::Unauthenticated(crate::auth::SESSION_ENDED)), Some(socket)) =
+        (&admitted, ctx.data_opt::<subscription::SocketSession>())
+    {
+        state(ctx).events.sockets.end_session(socket.credentials.session_id());
     }
+    let caller = admitted?;
+    guard::second_factor_rule(caller, ctx.item.node.name.node.as_str())?;
     Ok(caller)
 }
 
-/// The caller of one of the fields a session may call before its second factor.
-async fn signed_in<'a>(ctx: &Context<'a>) -> AppResult<&'a Caller> {
-    request_auth(ctx).caller(auth_of(ctx)).await
-}
-
-/// Set by the HTTP edge on every request; absent only when a test executes the
-/// schema directly, which counts as anonymous.
+/// Put into every operation by its door (`http`'s request, or `Admission` for each
+/// operation on a socket); absent only when a test executes the schema directly,
+/// which counts as anonymous.
 fn request_auth<'a>(ctx: &Context<'a>) -> &'a RequestAuth {
     static ANONYMOUS: std::sync::LazyLock<RequestAuth> = std::sync::LazyLock::new(RequestAuth::anonymous);
     ctx.data_opt::<Arc<RequestAuth>>().map_or(&ANONYMOUS, |auth| auth.as_ref())

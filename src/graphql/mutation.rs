@@ -2,8 +2,8 @@ use async_graphql::{Context, ID, Object};
 
 use super::{
     auth_of, caller, cookie,
-    guard::{Authenticated, SignedIn},
-    request_auth, signed_in, state,
+    guard::Protected,
+    request_auth, state,
     types::{
         AuthPayload, ChangeEmailInput, ChangePasswordInput, LogoutScopeValue, RecoveryCodes, ResetPasswordInput,
         SigninInput, SignupInput, TotpEnrollment, UpdateUserInput, VerifyEmailInput, secret,
@@ -71,13 +71,13 @@ impl MutationRoot {
 
     /// Protected; an AAL1 session may call it. Ends sessions; their access tokens stop
     /// working at once.
-    #[graphql(guard = "SignedIn")]
+    #[graphql(guard = "Protected")]
     async fn logout(
         &self,
         ctx: &Context<'_>,
         #[graphql(default_with = "Some(LogoutScopeValue::Current)")] scope: Option<LogoutScopeValue>,
     ) -> AppResult<bool> {
-        let caller = signed_in(ctx).await?;
+        let caller = caller(ctx).await?;
         let scope: LogoutScope = scope.unwrap_or(LogoutScopeValue::Current).into();
         auth::sessions::logout(auth_of(ctx), caller, scope).await?;
         let config = &state(ctx).config;
@@ -88,7 +88,7 @@ impl MutationRoot {
     }
 
     /// Protected. The caller's own account, or any account for an ADMIN.
-    #[graphql(guard = "Authenticated")]
+    #[graphql(guard = "Protected")]
     async fn update_user(&self, ctx: &Context<'_>, id: ID, input: UpdateUserInput) -> AppResult<User> {
         let caller = caller(ctx).await?;
         Ok(users::update(
@@ -103,7 +103,7 @@ impl MutationRoot {
     }
 
     /// Protected. Needs the current password; ends every other session.
-    #[graphql(guard = "Authenticated")]
+    #[graphql(guard = "Protected")]
     async fn change_password(&self, ctx: &Context<'_>, input: ChangePasswordInput) -> AppResult<bool> {
         let caller = caller(ctx).await?;
         let (current, new) = (secret(input.current_password), secret(input.new_password));
@@ -112,7 +112,7 @@ impl MutationRoot {
     }
 
     /// Protected. The caller's own account, or any account for an ADMIN; ends its sessions.
-    #[graphql(guard = "Authenticated")]
+    #[graphql(guard = "Protected")]
     async fn delete_user(&self, ctx: &Context<'_>, id: ID) -> AppResult<bool> {
         let caller = caller(ctx).await?;
         users::delete(&auth_of(ctx).pool, &auth_of(ctx).cache, &caller.user, &id).await?;
@@ -139,7 +139,7 @@ impl MutationRoot {
     }
 
     /// Protected. Sends a fresh verification message to the caller's unverified address.
-    #[graphql(guard = "Authenticated")]
+    #[graphql(guard = "Protected")]
     async fn request_email_verification(&self, ctx: &Context<'_>) -> AppResult<bool> {
         let caller = caller(ctx).await?;
         auth::email::request_verification(auth_of(ctx), caller, &request_auth(ctx).client).await?;
@@ -158,7 +158,7 @@ impl MutationRoot {
     /// Protected. Needs the current password. The new address gets a verification
     /// message and the old one a notice; the change takes effect when the new address
     /// is verified.
-    #[graphql(guard = "Authenticated")]
+    #[graphql(guard = "Protected")]
     async fn change_email(&self, ctx: &Context<'_>, input: ChangeEmailInput) -> AppResult<bool> {
         let caller = caller(ctx).await?;
         let password = secret(input.current_password);
@@ -169,7 +169,7 @@ impl MutationRoot {
 
     /// Protected (AAL2 when a factor is already on). Starts TOTP enrollment: a new
     /// secret for an authenticator app. Nothing changes until confirmTotp.
-    #[graphql(guard = "Authenticated")]
+    #[graphql(guard = "Protected")]
     async fn enroll_totp(&self, ctx: &Context<'_>) -> AppResult<TotpEnrollment> {
         let caller = caller(ctx).await?;
         let e = auth::second_factor::enroll(auth_of(ctx), caller).await?;
@@ -180,7 +180,7 @@ impl MutationRoot {
     /// of an earlier one), raises this session to AAL2 and returns ten recovery codes,
     /// shown this once, with an access token at AAL2. The account's other sessions must
     /// pass verifyMfa.
-    #[graphql(guard = "Authenticated")]
+    #[graphql(guard = "Protected")]
     async fn confirm_totp(&self, ctx: &Context<'_>, code: String) -> AppResult<RecoveryCodes> {
         let caller = caller(ctx).await?;
         let confirmed = auth::second_factor::confirm(auth_of(ctx), caller, &secret(code)).await?;
@@ -190,15 +190,15 @@ impl MutationRoot {
     /// Protected; an AAL1 session may call it. A TOTP code or a recovery code: raises the
     /// session to AAL2 and returns new tokens (the session's earlier refresh token stops
     /// working). With a recovery code, recoveryCodesLeft says how many remain.
-    #[graphql(guard = "SignedIn")]
+    #[graphql(guard = "Protected")]
     async fn verify_mfa(&self, ctx: &Context<'_>, code: String) -> AppResult<AuthPayload> {
-        let caller = signed_in(ctx).await?;
+        let caller = caller(ctx).await?;
         Ok(deliver(ctx, auth::second_factor::verify(auth_of(ctx), caller, &secret(code)).await?))
     }
 
     /// Protected, AAL2. Turns the factor off; needs a current TOTP code. Removes the
     /// recovery codes and ends the account's other sessions.
-    #[graphql(guard = "Authenticated")]
+    #[graphql(guard = "Protected")]
     async fn disable_totp(&self, ctx: &Context<'_>, code: String) -> AppResult<bool> {
         let caller = caller(ctx).await?;
         auth::second_factor::disable(auth_of(ctx), caller, &secret(code)).await?;
@@ -206,7 +206,7 @@ impl MutationRoot {
     }
 
     /// Protected, AAL2. Replaces every recovery code with ten new ones, shown this once.
-    #[graphql(guard = "Authenticated")]
+    #[graphql(guard = "Protected")]
     async fn regenerate_recovery_codes(&self, ctx: &Context<'_>) -> AppResult<RecoveryCodes> {
         let caller = caller(ctx).await?;
         let codes = auth::second_factor::regenerate(auth_of(ctx), caller).await?;

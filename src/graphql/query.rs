@@ -1,9 +1,8 @@
 use async_graphql::{Context, ID, Object};
 
 use super::{
-    auth_of,
-    guard::SignedIn,
-    signed_in,
+    auth_of, caller,
+    guard::Protected,
     types::{SessionInfo, UserConnection},
 };
 use crate::{auth, db::models::User, error::AppResult, users};
@@ -26,15 +25,15 @@ impl QueryRoot {
     }
 
     /// Protected; an AAL1 session may call it. The caller.
-    #[graphql(guard = "SignedIn")]
+    #[graphql(guard = "Protected")]
     async fn me(&self, ctx: &Context<'_>) -> AppResult<User> {
-        Ok(signed_in(ctx).await?.user.clone())
+        Ok(caller(ctx).await?.user.clone())
     }
 
     /// Protected; an AAL1 session may call it. The caller's live sessions.
-    #[graphql(guard = "SignedIn")]
+    #[graphql(guard = "Protected")]
     async fn sessions(&self, ctx: &Context<'_>) -> AppResult<Vec<SessionInfo>> {
-        let caller = signed_in(ctx).await?;
+        let caller = caller(ctx).await?;
         let rows = auth::sessions::list(auth_of(ctx), caller).await?;
         Ok(rows.into_iter().map(|s| SessionInfo::new(s, caller.session_id)).collect())
     }

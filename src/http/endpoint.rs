@@ -53,8 +53,9 @@ pub(crate) async fn get_or_upgrade(
     let wants_socket =
         parts.headers.get(header::UPGRADE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
     if wants_socket {
+        let permit = parts.extensions.get::<super::serve::ConnectionPermit>().cloned();
         return match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
-            Ok(ws) => super::ws::upgrade(http, &parts.headers, client_ip.0, ws),
+            Ok(ws) => super::ws::upgrade(http, &parts.headers, client_ip.0, permit, ws),
             Err(rejection) => rejection.into_response(),
         };
     }

@@ -20,7 +20,6 @@ use axum::{
 };
 use tower_http::{
     cors::{AllowOrigin, CorsLayer},
-    limit::RequestBodyLimitLayer,
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
     set_header::SetResponseHeaderLayer,
     trace::TraceLayer,
@@ -44,6 +43,8 @@ pub(crate) struct Http {
     schema: AppSchema,
     persisted: Arc<graphql::persisted::PersistedQueries>,
     limits: Arc<graphql::limits::Limits>,
+    /// Places for sockets that have not passed connection_init (`WS_MAX_UNAUTHENTICATED`).
+    unadmitted_sockets: Arc<tokio::sync::Semaphore>,
 }
 
 /// The whole application as one router, used by `main` and by the tests alike.
@@ -70,17 +71,20 @@ pub fn app(state: SharedState) -> Router {
     let request_id = REQUEST_ID.clone();
     let deadlines = Deadlines { body: state.config.http_body_timeout, request: state.config.http_request_timeout };
     let trusted_proxies = Arc::new(state.config.trusted_proxies.clone());
+    let unadmitted_sockets = Arc::new(tokio::sync::Semaphore::new(state.config.realtime.max_unauthenticated.max(1)));
     router
         .route("/.well-known/jwks.json", get(jwks))
         .merge(metrics_route)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(Http { state, schema, persisted, limits })
+        .with_state(Http { state, schema, persisted, limits, unadmitted_sockets })
         .layer(middleware::from_fn_with_state(trusted_proxies, client_ip::layer))
         .layer(middleware::from_fn_with_state(deadlines, deadlines_layer))
         .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
+        // No `RequestBodyLimitLayer`: it answers 413 to a Content-Length over the limit
+        // without reading the body, which a client sending first never sees (see
+        // `DISCARD_LIMIT`); `deadlines_layer` keeps the limit.
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
         .layer(cors)
         .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
         .layer(TraceLayer::new_for_http().make_span_with(move |req: &axum::http::Request<_>| {
@@ -123,12 +127,10 @@ struct Deadlines {
 async fn deadlines_layer(State(deadlines): State<Deadlines>, req: Request, next: Next) -> Response {
     let answer = async {
         let (parts, body) = req.into_parts();
-        let bytes = match tokio::time::timeout(deadlines.body, axum::body::to_bytes(body, BODY_LIMIT)).await {
-            Ok(Ok(bytes)) => bytes,
-            Ok(Err(err)) => {
-                if over_body_limit(&err) {
-                    return payload_too_large();
-                }
+        let bytes = match tokio::time::timeout(deadlines.body, read_body(body)).await {
+            Ok(Body::Whole(bytes)) => bytes,
+            Ok(Body::TooLarge) => return payload_too_large(),
+            Ok(Body::Broken) => {
                 return request_error(StatusCode::BAD_REQUEST, code::BAD_REQUEST, "The request body could not be read");
             }
             Err(_) => {
@@ -157,6 +159,43 @@ async fn deadlines_layer(State(deadlines): State<Deadlines>, req: Request, next:
     }
 }
 
+/// How much of a body over `BODY_LIMIT` is read and thrown away before the 413: a
+/// client that sends its whole body before reading the answer (Python's `http.client`,
+/// Node's `http`) would otherwise meet a connection reset, since closing a socket with
+/// unread data resets it, and never see the 413. Past this much, the connection is
+/// closed anyway; reading it costs time (within `HTTP_BODY_TIMEOUT`), not memory.
+const DISCARD_LIMIT: usize = 16 * 1024 * 1024;
+
+/// A request body as read.
+enum Body {
+    Whole(axum::body::Bytes),
+    /// Over `BODY_LIMIT` (read and discarded up to `DISCARD_LIMIT`).
+    TooLarge,
+    Broken,
+}
+
+/// Reads a body of at most `BODY_LIMIT` bytes; a longer one is read on and dropped,
+/// so that its sender can read the 413.
+async fn read_body(body: axum::body::Body) -> Body {
+    use futures_util::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut whole = Vec::new();
+    let mut seen = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let Ok(chunk) = chunk else { return if seen > BODY_LIMIT { Body::TooLarge } else { Body::Broken } };
+        seen = seen.saturating_add(chunk.len());
+        if seen > DISCARD_LIMIT {
+            break;
+        }
+        if seen <= BODY_LIMIT {
+            whole.extend_from_slice(&chunk);
+        } else if !whole.is_empty() {
+            whole = Vec::new();
+        }
+    }
+    if seen > BODY_LIMIT { Body::TooLarge } else { Body::Whole(whole.into()) }
+}
+
 /// A body that is not a GraphQL request: 413 when over the limit (also for bodies
 /// without a Content-Length), 400 otherwise. The parser's message is not echoed.
 pub(crate) fn bad_body(err: &ParseRequestError) -> Response {
@@ -175,7 +214,14 @@ fn over_body_limit(err: &impl std::fmt::Display) -> bool {
 }
 
 fn payload_too_large() -> Response {
-    request_error(StatusCode::PAYLOAD_TOO_LARGE, code::BAD_REQUEST, &format!("Request body over {BODY_LIMIT} bytes"))
+    let mut res = request_error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        code::BAD_REQUEST,
+        &format!("Request body over {BODY_LIMIT} bytes"),
+    );
+    // The rest of the body may still be on its way: this connection is done.
+    res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    res
 }
 
 /// A GraphQL-shaped error for a request refused before any operation ran.

@@ -13,7 +13,10 @@
 //!   the connection opening);
 //! - a keep-alive connection with no request in flight is closed after
 //!   `keepalive_timeout` of silence;
-//! - the body and the whole request have deadlines of their own (`super::deadlines`).
+//! - the body and the whole request have deadlines of their own (`super::deadlines`);
+//! - a connection that becomes a WebSocket keeps its place in the budget until the
+//!   socket closes (`ConnectionPermit`), so sockets count against `max_connections`
+//!   like any connection.
 //!
 //! The two connection timers need to know whether a request is in flight, which only
 //! the HTTP layer knows: the service below counts requests from the moment their head
@@ -41,7 +44,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
-    sync::Semaphore,
+    sync::{OwnedSemaphorePermit, Semaphore},
     time::{Instant, Sleep},
 };
 use tower::ServiceExt;
@@ -53,6 +56,13 @@ pub struct ConnectionLimits {
     pub keepalive_timeout: Duration,
     pub max_connections: usize,
 }
+
+/// A connection's place in the budget, shared by the connection and, once it upgrades,
+/// by its WebSocket (which finds it in the request's extensions): the place comes
+/// free when both are gone. hyper's connection ends at the upgrade, so without this a
+/// socket would hold no place at all.
+#[derive(Clone)]
+pub struct ConnectionPermit(#[expect(dead_code, reason = "held for its Drop")] Arc<OwnedSemaphorePermit>);
 
 /// Serves `router` on `listener` until `shutdown` resolves, then stops accepting and
 /// waits for the connections to finish their requests (idle ones close at once).
@@ -97,9 +107,12 @@ pub async fn serve(
         let clock = Arc::new(ConnectionClock::new());
         let io = TokioIo::new(TimedIo::new(stream, clock.clone(), limits));
         let router = router.clone();
+        let permit = ConnectionPermit(Arc::new(permit));
+        let held = permit.clone();
         let service = hyper::service::service_fn(move |mut req: axum::http::Request<hyper::body::Incoming>| {
             let guard = clock.request_started();
             req.extensions_mut().insert(ConnectInfo(peer));
+            req.extensions_mut().insert(held.clone());
             let router = router.clone();
             let clock = clock.clone();
             async move {

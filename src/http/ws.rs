@@ -4,17 +4,29 @@
 //! module holding the socket to its session.
 //!
 //! `connection_init` carries `{"Authorization": "Bearer <accessToken>"}`; the token is
-//! verified and its session checked as the guard does, and the socket is registered
-//! under that session (`events::sockets`). The socket closes with
+//! verified and its session checked, and the socket is registered under that session
+//! (`events::sockets`). From then on every operation sent over the socket, a query or
+//! a mutation as much as a subscription, is admitted on its own at the moment it runs
+//! (`graphql::admission`): the socket keeps its credentials, never a verdict. The
+//! socket closes with
 //! - 4401 when the token is missing, bad or expired at init, or expires later (the
 //!   client reconnects with a fresh one);
 //! - 4403 when its session ends, on whichever instance: after its subscriptions have
 //!   delivered `SESSION_ENDED` (and completed), or at once if it has none;
+//! - 1013 when its session cannot be checked (the database is unavailable): graphql-ws
+//!   retries 1013, and treats 1011 and 44xx as final;
 //! - 4408 without `connection_init` within `WS_INIT_TIMEOUT`;
 //! - 4409 for a subscription id already in use, 4429 for too many subscriptions on the
 //!   socket or too many sockets of the account (`WS_MAX_*`), 4400 for a message that
-//!   is not the protocol's;
+//!   is not the protocol's, 1009 for one over `WS_MAX_MESSAGE_BYTES`;
 //! - 1001 when the server shuts down.
+//!
+//! A socket costs what a connection costs: it keeps its connection's place in the
+//! budget (`serve::ConnectionPermit`), reads into a small buffer, and until it is
+//! admitted it also holds one of `WS_MAX_UNAUTHENTICATED` places. Every write has a
+//! deadline (`WS_SEND_TIMEOUT`), and the token's expiry, the session's end and
+//! shutdown are watched while a write waits: a client that stops reading is
+//! disconnected, not waited for.
 
 use std::{
     collections::HashSet,
@@ -29,16 +41,19 @@ use async_graphql::{
 };
 use axum::{
     extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade},
-    http::{HeaderMap, StatusCode, header},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
     response::Response,
 };
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::{mpsc, watch};
+use tokio::{
+    sync::{OwnedSemaphorePermit, mpsc, watch},
+    time::Instant,
+};
 
-use super::{Http, bearer};
+use super::{Http, bearer, serve::ConnectionPermit};
 use crate::{
-    auth::{Client, RequestAuth},
-    error::code,
+    auth::{Client, Credentials},
+    error::{AppError, code},
     events::sockets::Registration,
     graphql::subscription::SocketSession,
 };
@@ -49,31 +64,94 @@ const PROTOCOL: &str = "graphql-transport-ws";
 /// `SESSION_ENDED` and complete before it closes anyway.
 const DRAIN: Duration = Duration::from_secs(1);
 
-/// `GET /graphql` with `Upgrade: websocket`.
-pub(crate) fn upgrade(http: Http, headers: &HeaderMap, ip: Option<IpAddr>, ws: WebSocketUpgrade) -> Response {
+/// What a socket reads into at first: graphql-transport-ws messages are small, and the
+/// buffer grows for a larger one (up to `WS_MAX_MESSAGE_BYTES`). tungstenite's default
+/// allocates 128 KiB per socket up front.
+const READ_BUFFER: usize = 4 * 1024;
+
+/// `GET /graphql` with `Upgrade: websocket`. `permit` is the connection's place in the
+/// budget (absent only when a test calls the router without the listener).
+pub(crate) fn upgrade(
+    http: Http,
+    headers: &HeaderMap,
+    ip: Option<IpAddr>,
+    permit: Option<ConnectionPermit>,
+    ws: WebSocketUpgrade,
+) -> Response {
     // A browser names the page's origin; a page of another site must not open a socket
     // with a token it got hold of. Non-browser clients send no Origin.
     if let Some(origin) = headers.get(header::ORIGIN) {
-        let allowed =
-            origin.to_str().is_ok_and(|o| http.state.config.cors_origins.contains(o) || same_host(o, headers));
+        let dev = !http.state.config.is_production();
+        let allowed = origin.to_str().is_ok_and(|o| {
+            http.state.config.cors_origins.contains(o) || (dev && own_origin(o, headers.get(header::HOST)))
+        });
         if !allowed {
             return super::request_error(StatusCode::FORBIDDEN, code::FORBIDDEN, "This origin may not open a socket");
         }
     }
+    let Ok(unadmitted) = http.unadmitted_sockets.clone().try_acquire_owned() else {
+        metrics::counter!("authgraph_ws_refused_total", "reason" => "unauthenticated").increment(1);
+        let mut res = super::request_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            code::SERVICE_UNAVAILABLE,
+            "Too many sockets waiting for connection_init (WS_MAX_UNAUTHENTICATED); retry later",
+        );
+        res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return res;
+    };
     let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let client = Client { user_agent, ip, ..Client::default() };
     let max = http.state.config.realtime.max_message_bytes;
     ws.protocols([PROTOCOL])
+        .read_buffer_size(READ_BUFFER)
+        // Each message is written as it comes (they are small); the send's deadline,
+        // not a buffer, decides what a client that does not read may cost.
+        .write_buffer_size(0)
         .max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| serve(http, socket, client))
+        .on_upgrade(move |socket| async move {
+            let held = Held { _connection: permit, unadmitted: Some(unadmitted) };
+            serve(http, socket, client, held).await;
+        })
 }
 
-/// A page served by this server (GraphiQL) opens sockets from its own origin.
-fn same_host(origin: &str, headers: &HeaderMap) -> bool {
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    let origin_host = origin.split_once("://").map(|(_, rest)| rest);
-    host.is_some_and(|h| origin_host == Some(h))
+/// In development, a page served by this server (GraphiQL) opens sockets from its own
+/// origin: `http` or `https`, with the host and port the browser sent in `Host`. Only
+/// there: in production only `CORS_ORIGINS` may, since `Host` is the client's word.
+fn own_origin(origin: &str, host: Option<&HeaderValue>) -> bool {
+    let Some(host) = host.and_then(|h| h.to_str().ok()) else { return false };
+    let Some((scheme, authority)) = origin.split_once("://") else { return false };
+    let default_port = match scheme {
+        "http" => 80,
+        "https" => 443,
+        _ => return false,
+    };
+    let ours = host_and_port(host, default_port);
+    ours.is_some() && host_and_port(authority, default_port) == ours
+}
+
+/// `name[:port]` (IPv6 literals in brackets), the name lowercased; `None` for anything
+/// with a path, query, user or space in it.
+fn host_and_port(authority: &str, default_port: u16) -> Option<(String, u16)> {
+    if authority.is_empty() || authority.contains(['/', '?', '#', '@', ' ']) {
+        return None;
+    }
+    let (name, port) = match authority.rfind(':') {
+        Some(i) if !authority[i..].contains(']') => (&authority[..i], Some(&authority[i + 1..])),
+        _ => (authority, None),
+    };
+    let port = match port {
+        Some(port) => port.parse().ok()?,
+        None => default_port,
+    };
+    Some((name.to_ascii_lowercase(), port))
+}
+
+/// What an open socket holds: its connection's place in the budget for its whole life,
+/// and a place among the sockets not yet admitted until `connection_init` passes.
+struct Held {
+    _connection: Option<ConnectionPermit>,
+    unadmitted: Option<OwnedSemaphorePermit>,
 }
 
 /// Why a socket closes.
@@ -85,6 +163,8 @@ enum Close {
     DuplicateId,
     TooMany,
     BadMessage,
+    TooBig,
+    Unavailable,
     GoingAway,
 }
 
@@ -97,6 +177,8 @@ impl Close {
             Self::DuplicateId => (4409, "Subscriber already exists"),
             Self::TooMany => (4429, "Too many subscriptions or sockets"),
             Self::BadMessage => (4400, "Invalid message"),
+            Self::TooBig => (1009, "Message too big"),
+            Self::Unavailable => (1013, "Session cannot be checked now; try again later"),
             Self::GoingAway => (1001, "Server shutting down"),
         }
     }
@@ -104,7 +186,7 @@ impl Close {
 
 /// What `connection_init` established, for the loop.
 struct Admitted {
-    expires_at: tokio::time::Instant,
+    expires_at: Instant,
     registration: Registration,
 }
 
@@ -119,18 +201,28 @@ struct Tracked {
     refused: Option<Close>,
 }
 
-async fn serve(http: Http, socket: WebSocket, client: Client) {
+async fn serve(http: Http, socket: WebSocket, client: Client, mut held: Held) {
     metrics::counter!("authgraph_ws_connections_total").increment(1);
     let (mut sink, stream) = socket.split();
     let tracked = Arc::new(Mutex::new(Tracked::default()));
     let (violations, mut violated) = mpsc::unbounded_channel::<Close>();
-    let max_subscriptions = http.state.config.realtime.max_subscriptions_per_socket;
+    // Operations that found the session impossible to check (see `SocketSession`).
+    let (unavailable, mut unchecked) = mpsc::unbounded_channel::<()>();
+    let realtime = &http.state.config.realtime;
+    let (max_subscriptions, send_timeout) = (realtime.max_subscriptions_per_socket, realtime.send_timeout);
 
     // Client messages pass through here first: the limits of the socket are kept
-    // before async-graphql sees a message.
+    // before async-graphql sees a message. A read error ends the input, with the
+    // close it calls for.
     let input = {
-        let tracked = tracked.clone();
-        stream.take_while(|m| std::future::ready(m.is_ok())).filter_map(move |message| {
+        let (tracked, broken) = (tracked.clone(), violations.clone());
+        let readable = move |m: &Result<Message, axum::Error>| {
+            if let Err(err) = m {
+                let _ = broken.send(read_failure(err));
+            }
+            std::future::ready(m.is_ok())
+        };
+        stream.take_while(readable).filter_map(move |message| {
             let verdict = match message {
                 Ok(Message::Text(text)) => inspect(&tracked, text.as_bytes(), max_subscriptions),
                 Ok(Message::Binary(bytes)) => inspect(&tracked, &bytes, max_subscriptions),
@@ -151,7 +243,7 @@ async fn serve(http: Http, socket: WebSocket, client: Client) {
     let init = {
         let (http, tracked) = (http.clone(), tracked.clone());
         move |payload: serde_json::Value| async move {
-            match admit(&http, payload, client).await {
+            match admit(&http, payload, client, unavailable).await {
                 Ok((data, admitted)) => {
                     tracked.lock().unwrap().admitted = Some(admitted);
                     Ok(data)
@@ -173,35 +265,18 @@ async fn serve(http: Http, socket: WebSocket, client: Client) {
     tokio::pin!(init_deadline);
     let mut ended: Option<watch::Receiver<bool>> = None;
     let mut expires_at = None;
-    let mut drain_until: Option<tokio::time::Instant> = None;
+    let mut drain_until: Option<Instant> = None;
 
     let close = loop {
         let (initialised, session_over) = (tracked.lock().unwrap().initialised, ended.as_ref().map(|rx| *rx.borrow()));
-        let mut watching = ended.clone();
+        if held.unadmitted.is_some() && tracked.lock().unwrap().admitted.is_some() {
+            // Admitted: its place among the sockets waiting for init comes free.
+            held.unadmitted = None;
+        }
         let draining = drain_until.is_some();
-        let ended_changed = async move {
-            match (&mut watching, session_over) {
-                (Some(rx), Some(false)) => {
-                    if rx.changed().await.is_err() {
-                        std::future::pending::<()>().await
-                    }
-                }
-                (Some(_), Some(true)) if !draining => {}
-                _ => std::future::pending::<()>().await,
-            }
-        };
-        let expiry = async {
-            match expires_at {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
-        let drained = async {
-            match drain_until {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
+        let ended_changed = session_ends(ended.clone(), session_over, draining);
+        let expiry = until(expires_at);
+        let drained = until(drain_until);
         let step = tokio::select! {
             outgoing = protocol.next() => match outgoing {
                 Some(WsMessage::Text(text)) => Step::Send(text),
@@ -209,6 +284,7 @@ async fn serve(http: Http, socket: WebSocket, client: Client) {
                 None => Step::Stop,
             },
             Some(close) = violated.recv() => Step::Close(close),
+            Some(()) = unchecked.recv() => Step::Close(Close::Unavailable),
             () = &mut init_deadline, if !initialised => Step::Close(Close::InitTimeout),
             () = expiry => Step::Close(Close::Unauthorized),
             () = ended_changed => Step::Drain,
@@ -218,7 +294,29 @@ async fn serve(http: Http, socket: WebSocket, client: Client) {
         match step {
             Step::Send(text) => {
                 let finished = finished_id(&text);
-                if sink.send(Message::Text(text.into())).await.is_err() {
+                // A write that waits is bounded by its own deadline, the token's expiry
+                // and the drain; shutdown cuts it short, the session's end gives it the
+                // drain's time. A client that is not reading gets no close frame
+                // (nothing would reach it): the connection is dropped.
+                let mut deadline = Instant::now() + send_timeout;
+                deadline = expires_at.map_or(deadline, |at| deadline.min(at));
+                deadline = drain_until.map_or(deadline, |at| deadline.min(at));
+                let send = tokio::time::timeout_at(deadline, sink.send(Message::Text(text.into())));
+                tokio::pin!(send);
+                let over = ended.as_ref().map(|rx| *rx.borrow());
+                let sent = tokio::select! {
+                    biased;
+                    sent = &mut send => Some(matches!(sent, Ok(Ok(())))),
+                    _ = stopping.wait_for(|s| *s) => Some(false),
+                    () = session_ends(ended.clone(), over, draining) => None,
+                };
+                // The session ended while the write waits: it gets the drain's time.
+                let sent = match sent {
+                    Some(sent) => sent,
+                    None => matches!(tokio::time::timeout(DRAIN, &mut send).await, Ok(Ok(Ok(())))),
+                };
+                if !sent {
+                    metrics::counter!("authgraph_ws_closed_total", "code" => "dropped").increment(1);
                     return;
                 }
                 let mut t = tracked.lock().unwrap();
@@ -243,20 +341,58 @@ async fn serve(http: Http, socket: WebSocket, client: Client) {
                 break_with(&mut sink, frame).await;
                 return;
             }
-            Step::Stop => return,
+            // The input ended: by the client's close, or by a read error that named
+            // its close code.
+            Step::Stop => match violated.try_recv() {
+                Ok(close) => break close,
+                Err(_) => return,
+            },
             Step::Close(close) => break close,
             // The session ended: let the subscriptions say so, then close.
             Step::Drain => {
                 if tracked.lock().unwrap().active.is_empty() {
                     break Close::Forbidden;
                 }
-                drain_until = Some(tokio::time::Instant::now() + DRAIN);
+                drain_until = Some(Instant::now() + DRAIN);
             }
         }
     };
     let (code, reason) = close.frame();
     metrics::counter!("authgraph_ws_closed_total", "code" => code.to_string()).increment(1);
-    break_with(&mut sink, (code, reason.to_owned())).await;
+    // The close frame gets the same deadline as any write.
+    let _ = tokio::time::timeout(send_timeout, break_with(&mut sink, (code, reason.to_owned()))).await;
+}
+
+/// Resolves when `watching` turns true (the session ended), unless it already is:
+/// then at once, but only while not yet draining.
+async fn session_ends(watching: Option<watch::Receiver<bool>>, over: Option<bool>, draining: bool) {
+    match (watching, over) {
+        (Some(mut rx), Some(false)) => {
+            if rx.wait_for(|ended| *ended).await.is_err() {
+                std::future::pending::<()>().await
+            }
+        }
+        (Some(_), Some(true)) if !draining => {}
+        _ => std::future::pending::<()>().await,
+    }
+}
+
+/// Resolves at `at`, never without one.
+async fn until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The close a failed read calls for: 1009 for a message over the limit, 4400 for
+/// anything else the client sent wrong.
+fn read_failure(err: &axum::Error) -> Close {
+    let inner = std::error::Error::source(err).and_then(|e| e.downcast_ref::<tungstenite::Error>());
+    match inner {
+        Some(tungstenite::Error::Capacity(_)) => Close::TooBig,
+        _ => Close::BadMessage,
+    }
 }
 
 async fn break_with(sink: &mut futures_util::stream::SplitSink<WebSocket, Message>, (code, reason): (u16, String)) {
@@ -324,8 +460,14 @@ fn finished_id(text: &str) -> Option<String> {
     matches!(envelope.kind.as_str(), "complete" | "error").then_some(envelope.id).flatten()
 }
 
-/// Checks `connection_init`'s token and session and registers the socket.
-async fn admit(http: &Http, payload: serde_json::Value, client: Client) -> Result<(Data, Admitted), Close> {
+/// Checks `connection_init`'s token and session and registers the socket. What the
+/// operations get is the socket's credentials, from which each is admitted anew.
+async fn admit(
+    http: &Http,
+    payload: serde_json::Value,
+    client: Client,
+    unavailable: mpsc::UnboundedSender<()>,
+) -> Result<(Data, Admitted), Close> {
     let state = &http.state;
     let value = payload
         .as_object()
@@ -342,13 +484,22 @@ async fn admit(http: &Http, payload: serde_json::Value, client: Client) -> Resul
     // the socket, so none can slip between the check and the registration.
     let max = state.config.realtime.max_sockets_per_user;
     let registration = state.events.sockets.register(user, session, max).map_err(|_| Close::TooMany)?;
-    let auth = Arc::new(RequestAuth::new(Some(Ok(claims)), client));
-    if auth.caller(&state.auth).await.is_err() {
-        return Err(Close::Forbidden);
+    let credentials = Credentials { claims, client };
+    // The session must be live; its second factor is each field's business (an AAL1
+    // session may still call me or verifyMfa over the socket).
+    match credentials.admit().caller(&state.auth).await {
+        Ok(_) => {}
+        Err(AppError::Unauthenticated(reason)) => {
+            tracing::debug!(reason, "socket refused at connection_init");
+            return Err(Close::Forbidden);
+        }
+        Err(err) => {
+            tracing::warn!(error = ?err, "socket's session cannot be checked at connection_init");
+            return Err(Close::Unavailable);
+        }
     }
     let mut data = Data::default();
-    data.insert(auth);
-    data.insert(SocketSession { ended: registration.ended.clone() });
-    let admitted = Admitted { expires_at: tokio::time::Instant::now() + remaining, registration };
+    data.insert(SocketSession { credentials, ended: registration.ended.clone(), unavailable });
+    let admitted = Admitted { expires_at: Instant::now() + remaining, registration };
     Ok((data, admitted))
 }

@@ -23,4 +23,5 @@ mod security;
 mod server_process;
 mod session_cache;
 mod session_races;
+mod socket_door;
 mod users;

@@ -446,6 +446,25 @@ fn protected_operations() -> BTreeMap<&'static str, (String, Value)> {
 /// What an AAL1 session of an account with a factor may call.
 const AAL1_FIELDS: [&str; 4] = ["me", "sessions", "logout", "verifyMfa"];
 
+/// The server's one list is this one, and the schema says so on those fields alone.
+#[test]
+fn the_fields_an_aal1_session_may_call_are_one_list_and_say_so() {
+    assert_eq!(authgraph::graphql::BEFORE_SECOND_FACTOR, AAL1_FIELDS);
+    let doc = parse_schema(authgraph::graphql::sdl()).unwrap();
+    let mut saying = BTreeSet::new();
+    for def in doc.definitions {
+        let TypeSystemDefinition::Type(ty) = def else { continue };
+        let async_graphql_parser::types::TypeKind::Object(object) = &ty.node.kind else { continue };
+        for field in &object.fields {
+            let described = field.node.description.as_ref().map(|d| d.node.clone()).unwrap_or_default();
+            if described.contains("an AAL1 session may call it") {
+                saying.insert(field.node.name.node.to_string());
+            }
+        }
+    }
+    assert_eq!(saying, AAL1_FIELDS.iter().map(|f| f.to_string()).collect::<BTreeSet<_>>());
+}
+
 /// The root fields whose description says they are protected.
 fn protected_fields_of_the_schema() -> BTreeSet<String> {
     let doc = parse_schema(authgraph::graphql::sdl()).unwrap();
@@ -486,6 +505,21 @@ async fn an_aal1_session_reaches_only_me_sessions_logout_and_verify_mfa() {
         } else {
             expect_error(&res, "MFA_REQUIRED");
             assert_eq!(res["errors"][0]["path"][0], *field, "{res}");
+        }
+    }
+
+    // The same session over a socket: the same answers, field by field.
+    let aal1 = text(&signin(&app, "ada").await, "accessToken").to_owned();
+    let served = app.serve().await;
+    let mut ws = crate::support::ws::connect(&served.addr, None).await.unwrap();
+    ws.admitted(&aal1).await;
+    for (i, (field, (query, variables))) in table.iter().filter(|(f, _)| **f != "logout").enumerate() {
+        let res = ws.execute(&i.to_string(), query, variables.clone()).await.expect("the socket stays open");
+        if AAL1_FIELDS.contains(field) {
+            assert!(!["MFA_REQUIRED", "UNAUTHENTICATED"].contains(&error_code(&res)), "{field} over a socket: {res}");
+        } else {
+            expect_error(&res, "MFA_REQUIRED");
+            assert_eq!(res["errors"][0]["extensions"]["reason"], "VERIFY", "{res}");
         }
     }
 

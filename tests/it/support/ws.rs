@@ -86,6 +86,24 @@ impl WsClient {
         }
     }
 
+    /// Runs a query or mutation over the socket as operation `id`: its result (the
+    /// `next` payload, `data` and `errors`), once the operation completed; or the close
+    /// that came instead.
+    pub async fn execute(&mut self, id: &str, query: &str, variables: Value) -> Result<Value, u16> {
+        let payload = json!({ "query": query, "variables": variables });
+        self.send(json!({ "type": "subscribe", "id": id, "payload": payload })).await;
+        let result = match self.next().await {
+            Incoming::Message(m) if m["type"] == "next" && m["id"] == id => m["payload"].clone(),
+            Incoming::Message(m) if m["type"] == "error" && m["id"] == id => {
+                return Ok(json!({ "errors": m["payload"] }));
+            }
+            Incoming::Closed(code, _) => return Err(code),
+            other => panic!("expected the result of {id}, got {other:?}"),
+        };
+        assert_eq!(self.next().await, Incoming::Message(json!({ "type": "complete", "id": id })));
+        Ok(result)
+    }
+
     /// The next `next` payload's data of subscription `id`, skipping nothing.
     pub async fn event(&mut self, id: &str) -> Value {
         match self.next().await {
@@ -103,21 +121,31 @@ pub struct Served {
 
 impl TestApp {
     pub async fn serve(&self) -> Served {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let limits = authgraph::http::serve::ConnectionLimits {
-            header_timeout: Duration::from_secs(10),
-            keepalive_timeout: Duration::from_secs(10),
-            max_connections: 1000,
-        };
-        let (stop, mut stopped) = tokio::sync::watch::channel(false);
-        let router = self.router.clone();
-        let task = tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            };
-            authgraph::http::serve::serve(listener, router, limits, shutdown).await.unwrap();
-        });
-        Served { addr, _server: Background::new(stop, task) }
+        self.serve_with(1000).await
     }
+
+    /// Served with at most `max_connections` connections (sockets included) at once.
+    pub async fn serve_with(&self, max_connections: usize) -> Served {
+        serve_router(self.router.clone(), max_connections).await
+    }
+}
+
+/// A router served on a loopback port as the server serves it, with at most
+/// `max_connections` connections (sockets included) at once.
+pub async fn serve_router(router: axum::Router, max_connections: usize) -> Served {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let limits = authgraph::http::serve::ConnectionLimits {
+        header_timeout: Duration::from_secs(10),
+        keepalive_timeout: Duration::from_secs(10),
+        max_connections,
+    };
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        };
+        authgraph::http::serve::serve(listener, router, limits, shutdown).await.unwrap();
+    });
+    Served { addr, _server: Background::new(stop, task) }
 }
