@@ -1,17 +1,23 @@
 //! The operator's commands (`authgraph users …`, `authgraph sessions prune`). They use
 //! the same configuration and database as the server.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use anyhow::Context;
 
 use crate::{
+    change::Changes,
     config::{Config, RoleArg, SessionsCommand, UsersCommand},
     db::{self, DbPool, models::Role, sessions::EndReason},
+    events::cache::SessionCache,
     users,
 };
 
 pub async fn users_command(pool: &DbPool, config: &Config, cmd: UsersCommand) -> anyhow::Result<()> {
+    // The command line keeps no session cache and runs no mail sender: its changes
+    // reach the servers' caches through the database's NOTIFY, and its mail through
+    // their senders' next round.
+    let changes = Changes::new(pool.clone(), Arc::new(SessionCache::new(0)), None);
     match cmd {
         UsersCommand::List => {
             let mut conn = pool.get().await?;
@@ -36,31 +42,36 @@ pub async fn users_command(pool: &DbPool, config: &Config, cmd: UsersCommand) ->
                 RoleArg::User => Role::User,
                 RoleArg::Admin => Role::Admin,
             };
-            let user = users::set_role(pool, &username, role).await?;
+            let user = users::set_role(&changes, &username, role).await?;
             println!("{} is now {}", user.username, user.role.as_str());
         }
         UsersCommand::SetEmail { username, address, verified } => {
-            let user = users::set_email(pool, &username, &address, verified).await?;
+            let user = users::set_email(&changes, &username, &address, verified).await?;
             let state = if user.email_verified_at.is_some() { "verified" } else { "not verified" };
             println!("{} now has {} ({state})", user.username, user.email.as_deref().unwrap_or_default());
         }
         UsersCommand::RevokeSessions { username } => {
-            let mut conn = pool.get().await?;
-            let user = db::users::find_by_username(&mut conn, &username)
-                .await?
-                .with_context(|| format!("no user named {username:?}"))?;
-            let ended = db::sessions::end_all(&mut conn, user.id, None, EndReason::Admin).await?;
+            let user = {
+                let mut conn = pool.get().await?;
+                db::users::find_by_username(&mut conn, &username)
+                    .await?
+                    .with_context(|| format!("no user named {username:?}"))?
+            };
+            let ended = changes
+                .run(async |c| Ok(db::sessions::end_all(c, user.id, None, EndReason::Admin).await?))
+                .await
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
             println!("ended {ended} sessions of {}", user.username);
         }
         UsersCommand::ResetMfa { username } => {
             let keys = crate::secret::resolve(config)?;
             let mail = crate::mail::Mail::new(&config.email, &keys)?;
-            let (user, ended) = crate::auth::second_factor::reset_by_operator(pool, &mail, &username).await.map_err(
-                |err| match err {
+            let (user, ended) = crate::auth::second_factor::reset_by_operator(&changes, &mail, &username)
+                .await
+                .map_err(|err| match err {
                     crate::error::AppError::NotFound => anyhow::anyhow!("no user named {username:?}"),
                     other => anyhow::anyhow!("{other:?}"),
-                },
-            )?;
+                })?;
             println!("removed the second factor of {} and ended {ended} sessions", user.username);
         }
     }

@@ -2,7 +2,9 @@
 //!
 //! Request flow, one module per layer:
 //! `http` (router, middleware, bearer token) → `graphql` (thin resolvers, guard) →
-//! `auth` and `users` (rules, transactions) → `mail` (tokens, messages, the outbox and
+//! `auth` and `users` (rules, transactions) → `change` (where every change to accounts
+//! and sessions runs, and its effects after commit) → `events` (the LISTEN connection,
+//! the hub, the session cache, sockets) and `mail` (tokens, messages, the outbox and
 //! its sender) → `db` (Diesel schema, models, queries) →
 //! PostgreSQL, either the one in `DATABASE_URL` or a private cluster started by
 //! `embedded_postgres`. `server` wires them together for the binary.
@@ -10,6 +12,7 @@
 pub mod admin;
 pub mod app;
 pub mod auth;
+pub mod change;
 pub mod config;
 pub mod db;
 pub mod embedded_postgres;

@@ -1,6 +1,5 @@
 //! Flows that check or set a password: signup, signin, changePassword.
 
-use diesel_async::AsyncConnection;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::{
@@ -51,26 +50,23 @@ pub async fn signup(auth: &Auth, input: SignupInput, client: &Client) -> AppResu
     let network = auth.rate_limits.network(client.ip);
     let password_hash = auth.hasher.hash(Ticket::new(Lane::Signup, network), &input.password).await?;
 
-    let mut conn = auth.pool.get().await?;
     let user_agent = client.user_agent.as_deref();
     let policy = &auth.sessions;
-    let (user, session, token) = conn
-        .transaction::<_, AppError, _>(async |conn| {
+    let (user, session, token) = auth
+        .changes
+        .run(async |c| {
             let new = NewUser { name: &name, username, password_hash: &password_hash, email: email.as_deref() };
-            let user = db::users::insert(conn, new).await.map_err(|e| match db::unique_violation(&e) {
+            let user = db::users::insert(c, new).await.map_err(|e| match db::unique_violation(&e) {
                 Some("users_username_lower_key") => AppError::UsernameTaken,
                 _ => e.into(),
             })?;
             if let Some(address) = &email {
-                auth.mail.queue_token(conn, user.id, Purpose::VerifyEmail, address).await?;
+                auth.mail.queue_token(c, user.id, Purpose::VerifyEmail, address).await?;
             }
-            let (session, token) = sessions::open(conn, policy, user.id, user_agent).await?;
+            let (session, token) = sessions::open(c, policy, user.id, user_agent).await?;
             Ok((user, session, token))
         })
         .await?;
-    if email.is_some() {
-        auth.mail.wake();
-    }
     sessions::grant(auth, user, session.id, token, Assurance::Aal1)
 }
 
@@ -102,15 +98,17 @@ pub async fn signin(auth: &Auth, username: &str, password: &SecretString, client
         if auth.hasher.needs_rehash(&stored_hash) { Some(auth.hasher.hash(ticket, password).await?) } else { None };
     let mut conn = auth.pool.get().await?;
     auth.rate_limits.signin_succeeded(&mut conn, attempt).await?;
+    drop(conn);
     let policy = &auth.sessions;
     let user_id = user.id;
     let user_agent = client.user_agent.as_deref();
-    let (session, token) = conn
-        .transaction::<_, AppError, _>(async |conn| {
+    let (session, token) = auth
+        .changes
+        .run(async |c| {
             if let Some(hash) = &upgraded {
-                db::users::set_password_hash(conn, user_id, hash).await?;
+                db::users::set_password_hash(c, user_id, hash).await?;
             }
-            sessions::open(conn, policy, user_id, user_agent).await
+            sessions::open(c, policy, user_id, user_agent).await
         })
         .await?;
     sessions::grant(auth, user, session.id, token, Assurance::Aal1)
@@ -132,21 +130,18 @@ pub async fn change_password(
     let ticket = Ticket { lane: Lane::Account, requester: Requester::Account(user_id) };
     let hash = auth.hasher.hash(ticket, new).await?;
     let keep = caller.session_id;
-    let mut conn = auth.pool.get().await?;
-    conn.transaction::<_, AppError, _>(async |conn| {
-        db::users::set_password_hash(conn, user_id, &hash).await?;
-        db::events::password_changed(conn, user_id, Some(keep)).await?;
-        db::sessions::end_all(conn, user_id, Some(keep), EndReason::PasswordChanged).await?;
-        // Networks that knew the old password are strangers again.
-        let account = super::rate_limit::account_key(&caller.user.username);
-        db::signin_addresses::forget_account(conn, &account).await?;
-        if let Some(address) = caller.user.verified_email().filter(|_| auth.mail.enabled) {
-            auth.mail.queue_notice(conn, address, Content::PasswordChanged).await?;
-        }
-        Ok(())
-    })
-    .await?;
-    auth.cache.forget_user(user_id);
-    auth.mail.wake();
-    Ok(())
+    auth.changes
+        .run(async |c| {
+            db::users::set_password_hash(c, user_id, &hash).await?;
+            db::events::password_changed(c, user_id, Some(keep)).await?;
+            db::sessions::end_all(c, user_id, Some(keep), EndReason::PasswordChanged).await?;
+            // Networks that knew the old password are strangers again.
+            let account = super::rate_limit::account_key(&caller.user.username);
+            db::signin_addresses::forget_account(c, &account).await?;
+            if let Some(address) = caller.user.verified_email().filter(|_| auth.mail.enabled) {
+                auth.mail.queue_notice(c, address, Content::PasswordChanged).await?;
+            }
+            Ok(())
+        })
+        .await
 }

@@ -20,6 +20,7 @@ use super::{
 use crate::{
     db::{
         self,
+        change::Change,
         ids::UserId,
         models::{Assurance, EmailToken, Purpose},
         sessions::EndReason,
@@ -119,11 +120,11 @@ async fn relock(conn: &mut AsyncPgConnection, token: &EmailToken) -> AppResult<(
 /// sender looks the account up later (see `mail::outbox`).
 pub async fn request_password_reset(auth: &Auth, address: &str, client: &Client) -> AppResult<()> {
     let address = usable_address(auth, "email", address)?;
-    let mut conn = auth.pool.get().await?;
-    auth.rate_limits.take_email(&mut conn, &address, client.ip).await?;
-    auth.mail.queue_reset_request(&mut conn, &address).await?;
-    auth.mail.wake();
-    Ok(())
+    {
+        let mut conn = auth.pool.get().await?;
+        auth.rate_limits.take_email(&mut conn, &address, client.ip).await?;
+    }
+    auth.changes.run(async |c| Ok(auth.mail.queue_reset_request(c, &address).await?)).await
 }
 
 /// What `resetPassword` was given.
@@ -168,36 +169,34 @@ pub async fn reset_password(auth: &Auth, input: ResetInput, client: &Client) -> 
     let hash = auth.hasher.hash(ticket, &input.new_password).await?;
     let policy = &auth.sessions;
     let user_agent = client.user_agent.as_deref();
-    let mut conn = auth.pool.get().await?;
-    let (user, session, refresh) = conn
-        .transaction::<_, AppError, _>(async |conn| {
-            relock(conn, &token).await?;
-            db::email_tokens::mark_used(conn, token.id).await?;
-            db::users::set_password_hash(conn, user_id, &hash).await?;
-            db::events::password_changed(conn, user_id, None).await?;
-            let before = db::users::find(conn, user_id).await?.ok_or(AppError::NotFound)?;
+    let (user, session, refresh) = auth
+        .changes
+        .run(async |c| {
+            relock(c, &token).await?;
+            db::email_tokens::mark_used(c, token.id).await?;
+            db::users::set_password_hash(c, user_id, &hash).await?;
+            db::events::password_changed(c, user_id, None).await?;
+            let before = db::users::find(c, user_id).await?.ok_or(AppError::NotFound)?;
             // The message reached the account's address, which is thereby verified; a
             // reset sent to an address the account has since left changes no address.
             if before.email.as_deref().is_some_and(|e| e.eq_ignore_ascii_case(&token.email)) {
-                verify_address(conn, user_id, &token.email).await?;
+                verify_address(c, user_id, &token.email).await?;
             }
-            db::sessions::end_all(conn, user_id, None, EndReason::PasswordReset).await?;
-            let user = db::users::find(conn, user_id).await?.ok_or(AppError::NotFound)?;
-            db::signin_addresses::forget_account(conn, &super::rate_limit::account_key(&user.username)).await?;
-            auth.mail.queue_notice(conn, &token.email, Content::PasswordChanged).await?;
-            let (session, refresh) = sessions::open(conn, policy, user_id, user_agent).await?;
+            db::sessions::end_all(c, user_id, None, EndReason::PasswordReset).await?;
+            let user = db::users::find(c, user_id).await?.ok_or(AppError::NotFound)?;
+            db::signin_addresses::forget_account(c, &super::rate_limit::account_key(&user.username)).await?;
+            auth.mail.queue_notice(c, &token.email, Content::PasswordChanged).await?;
+            let (session, refresh) = sessions::open(c, policy, user_id, user_agent).await?;
             Ok((user, session, refresh))
         })
         .await?;
-    auth.cache.forget_user(user_id);
-    auth.mail.wake();
     sessions::grant(auth, user, session.id, refresh, Assurance::Aal1)
 }
 
 /// Sets `address` as the account's verified address; `EMAIL_TAKEN` if another
 /// account verified it first (the unique index decides).
-async fn verify_address(conn: &mut AsyncPgConnection, user_id: UserId, address: &str) -> AppResult<()> {
-    db::users::set_verified_email(conn, user_id, address).await.map_err(|e| match db::unique_violation(&e) {
+async fn verify_address(change: &mut Change<'_>, user_id: UserId, address: &str) -> AppResult<()> {
+    db::users::set_verified_email(change, user_id, address).await.map_err(|e| match db::unique_violation(&e) {
         Some("users_verified_email_key") => AppError::EmailTaken,
         _ => e.into(),
     })?;
@@ -207,13 +206,13 @@ async fn verify_address(conn: &mut AsyncPgConnection, user_id: UserId, address: 
 /// `verifyEmail`'s change: the address becomes the verified one, and a reset message
 /// still live at a previous address stops working, since that address no longer
 /// speaks for the account. Returns the account.
-async fn adopt_address(conn: &mut AsyncPgConnection, row: &EmailToken) -> AppResult<UserId> {
-    let before = db::users::find(conn, row.user_id).await?.ok_or(AppError::NotFound)?;
-    verify_address(conn, row.user_id, &row.email).await?;
+async fn adopt_address(change: &mut Change<'_>, row: &EmailToken) -> AppResult<()> {
+    let before = db::users::find(change, row.user_id).await?.ok_or(AppError::NotFound)?;
+    verify_address(change, row.user_id, &row.email).await?;
     if !before.email.as_deref().is_some_and(|e| e.eq_ignore_ascii_case(&row.email)) {
-        db::email_tokens::supersede(conn, row.user_id, Purpose::ResetPassword).await?;
+        db::email_tokens::supersede(change, row.user_id, Purpose::ResetPassword).await?;
     }
-    Ok(row.user_id)
+    Ok(())
 }
 
 /// `requestEmailVerification`: a fresh message to the address waiting to be verified:
@@ -235,13 +234,8 @@ pub async fn request_verification(auth: &Auth, caller: &Caller, client: &Client)
         (_, None, _) => return Err(AppError::bad_input("email", "The account has no email address")),
     };
     auth.rate_limits.take_email(&mut conn, &target, client.ip).await?;
-    conn.transaction::<_, AppError, _>(async |conn| {
-        auth.mail.queue_token(conn, user.id, Purpose::VerifyEmail, &target).await?;
-        Ok(())
-    })
-    .await?;
-    auth.mail.wake();
-    Ok(())
+    drop(conn);
+    auth.changes.run(async |c| Ok(auth.mail.queue_token(c, user.id, Purpose::VerifyEmail, &target).await?)).await
 }
 
 /// `verifyEmail`: by the link's token (no session needed), or by the code for the
@@ -253,34 +247,37 @@ pub async fn verify_email(
     caller: Option<&Caller>,
     client: &Client,
 ) -> AppResult<()> {
-    let mut conn = auth.pool.get().await?;
-    let verified = match (token, code) {
+    match (token, code) {
         (Some(token), None) => {
-            conn.transaction::<_, AppError, _>(async |conn| {
-                let row = by_link(conn, Purpose::VerifyEmail, token).await?;
-                db::email_tokens::mark_used(conn, row.id).await?;
-                adopt_address(conn, &row).await
-            })
-            .await
+            auth.changes
+                .run(async |c| {
+                    let row = by_link(c, Purpose::VerifyEmail, token).await?;
+                    db::email_tokens::mark_used(c, row.id).await?;
+                    adopt_address(c, &row).await
+                })
+                .await
         }
         (None, Some(code)) => {
             let caller = caller.ok_or(AppError::Unauthenticated("a code needs the account's bearer token"))?;
-            let attempt = auth.rate_limits.take_code_check(&mut conn, client.ip).await?;
-            drop(conn);
+            let attempt = {
+                let mut conn = auth.pool.get().await?;
+                auth.rate_limits.take_code_check(&mut conn, client.ip).await?
+            };
             let row = by_code(auth, caller.user.id, Purpose::VerifyEmail, code).await?;
-            let mut conn = auth.pool.get().await?;
-            auth.rate_limits.forgive(&mut conn, &attempt).await?;
-            conn.transaction::<_, AppError, _>(async |conn| {
-                relock(conn, &row).await?;
-                db::email_tokens::mark_used(conn, row.id).await?;
-                adopt_address(conn, &row).await
-            })
-            .await
+            {
+                let mut conn = auth.pool.get().await?;
+                auth.rate_limits.forgive(&mut conn, &attempt).await?;
+            }
+            auth.changes
+                .run(async |c| {
+                    relock(c, &row).await?;
+                    db::email_tokens::mark_used(c, row.id).await?;
+                    adopt_address(c, &row).await
+                })
+                .await
         }
         _ => Err(AppError::bad_input("token", "Send either the link's token or the code")),
-    }?;
-    auth.cache.forget_user(verified);
-    Ok(())
+    }
 }
 
 /// `changeEmail`: needs the current password. The new address gets a verification
@@ -303,18 +300,19 @@ pub async fn change_email(
         auth.rate_limits.take_email(&mut conn, &new_email, client.ip).await?;
     }
     verify_current_password(auth, caller, current_password).await?;
-    let mut conn = auth.pool.get().await?;
-    if db::users::find_by_verified_email(&mut conn, &new_email).await?.is_some_and(|other| other.id != user.id) {
-        return Err(AppError::EmailTaken);
-    }
-    conn.transaction::<_, AppError, _>(async |conn| {
-        auth.mail.queue_token(conn, user.id, Purpose::VerifyEmail, &new_email).await?;
-        if let Some(old) = user.verified_email() {
-            auth.mail.queue_notice(conn, old, Content::EmailChanging { new_address: &new_email }).await?;
+    {
+        let mut conn = auth.pool.get().await?;
+        if db::users::find_by_verified_email(&mut conn, &new_email).await?.is_some_and(|other| other.id != user.id) {
+            return Err(AppError::EmailTaken);
         }
-        Ok(())
-    })
-    .await?;
-    auth.mail.wake();
-    Ok(())
+    }
+    auth.changes
+        .run(async |c| {
+            auth.mail.queue_token(c, user.id, Purpose::VerifyEmail, &new_email).await?;
+            if let Some(old) = user.verified_email() {
+                auth.mail.queue_notice(c, old, Content::EmailChanging { new_address: &new_email }).await?;
+            }
+            Ok(())
+        })
+        .await
 }

@@ -26,6 +26,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::OnceCell;
 
 use crate::{
+    change::Changes,
     config::Config,
     db::{
         self, DbPool,
@@ -55,9 +56,11 @@ pub struct Auth {
     /// Shared with the outbox's sender.
     pub mail: Arc<Mail>,
     pub second_factor: second_factor::Settings,
-    /// Live sessions this instance has seen (see `events::cache`). Every flow that ends
-    /// a session or changes an account forgets the account here once it committed.
+    /// Live sessions this instance has seen (see `events::cache`); `changes` forgets
+    /// the accounts every change touched, once it committed.
     pub cache: Arc<SessionCache>,
+    /// Where every change to accounts and sessions runs (see `crate::change`).
+    pub changes: Changes,
 }
 
 impl Auth {
@@ -83,7 +86,8 @@ impl Auth {
         let rate_limits = RateLimits::from_config(config);
         let mail = Arc::new(Mail::new(&config.email, keys)?);
         let second_factor = second_factor::Settings::new(config, &keys.mfa);
-        Ok(Self { pool, tokens, hasher, sessions, rate_limits, mail, second_factor, cache })
+        let changes = Changes::new(pool.clone(), cache.clone(), Some(mail.clone()));
+        Ok(Self { pool, tokens, hasher, sessions, rate_limits, mail, second_factor, cache, changes })
     }
 }
 

@@ -19,9 +19,10 @@ use super::{
     sessions,
 };
 use crate::{
+    change::Changes,
     config::Config,
     db::{
-        self, DbPool,
+        self,
         ids::UserId,
         models::{Assurance, SecondFactor, TotpFactor, User},
         sessions::EndReason,
@@ -125,29 +126,27 @@ pub async fn confirm(auth: &Auth, caller: &Caller, code: &SecretString) -> AppRe
     auth.rate_limits.take_code_set(&mut conn, user_id).await?;
     drop(conn);
     let (codes, stored) = new_codes(auth, user_id).await?;
-    let mut conn = auth.pool.get().await?;
     let session_id = caller.session_id;
     let notice = caller.user.verified_email().filter(|_| auth.mail.enabled);
-    conn.transaction::<_, AppError, _>(async |conn| {
-        // The step is spent on the factor itself: the code that confirmed cannot also pass verifyMfa.
-        if !db::second_factor::spend_step(conn, pending.id, step).await? {
-            return Err(AppError::InvalidMfaCode);
-        }
-        db::second_factor::confirm(conn, user_id, pending.id).await?;
-        db::second_factor::replace_codes(conn, user_id, &stored).await?;
-        // The session's refresh token stays: it was handed to this same, fully
-        // authenticated client (the account had no factor to pass until now).
-        if db::second_factor::raise_session(conn, session_id, SecondFactor::Totp, false).await?.is_none() {
-            return Err(AppError::Unauthenticated(super::SESSION_ENDED));
-        }
-        if let Some(address) = notice {
-            auth.mail.queue_notice(conn, address, Content::MfaEnabled).await?;
-        }
-        Ok(())
-    })
-    .await?;
-    auth.cache.forget_user(user_id);
-    auth.mail.wake();
+    auth.changes
+        .run(async |c| {
+            // The step is spent on the factor itself: the code that confirmed cannot also pass verifyMfa.
+            if !db::second_factor::spend_step(c, pending.id, step).await? {
+                return Err(AppError::InvalidMfaCode);
+            }
+            db::second_factor::confirm(c, user_id, pending.id).await?;
+            db::second_factor::replace_codes(c, user_id, &stored).await?;
+            // The session's refresh token stays: it was handed to this same, fully
+            // authenticated client (the account had no factor to pass until now).
+            if db::second_factor::raise_session(c, session_id, SecondFactor::Totp, false).await?.is_none() {
+                return Err(AppError::Unauthenticated(super::SESSION_ENDED));
+            }
+            if let Some(address) = notice {
+                auth.mail.queue_notice(c, address, Content::MfaEnabled).await?;
+            }
+            Ok(())
+        })
+        .await?;
     let access_token =
         auth.tokens.issue(user_id, session_id, caller.user.role, Assurance::Aal2).map_err(AppError::internal)?;
     Ok(Confirmed { codes, access_token })
@@ -158,22 +157,22 @@ pub async fn confirm(auth: &Auth, caller: &Caller, code: &SecretString) -> AppRe
 pub async fn verify(auth: &Auth, caller: &Caller, code: &SecretString) -> AppResult<Grant> {
     let user = &caller.user;
     let method = counted_check(auth, caller, code, true).await?;
-    let mut conn = auth.pool.get().await?;
     let policy = &auth.sessions;
     let session_id = caller.session_id;
-    let (token, left) = conn
-        .transaction::<_, AppError, _>(async |conn| {
+    let (token, left) = auth
+        .changes
+        .run(async |c| {
             // Locks only the session row, as ending a session does (see `sessions`).
-            let Some(session) = db::second_factor::raise_session(conn, session_id, method, true).await? else {
+            let Some(session) = db::second_factor::raise_session(c, session_id, method, true).await? else {
                 return Err(AppError::Unauthenticated(super::SESSION_ENDED));
             };
-            let token = sessions::new_chain(conn, policy, &session).await?;
+            let token = sessions::new_chain(c, policy, &session).await?;
             let left = match method {
                 SecondFactor::Totp => None,
                 SecondFactor::RecoveryCode => {
-                    let left = db::second_factor::codes_left(conn, user.id).await?;
+                    let left = db::second_factor::codes_left(c, user.id).await?;
                     if let Some(address) = user.verified_email().filter(|_| auth.mail.enabled) {
-                        auth.mail.queue_notice(conn, address, Content::RecoveryCodeUsed { left }).await?;
+                        auth.mail.queue_notice(c, address, Content::RecoveryCodeUsed { left }).await?;
                     }
                     Some(left)
                 }
@@ -181,8 +180,6 @@ pub async fn verify(auth: &Auth, caller: &Caller, code: &SecretString) -> AppRes
             Ok((token, left))
         })
         .await?;
-    auth.cache.forget_user(user.id);
-    auth.mail.wake();
     let mut grant = sessions::grant(auth, user.clone(), session_id, token, Assurance::Aal2)?;
     grant.recovery_codes_left = left;
     Ok(grant)
@@ -192,9 +189,7 @@ pub async fn verify(auth: &Auth, caller: &Caller, code: &SecretString) -> AppRes
 /// and ends the account's other sessions. The guard has already asked for AAL2.
 pub async fn disable(auth: &Auth, caller: &Caller, code: &SecretString) -> AppResult<()> {
     counted_check(auth, caller, code, false).await?;
-    let mut conn = auth.pool.get().await?;
-    remove_factor(&mut conn, &auth.mail, &caller.user, Some(caller.session_id), EndReason::MfaDisabled).await?;
-    auth.cache.forget_user(caller.user.id);
+    remove_factor(&auth.changes, &auth.mail, &caller.user, Some(caller.session_id), EndReason::MfaDisabled).await?;
     Ok(())
 }
 
@@ -225,34 +220,32 @@ pub async fn regenerate(auth: &Auth, caller: &Caller) -> AppResult<Vec<SecretStr
 /// `authgraph users reset-mfa`: the operator removes a lost factor; every session of
 /// the account ends, and its verified address gets a notice. Returns the account and
 /// how many sessions ended.
-pub async fn reset_by_operator(pool: &DbPool, mail: &Mail, username: &str) -> AppResult<(User, usize)> {
-    let mut conn = pool.get().await?;
-    let user = db::users::find_by_username(&mut conn, username).await?.ok_or(AppError::NotFound)?;
-    let ended = remove_factor(&mut conn, mail, &user, None, EndReason::MfaReset).await?;
+pub async fn reset_by_operator(changes: &Changes, mail: &Mail, username: &str) -> AppResult<(User, usize)> {
+    let user = changes.run(async |c| db::users::find_by_username(c, username).await.map_err(Into::into)).await?;
+    let user = user.ok_or(AppError::NotFound)?;
+    let ended = remove_factor(changes, mail, &user, None, EndReason::MfaReset).await?;
     Ok((user, ended))
 }
 
 /// Removes the factor and the codes, ends the account's sessions but `keep`, and sends
 /// the notice, in one transaction. Returns how many sessions ended.
 async fn remove_factor(
-    conn: &mut AsyncPgConnection,
+    changes: &Changes,
     mail: &Mail,
     user: &User,
     keep: Option<db::ids::SessionId>,
     reason: EndReason,
 ) -> AppResult<usize> {
-    let ended = conn
-        .transaction::<_, AppError, _>(async |conn| {
-            db::second_factor::remove(conn, user.id).await?;
-            let ended = db::sessions::end_all(conn, user.id, keep, reason).await?;
+    changes
+        .run(async |c| {
+            db::second_factor::remove(c, user.id).await?;
+            let ended = db::sessions::end_all(c, user.id, keep, reason).await?;
             if let Some(address) = user.verified_email().filter(|_| mail.enabled) {
-                mail.queue_notice(conn, address, Content::MfaDisabled).await?;
+                mail.queue_notice(c, address, Content::MfaDisabled).await?;
             }
             Ok(ended)
         })
-        .await?;
-    mail.wake();
-    Ok(ended)
+        .await
 }
 
 /// A code of the caller's factor, counted against the limits first and forgiven when

@@ -132,9 +132,9 @@ enum Rotation {
         token: SecretString,
         assurance: Assurance,
     },
-    /// The session ended: its token was presented again after the reuse interval.
+    /// Its token was presented again after the reuse interval: the session must end.
     Reused {
-        user_id: UserId,
+        session_id: SessionId,
     },
 }
 
@@ -150,8 +150,10 @@ pub async fn refresh(auth: &Auth, presented: &SecretString) -> AppResult<Grant> 
     match outcome {
         // The session keeps what it reached: a refresh of an AAL2 session is AAL2.
         Rotation::Rotated { user, session_id, token, assurance } => grant(auth, user, session_id, token, assurance),
-        Rotation::Reused { user_id } => {
-            auth.cache.forget_user(user_id);
+        Rotation::Reused { session_id } => {
+            auth.changes
+                .run(async |c| db::sessions::end(c, session_id, EndReason::Reuse).await.map_err(Into::into))
+                .await?;
             metrics::counter!("authgraph_refresh_reuse_detected_total").increment(1);
             tracing::warn!("refresh token reuse detected; session revoked");
             Err(AppError::InvalidRefreshToken(RefreshFailure::Reused))
@@ -184,8 +186,7 @@ async fn rotate(conn: &mut AsyncPgConnection, policy: &SessionPolicy, presented:
             if within(since, now, policy) {
                 return invalid(RefreshFailure::Reused);
             }
-            db::sessions::end(conn, session.id, EndReason::Reuse).await?;
-            return Ok(Rotation::Reused { user_id: session.user_id });
+            return Ok(Rotation::Reused { session_id: session.id });
         }
         let current = match token.used_at {
             None if token.expires_at <= now => return invalid(RefreshFailure::Expired),
@@ -206,10 +207,7 @@ async fn rotate(conn: &mut AsyncPgConnection, policy: &SessionPolicy, presented:
                 child
             }
             Some(used_at) if within(used_at, now, policy) => current_successor(conn, policy, presented).await?,
-            Some(_) => {
-                db::sessions::end(conn, session.id, EndReason::Reuse).await?;
-                return Ok(Rotation::Reused { user_id: session.user_id });
-            }
+            Some(_) => return Ok(Rotation::Reused { session_id: session.id }),
         };
         return Ok(Rotation::Rotated { user, session_id: session.id, token: current, assurance: session.assurance() });
     }
@@ -265,21 +263,19 @@ pub enum LogoutScope {
 
 /// `logout`: ends sessions; their access and refresh tokens stop working at once.
 pub async fn logout(auth: &Auth, caller: &Caller, scope: LogoutScope) -> AppResult<()> {
-    let mut conn = auth.pool.get().await?;
     let (user_id, current) = (caller.user.id, caller.session_id);
-    match scope {
-        LogoutScope::Current => {
-            db::sessions::end(&mut conn, current, EndReason::Logout).await?;
-        }
-        LogoutScope::Others => {
-            db::sessions::end_all(&mut conn, user_id, Some(current), EndReason::Logout).await?;
-        }
-        LogoutScope::All => {
-            db::sessions::end_all(&mut conn, user_id, None, EndReason::Logout).await?;
-        }
-    }
-    auth.cache.forget_user(user_id);
-    Ok(())
+    auth.changes
+        .run(async |c| {
+            match scope {
+                LogoutScope::Current => db::sessions::end(c, current, EndReason::Logout).await.map(drop)?,
+                LogoutScope::Others => {
+                    db::sessions::end_all(c, user_id, Some(current), EndReason::Logout).await.map(drop)?
+                }
+                LogoutScope::All => db::sessions::end_all(c, user_id, None, EndReason::Logout).await.map(drop)?,
+            }
+            Ok(())
+        })
+        .await
 }
 
 /// `sessions`: the caller's live sessions.

@@ -23,8 +23,10 @@ use super::{
 pub const MESSAGE: &str = "MESSAGE";
 pub const RESET_REQUEST: &str = "RESET_REQUEST";
 
-pub async fn insert(conn: &mut AsyncPgConnection, message: NewMessage) -> QueryResult<i64> {
-    diesel::insert_into(outbox::table).values(message).returning(outbox::id).get_result(conn).await
+/// Queues a message in the change's transaction; the sender wakes once it commits.
+pub async fn insert(change: &mut super::change::Change<'_>, message: NewMessage) -> QueryResult<i64> {
+    change.queued_mail();
+    diesel::insert_into(outbox::table).values(message).returning(outbox::id).get_result(&mut **change).await
 }
 
 /// Claims up to `limit` due rows for `lease`, oldest due first.

@@ -7,6 +7,7 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use super::{
+    change::Change,
     ids::{SessionId, UserId},
     models::{RecoveryCode, SecondFactor, Session, TotpFactor},
     schema::{recovery_codes, sessions, totp_factors, users},
@@ -55,7 +56,9 @@ pub async fn spend_step(conn: &mut AsyncPgConnection, factor: Uuid, step: i64) -
 
 /// Makes a waiting enrolment the account's factor, replacing any earlier one, and
 /// marks the account as having one.
-pub async fn confirm(conn: &mut AsyncPgConnection, user_id: UserId, pending: Uuid) -> QueryResult<()> {
+pub async fn confirm(change: &mut Change<'_>, user_id: UserId, pending: Uuid) -> QueryResult<()> {
+    change.touched(user_id);
+    let conn: &mut AsyncPgConnection = change;
     diesel::delete(
         totp_factors::table.filter(totp_factors::user_id.eq(user_id)).filter(totp_factors::confirmed_at.is_not_null()),
     )
@@ -79,7 +82,9 @@ pub async fn reseal(conn: &mut AsyncPgConnection, factor: Uuid, key_id: &str, se
 
 /// Removes every factor and recovery code of the account and marks it as having none.
 /// Returns whether a factor was on.
-pub async fn remove(conn: &mut AsyncPgConnection, user_id: UserId) -> QueryResult<bool> {
+pub async fn remove(change: &mut Change<'_>, user_id: UserId) -> QueryResult<bool> {
+    change.touched(user_id);
+    let conn: &mut AsyncPgConnection = change;
     diesel::delete(totp_factors::table.filter(totp_factors::user_id.eq(user_id))).execute(conn).await?;
     diesel::delete(recovery_codes::table.filter(recovery_codes::user_id.eq(user_id))).execute(conn).await?;
     let was_on = diesel::update(users::table.find(user_id).filter(users::mfa_enabled_at.is_not_null()))
@@ -147,12 +152,13 @@ pub async fn codes_left(conn: &mut AsyncPgConnection, user_id: UserId) -> QueryR
 /// `new_refresh_token`, refresh tokens the session was given before stop rotating (the
 /// caller hands out a new one in the same transaction).
 pub async fn raise_session(
-    conn: &mut AsyncPgConnection,
+    change: &mut Change<'_>,
     session_id: SessionId,
     method: SecondFactor,
     new_refresh_token: bool,
 ) -> QueryResult<Option<Session>> {
-    let target = sessions::table.find(session_id).filter(sessions::revoked_at.is_null());
+    let conn: &mut AsyncPgConnection = change;
+    let target = sessions::table.find(session_id).filter(super::sessions::live());
     let raised = (sessions::mfa_at.eq(now), sessions::mfa_method.eq(method));
     let query = if new_refresh_token {
         diesel::update(target)
@@ -163,5 +169,9 @@ pub async fn raise_session(
     } else {
         diesel::update(target).set(raised).returning(Session::as_returning()).get_result(conn).await
     };
-    query.optional()
+    let raised = query.optional()?;
+    if let Some(session) = &raised {
+        change.touched(session.user_id);
+    }
+    Ok(raised)
 }

@@ -5,6 +5,7 @@ use diesel::{dsl::now, prelude::*};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use super::{
+    change::Change,
     ids::{SessionId, UserId},
     models::{NewSession, Session},
     schema::sessions,
@@ -48,8 +49,7 @@ pub async fn insert(conn: &mut AsyncPgConnection, new: NewSession<'_>) -> QueryR
 pub async fn list_live(conn: &mut AsyncPgConnection, user_id: UserId) -> QueryResult<Vec<Session>> {
     sessions::table
         .filter(sessions::user_id.eq(user_id))
-        .filter(sessions::revoked_at.is_null())
-        .filter(sessions::expires_at.gt(now))
+        .filter(live())
         .order(sessions::created_at.desc())
         .select(Session::as_select())
         .load(conn)
@@ -64,59 +64,62 @@ pub async fn touch(conn: &mut AsyncPgConnection, id: SessionId, expires_at: Date
         .await
 }
 
+/// The one spelling of "this session is live": not ended, not expired, by the
+/// database's clock. Every query that asks uses it.
+#[diesel::dsl::auto_type]
+pub fn live() -> _ {
+    sessions::revoked_at.is_null().and(sessions::expires_at.gt(now))
+}
+
 /// Ends one session, and with it its refresh tokens (which check the session). Returns
 /// whether it was live.
-pub async fn end(conn: &mut AsyncPgConnection, id: SessionId, reason: EndReason) -> QueryResult<bool> {
-    Ok(end_many(conn, &[id], reason).await? > 0)
+pub async fn end(change: &mut Change<'_>, id: SessionId, reason: EndReason) -> QueryResult<bool> {
+    Ok(end_many(change, &[id], reason).await? > 0)
 }
 
 /// Ends every live session of the user, except `keep` when given.
 pub async fn end_all(
-    conn: &mut AsyncPgConnection,
+    change: &mut Change<'_>,
     user_id: UserId,
     keep: Option<SessionId>,
     reason: EndReason,
 ) -> QueryResult<usize> {
-    let mut target =
-        sessions::table.filter(sessions::user_id.eq(user_id)).filter(sessions::revoked_at.is_null()).into_boxed();
+    let mut target = sessions::table.filter(sessions::user_id.eq(user_id)).filter(live()).into_boxed();
     if let Some(keep) = keep {
         target = target.filter(sessions::id.ne(keep));
     }
     // Boxed queries cannot be update targets; select the ids instead.
-    let ids: Vec<SessionId> = target.select(sessions::id).load(conn).await?;
-    end_many(conn, &ids, reason).await
+    let ids: Vec<SessionId> = target.select(sessions::id).load(&mut **change).await?;
+    end_many(change, &ids, reason).await
 }
 
-async fn end_many(conn: &mut AsyncPgConnection, ids: &[SessionId], reason: EndReason) -> QueryResult<usize> {
+async fn end_many(change: &mut Change<'_>, ids: &[SessionId], reason: EndReason) -> QueryResult<usize> {
     if ids.is_empty() {
         return Ok(0);
     }
     // The session row alone decides; its token rows are left alone, so ending a session
     // locks only session rows and cannot deadlock with a rotation, which locks a token
     // and then its session.
-    let ended = diesel::update(sessions::table.filter(sessions::id.eq_any(ids)).filter(sessions::revoked_at.is_null()))
+    let owners: Vec<UserId> = diesel::update(sessions::table.filter(sessions::id.eq_any(ids)).filter(live()))
         .set((sessions::revoked_at.eq(now), sessions::revoked_reason.eq(reason.as_str())))
-        .execute(conn)
+        .returning(sessions::user_id)
+        .get_results(&mut **change)
         .await?;
-    Ok(ended)
+    for owner in &owners {
+        change.touched(*owner);
+    }
+    Ok(owners.len())
 }
 
 /// Which of `ids` are live: one query, however many.
 pub async fn live_among(conn: &mut AsyncPgConnection, ids: &[SessionId]) -> QueryResult<Vec<SessionId>> {
-    sessions::table
-        .filter(sessions::id.eq_any(ids))
-        .filter(sessions::revoked_at.is_null())
-        .filter(sessions::expires_at.gt(now))
-        .select(sessions::id)
-        .load(conn)
-        .await
+    sessions::table.filter(sessions::id.eq_any(ids)).filter(live()).select(sessions::id).load(conn).await
 }
 
 /// Live sessions per user, for the admin listing.
 pub async fn live_counts(conn: &mut AsyncPgConnection) -> QueryResult<Vec<(UserId, i64)>> {
     sessions::table
-        .filter(sessions::revoked_at.is_null())
-        .filter(sessions::expires_at.gt(now))
+        .filter(live())
         .group_by(sessions::user_id)
         .select((sessions::user_id, diesel::dsl::count_star()))
         .load(conn)

@@ -5,6 +5,7 @@ use diesel::{dsl::now, prelude::*};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use super::{
+    change::Change,
     ids::{SessionId, UserId},
     models::{Assurance, NewUser, Role, User, UserChanges},
     schema::{sessions, user_count, users},
@@ -49,8 +50,7 @@ pub async fn find_by_live_session(
         .inner_join(users::table)
         .filter(sessions::id.eq(session_id))
         .filter(sessions::user_id.eq(user_id))
-        .filter(sessions::revoked_at.is_null())
-        .filter(sessions::expires_at.gt(now))
+        .filter(super::sessions::live())
         .select((User::as_select(), sessions::mfa_at.is_not_null(), sessions::expires_at))
         .first::<(User, bool, DateTime<Utc>)>(conn)
         .await
@@ -85,7 +85,9 @@ pub async fn count(conn: &mut AsyncPgConnection) -> QueryResult<i64> {
     user_count::table.select(user_count::total).first(conn).await
 }
 
-pub async fn update(conn: &mut AsyncPgConnection, id: UserId, changes: UserChanges<'_>) -> QueryResult<Option<User>> {
+pub async fn update(change: &mut Change<'_>, id: UserId, changes: UserChanges<'_>) -> QueryResult<Option<User>> {
+    change.touched(id);
+    let conn: &mut AsyncPgConnection = change;
     diesel::update(users::table.find(id))
         .set((changes, users::updated_at.eq(now)))
         .returning(User::as_returning())
@@ -94,25 +96,32 @@ pub async fn update(conn: &mut AsyncPgConnection, id: UserId, changes: UserChang
         .optional()
 }
 
-pub async fn set_password_hash(conn: &mut AsyncPgConnection, id: UserId, hash: &str) -> QueryResult<usize> {
+pub async fn set_password_hash(change: &mut Change<'_>, id: UserId, hash: &str) -> QueryResult<usize> {
+    change.touched(id);
+    let conn: &mut AsyncPgConnection = change;
     diesel::update(users::table.find(id))
         .set((users::password_hash.eq(hash), users::updated_at.eq(now)))
         .execute(conn)
         .await
 }
 
-pub async fn set_role(conn: &mut AsyncPgConnection, username: &str, role: Role) -> QueryResult<Option<User>> {
-    diesel::update(users::table.filter(lower(users::username).eq(username.to_lowercase())))
+pub async fn set_role(change: &mut Change<'_>, username: &str, role: Role) -> QueryResult<Option<User>> {
+    let user = diesel::update(users::table.filter(lower(users::username).eq(username.to_lowercase())))
         .set((users::role.eq(role), users::updated_at.eq(now)))
         .returning(User::as_returning())
-        .get_result(conn)
+        .get_result(&mut **change)
         .await
-        .optional()
+        .optional()?;
+    if let Some(user) = &user {
+        change.touched(user.id);
+    }
+    Ok(user)
 }
 
 /// Deletes the account; its sessions and refresh tokens go with it (ON DELETE CASCADE).
-pub async fn delete(conn: &mut AsyncPgConnection, id: UserId) -> QueryResult<bool> {
-    let n = diesel::delete(users::table.find(id)).execute(conn).await?;
+pub async fn delete(change: &mut Change<'_>, id: UserId) -> QueryResult<bool> {
+    change.touched(id);
+    let n = diesel::delete(users::table.find(id)).execute(&mut **change).await?;
     Ok(n > 0)
 }
 
@@ -143,7 +152,9 @@ pub async fn find_by_verified_email(conn: &mut AsyncPgConnection, address: &str)
 
 /// Sets the account's address and marks it verified. A unique violation on
 /// `users_verified_email_key` means another account verified it first.
-pub async fn set_verified_email(conn: &mut AsyncPgConnection, id: UserId, address: &str) -> QueryResult<usize> {
+pub async fn set_verified_email(change: &mut Change<'_>, id: UserId, address: &str) -> QueryResult<usize> {
+    change.touched(id);
+    let conn: &mut AsyncPgConnection = change;
     diesel::update(users::table.find(id))
         .set((users::email.eq(address), users::email_verified_at.eq(now), users::updated_at.eq(now)))
         .execute(conn)
@@ -151,7 +162,9 @@ pub async fn set_verified_email(conn: &mut AsyncPgConnection, id: UserId, addres
 }
 
 /// Sets the account's address, verified now or not at all (the operator's command).
-pub async fn set_email(conn: &mut AsyncPgConnection, id: UserId, address: &str, verified: bool) -> QueryResult<usize> {
+pub async fn set_email(change: &mut Change<'_>, id: UserId, address: &str, verified: bool) -> QueryResult<usize> {
+    change.touched(id);
+    let conn: &mut AsyncPgConnection = change;
     let verified_at = verified.then(Utc::now);
     diesel::update(users::table.find(id))
         .set((users::email.eq(address), users::email_verified_at.eq(verified_at), users::updated_at.eq(now)))

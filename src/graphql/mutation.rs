@@ -91,15 +91,8 @@ impl MutationRoot {
     #[graphql(guard = "Protected")]
     async fn update_user(&self, ctx: &Context<'_>, id: ID, input: UpdateUserInput) -> AppResult<User> {
         let caller = caller(ctx).await?;
-        Ok(users::update(
-            &auth_of(ctx).pool,
-            &auth_of(ctx).cache,
-            &caller.user,
-            &id,
-            input.name.as_deref(),
-            input.username.as_deref(),
-        )
-        .await?)
+        Ok(users::update(&auth_of(ctx).changes, &caller.user, &id, input.name.as_deref(), input.username.as_deref())
+            .await?)
     }
 
     /// Protected. Needs the current password; ends every other session.
@@ -115,7 +108,7 @@ impl MutationRoot {
     #[graphql(guard = "Protected")]
     async fn delete_user(&self, ctx: &Context<'_>, id: ID) -> AppResult<bool> {
         let caller = caller(ctx).await?;
-        users::delete(&auth_of(ctx).pool, &auth_of(ctx).cache, &caller.user, &id).await?;
+        users::delete(&auth_of(ctx).changes, &caller.user, &id).await?;
         Ok(true)
     }
 

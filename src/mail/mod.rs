@@ -23,6 +23,7 @@ use tokio::sync::Notify;
 
 use crate::{
     config::EmailConfig,
+    db::change::Change,
     db::{
         self,
         ids::UserId,
@@ -67,7 +68,8 @@ impl Mail {
         })
     }
 
-    /// Wakes the sender; call after the transaction that queued a message commits.
+    /// Wakes the sender: `Changes::run` does, after a transaction that queued a message
+    /// commits.
     pub fn wake(&self) {
         self.wake.notify_one();
     }
@@ -81,13 +83,13 @@ impl Mail {
     /// that carries them to the outbox, addressed to `address`.
     pub async fn queue_token(
         &self,
-        conn: &mut AsyncPgConnection,
+        change: &mut Change<'_>,
         user_id: UserId,
         purpose: Purpose,
         address: &str,
     ) -> QueryResult<()> {
-        let message = self.token_message(conn, user_id, purpose, address).await?;
-        db::outbox::insert(conn, message).await?;
+        let message = self.token_message(change, user_id, purpose, address).await?;
+        db::outbox::insert(change, message).await?;
         metrics::counter!("authgraph_mail_queued_total").increment(1);
         Ok(())
     }
@@ -128,22 +130,17 @@ impl Mail {
     }
 
     /// Inside the caller's transaction: a notice with no secret in it.
-    pub async fn queue_notice(
-        &self,
-        conn: &mut AsyncPgConnection,
-        address: &str,
-        content: Content<'_>,
-    ) -> QueryResult<()> {
-        db::outbox::insert(conn, self.message(address, &content)).await?;
+    pub async fn queue_notice(&self, change: &mut Change<'_>, address: &str, content: Content<'_>) -> QueryResult<()> {
+        db::outbox::insert(change, self.message(address, &content)).await?;
         metrics::counter!("authgraph_mail_queued_total").increment(1);
         Ok(())
     }
 
     /// A reset asked for `address`: only the address is written, and the sender decides
     /// whether an account has it, so the request's work is the same either way.
-    pub async fn queue_reset_request(&self, conn: &mut AsyncPgConnection, address: &str) -> QueryResult<()> {
+    pub async fn queue_reset_request(&self, change: &mut Change<'_>, address: &str) -> QueryResult<()> {
         db::outbox::insert(
-            conn,
+            change,
             NewMessage {
                 kind: db::outbox::RESET_REQUEST,
                 recipient: address.to_owned(),

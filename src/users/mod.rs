@@ -6,13 +6,13 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Utc};
 
 use crate::{
+    change::Changes,
     db::{
         self, DbPool,
         ids::UserId,
         models::{Role, User, UserChanges},
     },
     error::{AppError, AppResult},
-    events::cache::SessionCache,
 };
 
 pub const DEFAULT_PAGE_SIZE: i32 = 20;
@@ -95,8 +95,7 @@ fn authorize(actor: &User, target: UserId) -> AppResult<()> {
 
 /// `updateUser`: name and username; the role is not editable here.
 pub async fn update(
-    pool: &DbPool,
-    cache: &SessionCache,
+    changes: &Changes,
     actor: &User,
     id: &str,
     name: Option<&str>,
@@ -105,52 +104,63 @@ pub async fn update(
     let id = parse_id(id)?;
     authorize(actor, id)?;
     let name = name.map(validate::name).transpose()?;
-    let changes = UserChanges { name: name.as_deref(), username: username.map(validate::username).transpose()? };
-    let mut conn = pool.get().await?;
-    let updated = if changes.name.is_none() && changes.username.is_none() {
-        db::users::find(&mut conn, id).await?
-    } else {
-        db::users::update(&mut conn, id, changes).await.map_err(|e| match db::unique_violation(&e) {
-            Some("users_username_lower_key") => AppError::UsernameTaken,
-            _ => e.into(),
-        })?
-    };
-    cache.forget_user(id);
+    let username = username.map(validate::username).transpose()?;
+    let updated = changes
+        .run(async |c| {
+            let edits = UserChanges { name: name.as_deref(), username };
+            if edits.name.is_none() && edits.username.is_none() {
+                return Ok(db::users::find(c, id).await?);
+            }
+            db::users::update(c, id, edits).await.map_err(|e| match db::unique_violation(&e) {
+                Some("users_username_lower_key") => AppError::UsernameTaken,
+                _ => e.into(),
+            })
+        })
+        .await?;
     updated.ok_or(AppError::NotFound)
 }
 
 /// `deleteUser`: removes the account; its sessions end with it (cascade), so its
 /// access tokens stop working at once.
-pub async fn delete(pool: &DbPool, cache: &SessionCache, actor: &User, id: &str) -> AppResult<()> {
+pub async fn delete(changes: &Changes, actor: &User, id: &str) -> AppResult<()> {
     let id = parse_id(id)?;
     authorize(actor, id)?;
-    let mut conn = pool.get().await?;
-    let deleted = db::users::delete(&mut conn, id).await?;
-    cache.forget_user(id);
+    let deleted = changes.run(async |c| Ok(db::users::delete(c, id).await?)).await?;
     if deleted { Ok(()) } else { Err(AppError::NotFound) }
 }
 
 /// The admin CLI's `users set-role`: the only way to grant or remove ADMIN.
-pub async fn set_role(pool: &DbPool, username: &str, role: Role) -> anyhow::Result<User> {
-    let mut conn = pool.get().await?;
-    db::users::set_role(&mut conn, username, role).await?.ok_or_else(|| anyhow::anyhow!("no user named {username:?}"))
+pub async fn set_role(changes: &Changes, username: &str, role: Role) -> anyhow::Result<User> {
+    let user = changes.run(async |c| Ok(db::users::set_role(c, username, role).await?)).await.map_err(cli_error)?;
+    user.ok_or_else(|| anyhow::anyhow!("no user named {username:?}"))
 }
 
 /// The admin CLI's `users set-email`: the address, verified at once or not.
-pub async fn set_email(pool: &DbPool, username: &str, address: &str, verified: bool) -> anyhow::Result<User> {
+pub async fn set_email(changes: &Changes, username: &str, address: &str, verified: bool) -> anyhow::Result<User> {
     let address = validate::email("address", address).map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    let mut conn = pool.get().await?;
-    let user = db::users::find_by_username(&mut conn, username)
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("no user named {username:?}"))?;
-    if let Some(other) = db::users::find_by_verified_email(&mut conn, &address).await?
-        && other.id != user.id
-    {
-        anyhow::bail!("{address} is the verified address of {}", other.username);
-    }
-    db::users::set_email(&mut conn, user.id, &address, verified).await.map_err(|e| match db::unique_violation(&e) {
-        Some("users_verified_email_key") => anyhow::anyhow!("{address} was just verified by another account"),
-        _ => e.into(),
-    })?;
-    db::users::find(&mut conn, user.id).await?.ok_or_else(|| anyhow::anyhow!("{username:?} was deleted"))
+    changes
+        .run(async |c| {
+            let Some(user) = db::users::find_by_username(c, username).await? else {
+                return Ok(Err(anyhow::anyhow!("no user named {username:?}")));
+            };
+            if let Some(other) = db::users::find_by_verified_email(c, &address).await?
+                && other.id != user.id
+            {
+                return Ok(Err(anyhow::anyhow!("{address} is the verified address of {}", other.username)));
+            }
+            match db::users::set_email(c, user.id, &address, verified).await {
+                Err(e) if db::unique_violation(&e) == Some("users_verified_email_key") => {
+                    return Ok(Err(anyhow::anyhow!("{address} was just verified by another account")));
+                }
+                other => other?,
+            };
+            Ok(db::users::find(c, user.id).await?.ok_or_else(|| anyhow::anyhow!("{username:?} was deleted")))
+        })
+        .await
+        .map_err(cli_error)?
+}
+
+/// The command line's form of an error: what the log would say.
+fn cli_error(err: AppError) -> anyhow::Error {
+    anyhow::anyhow!("{err:?}")
 }

@@ -365,18 +365,17 @@ async fn two_senders_deliver_each_message_once() {
     let smtp = SmtpServer::start();
     let a = TestApp::with_config(mail_to(&smtp)).await;
     let b = a.sibling(mail_to(&smtp));
-    let mut conn = a.state.auth.pool.get().await.unwrap();
     let mail = a.state.auth.mail.clone();
-    conn.transaction::<_, diesel::result::Error, _>(async |conn| {
-        for i in 0..60 {
-            let address = format!("user{i}@example.com");
-            mail.queue_notice(conn, &address, authgraph::mail::message::Content::PasswordChanged).await?;
-        }
-        Ok(())
-    })
-    .await
-    .unwrap();
-    drop(conn);
+    a.operator()
+        .run(async |c| {
+            for i in 0..60 {
+                let address = format!("user{i}@example.com");
+                mail.queue_notice(c, &address, authgraph::mail::message::Content::PasswordChanged).await?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
     let (_one, _two) = (a.start_sender(), b.start_sender());
     for i in 0..60 {
         smtp.wait_for(&format!("user{i}@example.com"), 1).await;

@@ -83,9 +83,13 @@ async fn every_change_that_makes_an_event_is_announced_in_order() {
     // An operator's role change and revocation.
     app.make_admin("ada").await;
     assert_eq!(shape(&next(&mut sub).await), (EventKind::AccountUpdated, user.clone(), None));
-    let mut conn = AsyncPgConnection::establish(&app.database_url).await.unwrap();
     let ada_id: authgraph::db::ids::UserId = user.parse().unwrap();
-    authgraph::db::sessions::end_all(&mut conn, ada_id, None, authgraph::db::sessions::EndReason::Admin).await.unwrap();
+    app.operator()
+        .run(async |c| {
+            Ok(authgraph::db::sessions::end_all(c, ada_id, None, authgraph::db::sessions::EndReason::Admin).await?)
+        })
+        .await
+        .unwrap();
     assert_eq!(shape(&next(&mut sub).await), (EventKind::SessionEnded, user.clone(), Some(first.clone())));
 
     // Deleting an account ends its live sessions with it.
@@ -110,7 +114,10 @@ async fn a_rolled_back_change_announces_nothing() {
     let ada_id: authgraph::db::ids::UserId = ada.user_id.parse().unwrap();
     let rolled_back = conn
         .transaction::<(), diesel::result::Error, _>(async |conn| {
-            authgraph::db::sessions::end_all(conn, ada_id, None, authgraph::db::sessions::EndReason::Admin).await?;
+            diesel::sql_query("UPDATE sessions SET revoked_at = now() WHERE user_id = $1")
+                .bind::<diesel::sql_types::Uuid, _>(ada_id.as_uuid())
+                .execute(conn)
+                .await?;
             diesel::sql_query("UPDATE users SET name = 'Never'").execute(conn).await?;
             Err(diesel::result::Error::RollbackTransaction)
         })

@@ -135,15 +135,11 @@ async fn an_operator_and_reuse_detection_close_the_socket_too() {
     let mut by_operator = watching(&app, &served, &ada).await;
     let second = Auth::from_payload(&app.signin("ada", PASSWORD).await, "signin");
     assert_eq!(kind(&by_operator.event("1").await), ("SESSION_STARTED", false));
-    let mut conn: diesel_async::AsyncPgConnection =
-        <diesel_async::AsyncPgConnection as diesel_async::AsyncConnection>::establish(&app.database_url).await.unwrap();
-    authgraph::db::sessions::end(
-        &mut conn,
-        session_of(&ada.access).parse().unwrap(),
-        authgraph::db::sessions::EndReason::Admin,
-    )
-    .await
-    .unwrap();
+    let session = session_of(&ada.access).parse().unwrap();
+    app.operator()
+        .run(async |c| Ok(authgraph::db::sessions::end(c, session, authgraph::db::sessions::EndReason::Admin).await?))
+        .await
+        .unwrap();
     assert_eq!(kind(&by_operator.event("1").await), ("SESSION_ENDED", true));
     assert_eq!(by_operator.closed().await, 4403);
 

@@ -245,7 +245,7 @@ async fn recovery_codes_work_once_say_what_is_left_and_send_a_notice() {
     let app = app_with(mail_to(&smtp)).await;
     let _sender = app.start_sender();
     let ada = enrolled(&app, "ada").await;
-    authgraph::users::set_email(&app.state.auth.pool, "ada", "ada@example.com", true).await.unwrap();
+    authgraph::users::set_email(&app.operator(), "ada", "ada@example.com", true).await.unwrap();
 
     // Stored as argon2id hashes, nothing else.
     let mut conn = AsyncPgConnection::establish(&app.database_url).await.unwrap();
@@ -298,7 +298,7 @@ async fn turning_it_off_needs_aal2_and_a_current_code_and_ends_other_sessions() 
     let app = app_with(mail_to(&smtp)).await;
     let _sender = app.start_sender();
     let ada = enrolled(&app, "ada").await;
-    authgraph::users::set_email(&app.state.auth.pool, "ada", "ada@example.com", true).await.unwrap();
+    authgraph::users::set_email(&app.operator(), "ada", "ada@example.com", true).await.unwrap();
     let other = text(&signin(&app, "ada").await, "accessToken").to_owned();
     expect_error(&app.gql(Some(&other), DISABLE, json!({ "code": code(&ada.secret, S0 + 1) })).await, "MFA_REQUIRED");
     expect_error(
@@ -330,8 +330,7 @@ async fn the_operator_reset_removes_the_factor_and_ends_every_session() {
     let mail =
         authgraph::mail::Mail::new(&app.state.config.email, &authgraph::secret::resolve(&app.state.config).unwrap())
             .unwrap();
-    let (user, ended) =
-        authgraph::auth::second_factor::reset_by_operator(&app.state.auth.pool, &mail, "ADA").await.unwrap();
+    let (user, ended) = authgraph::auth::second_factor::reset_by_operator(&app.operator(), &mail, "ADA").await.unwrap();
     assert_eq!((user.username.as_str(), ended), ("ada", 2));
     for token in [&ada.aal2, &aal1] {
         expect_error(&app.gql(Some(token), ME, json!({})).await, "UNAUTHENTICATED");
@@ -392,7 +391,7 @@ async fn an_admin_at_aal1_sees_no_private_fields_of_others() {
     let app = app_with(|_| {}).await;
     let address = "bob@example.com";
     app.signup("bob").await;
-    authgraph::users::set_email(&app.state.auth.pool, "bob", address, true).await.unwrap();
+    authgraph::users::set_email(&app.operator(), "bob", address, true).await.unwrap();
     let root = enrolled(&app, "root").await;
     app.make_admin("root").await;
     let aal1 = text(&signin(&app, "root").await, "accessToken").to_owned();
@@ -590,7 +589,7 @@ async fn the_factor_survives_a_password_reset() {
     let app = app_with(mail_to(&smtp)).await;
     let _sender = app.start_sender();
     let ada = enrolled(&app, "ada").await;
-    authgraph::users::set_email(&app.state.auth.pool, "ada", "ada@example.com", true).await.unwrap();
+    authgraph::users::set_email(&app.operator(), "ada", "ada@example.com", true).await.unwrap();
     app.gql(None, "mutation { requestPasswordReset(email: \"ada@example.com\") }", json!({})).await;
     let message = smtp.wait_for("ada@example.com", 1).await.pop().unwrap();
     let reset =

@@ -338,9 +338,19 @@ impl TestApp {
         self.gql(None, REFRESH, json!({ "token": refresh_token })).await
     }
 
+    /// Changes made as the command-line tool makes them: by another process, with no
+    /// session cache and no mail sender of its own; this app hears of them only
+    /// through the database's notifications.
+    pub fn operator(&self) -> authgraph::change::Changes {
+        let cache = std::sync::Arc::new(authgraph::events::cache::SessionCache::new(0));
+        authgraph::change::Changes::new(self.state.auth.pool.clone(), cache, None)
+    }
+
     /// Makes `username` an admin, as the CLI does.
     pub async fn make_admin(&self, username: &str) {
-        authgraph::users::set_role(&self.state.auth.pool, username, authgraph::db::models::Role::Admin).await.unwrap();
+        authgraph::users::set_role(&self.state.auth.changes, username, authgraph::db::models::Role::Admin)
+            .await
+            .unwrap();
     }
 }
 
