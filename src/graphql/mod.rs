@@ -22,7 +22,7 @@ use async_graphql::{Context, Schema};
 use crate::{
     app::SharedState,
     auth::{Auth, Caller, RequestAuth},
-    error::{AppError, AppResult},
+    error::AppResult,
 };
 
 pub use guard::{BEFORE_SECOND_FACTOR, Protected};
@@ -103,10 +103,8 @@ async fn may_see_private(ctx: &Context<'_>, owner: crate::db::ids::UserId) -> bo
 /// socket, a session found ended closes the socket (4403) as an event would.
 async fn caller<'a>(ctx: &Context<'a>) -> AppResult<&'a Caller> {
     let admitted = request_auth(ctx).caller(auth_of(ctx)).await;
-    if let (Err(AppError::Unauthenticated(crate::auth::SESSION_ENDED)), Some(socket)) =
-        (&admitted, ctx.data_opt::<subscription::SocketSession>())
-    {
-        state(ctx).events.sockets.end_session(socket.credentials.session_id());
+    if let (Err(err), Some(socket)) = (&admitted, ctx.data_opt::<subscription::SocketSession>()) {
+        socket.refused(state(ctx), err);
     }
     let caller = admitted?;
     guard::second_factor_rule(caller, ctx.item.node.name.node.as_str())?;

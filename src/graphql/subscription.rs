@@ -12,7 +12,7 @@ use super::{
     state,
 };
 use crate::{
-    app::SharedState,
+    app::{AppState, SharedState},
     auth::Credentials,
     db::ids::{SessionId, UserId},
     error::{AppError, AppResult},
@@ -32,10 +32,22 @@ const FIELD: &str = "sessionEvents";
 /// (whether an event said so or the re-check after a lost LISTEN connection did), and
 /// where to say that the session could not be checked (the socket then closes with
 /// 1013, which clients retry).
+#[derive(Clone)]
 pub struct SocketSession {
     pub credentials: Credentials,
     pub ended: watch::Receiver<bool>,
     pub unavailable: mpsc::UnboundedSender<()>,
+}
+
+impl SocketSession {
+    /// What a refused admission means for the socket: a session found ended closes it
+    /// (4403) as an event would; an expired token needs nothing (the socket closes with
+    /// 4401 at that moment anyway).
+    pub fn refused(&self, state: &AppState, err: &AppError) {
+        if matches!(err, AppError::Unauthenticated(crate::auth::SESSION_ENDED)) {
+            state.events.sockets.end_session(self.credentials.session_id());
+        }
+    }
 }
 
 #[Subscription(name = "Subscription")]
@@ -57,8 +69,7 @@ impl SubscriptionRoot {
         let start = Watching {
             hub,
             ended: socket.map(|s| s.ended.clone()),
-            readmit: socket
-                .map(|s| (ctx.data_unchecked::<SharedState>().clone(), s.credentials.clone(), s.unavailable.clone())),
+            readmit: socket.map(|s| (ctx.data_unchecked::<SharedState>().clone(), s.clone())),
             done: false,
         };
         Ok(futures_util::stream::unfold(start, move |mut w| async move {
@@ -86,9 +97,8 @@ impl SubscriptionRoot {
 struct Watching {
     hub: HubSubscription,
     ended: Option<watch::Receiver<bool>>,
-    /// The socket's way back in: the state, its credentials, and where to report a
-    /// session that cannot be checked.
-    readmit: Option<(SharedState, Credentials, mpsc::UnboundedSender<()>)>,
+    /// The socket's way back in: the state, and the socket's credentials and channels.
+    readmit: Option<(SharedState, SocketSession)>,
     done: bool,
 }
 
@@ -123,19 +133,16 @@ impl Watching {
 
     /// The admission of this field, as an operation sent now would get it.
     async fn admitted(&self) -> AppResult<()> {
-        let Some((state, credentials, unavailable)) = &self.readmit else { return Ok(()) };
-        let auth = credentials.admit();
+        let Some((state, socket)) = &self.readmit else { return Ok(()) };
+        let auth = socket.credentials.admit();
         match auth.caller(&state.auth).await {
             Ok(caller) => second_factor_rule(caller, FIELD),
-            Err(err @ AppError::Unauthenticated(reason)) => {
-                if reason == crate::auth::SESSION_ENDED {
-                    state.events.sockets.end_session(credentials.session_id());
-                }
-                // An expired token: the socket closes with 4401 at that moment anyway.
+            Err(err @ AppError::Unauthenticated(_)) => {
+                socket.refused(state, &err);
                 Err(err)
             }
             Err(err) => {
-                let _ = unavailable.send(());
+                let _ = socket.unavailable.send(());
                 Err(err)
             }
         }

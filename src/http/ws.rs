@@ -268,11 +268,15 @@ async fn serve(http: Http, socket: WebSocket, client: Client, mut held: Held) {
     let mut drain_until: Option<Instant> = None;
 
     let close = loop {
-        let (initialised, session_over) = (tracked.lock().unwrap().initialised, ended.as_ref().map(|rx| *rx.borrow()));
-        if held.unadmitted.is_some() && tracked.lock().unwrap().admitted.is_some() {
+        let (initialised, admitted) = {
+            let t = tracked.lock().unwrap();
+            (t.initialised, t.admitted.is_some())
+        };
+        if admitted {
             // Admitted: its place among the sockets waiting for init comes free.
             held.unadmitted = None;
         }
+        let session_over = ended.as_ref().map(|rx| *rx.borrow());
         let draining = drain_until.is_some();
         let ended_changed = session_ends(ended.clone(), session_over, draining);
         let expiry = until(expires_at);

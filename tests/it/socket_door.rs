@@ -261,54 +261,57 @@ fn large_answers(c: &mut authgraph::config::Config) {
     c.graphql_max_cost = 10_000_000;
 }
 
+/// An app whose one socket, of ada's session, is stuck writing to a client that never
+/// reads (`send_timeout` as given; answers made large); waits until it is registered.
+struct Stuck {
+    app: TestApp,
+    ada: Auth,
+    _served: Served,
+    _listener: crate::support::Background,
+    _stream: tokio::net::TcpStream,
+}
+
+async fn stuck(send_timeout: Duration, token_ttl: Option<Duration>) -> Stuck {
+    let (app, served, listener) = live(|c| {
+        large_answers(c);
+        c.realtime.send_timeout = send_timeout;
+        if let Some(ttl) = token_ttl {
+            c.access_token_ttl = ttl;
+        }
+    })
+    .await;
+    let ada = app.signup("ada").await;
+    let stream = not_reading(&served, &ada.access).await;
+    until("the socket is registered", || app.state.events.sockets.count() == 1).await;
+    Stuck { app, ada, _served: served, _listener: listener, _stream: stream }
+}
+
+impl Stuck {
+    async fn dropped(&self, what: &str) {
+        until(what, || self.app.state.events.sockets.count() == 0).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_is_disconnected_at_expiry_and_at_logout() {
+    let long = Duration::from_secs(600);
     // At the token's expiry, though every write is stuck.
-    let (app, served, _listener) = live(|c| {
-        large_answers(c);
-        c.access_token_ttl = Duration::from_secs(8);
-        c.realtime.send_timeout = Duration::from_secs(600);
-    })
-    .await;
-    let ada = app.signup("ada").await;
-    let _stuck = not_reading(&served, &ada.access).await;
-    until("the socket is registered", || app.state.events.sockets.count() == 1).await;
-    until("the socket is dropped at expiry", || app.state.events.sockets.count() == 0).await;
+    let s = stuck(long, Some(Duration::from_secs(8))).await;
+    s.dropped("the socket is dropped at expiry").await;
 
     // At logout, with a token that lives long.
-    let (app, served, _listener) = live(|c| {
-        large_answers(c);
-        c.realtime.send_timeout = Duration::from_secs(600);
-    })
-    .await;
-    let ada = app.signup("ada").await;
-    let _stuck = not_reading(&served, &ada.access).await;
-    until("the socket is registered", || app.state.events.sockets.count() == 1).await;
-    app.gql(Some(&ada.access), "mutation { logout }", json!({})).await;
-    until("the socket is dropped at logout", || app.state.events.sockets.count() == 0).await;
+    let s = stuck(long, None).await;
+    s.app.gql(Some(&s.ada.access), "mutation { logout }", json!({})).await;
+    s.dropped("the socket is dropped at logout").await;
 
     // And at WS_SEND_TIMEOUT, with nothing else happening.
-    let (app, served, _listener) = live(|c| {
-        large_answers(c);
-        c.realtime.send_timeout = Duration::from_secs(1);
-    })
-    .await;
-    let ada = app.signup("ada").await;
-    let _stuck = not_reading(&served, &ada.access).await;
-    until("the socket is registered", || app.state.events.sockets.count() == 1).await;
-    until("the socket is dropped after its send deadline", || app.state.events.sockets.count() == 0).await;
+    let s = stuck(Duration::from_secs(1), None).await;
+    s.dropped("the socket is dropped after its send deadline").await;
 
     // And at shutdown.
-    let (app, served, _listener) = live(|c| {
-        large_answers(c);
-        c.realtime.send_timeout = Duration::from_secs(600);
-    })
-    .await;
-    let ada = app.signup("ada").await;
-    let _stuck = not_reading(&served, &ada.access).await;
-    until("the socket is registered", || app.state.events.sockets.count() == 1).await;
-    app.state.stopping.send_replace(true);
-    until("the socket is dropped at shutdown", || app.state.events.sockets.count() == 0).await;
+    let s = stuck(long, None).await;
+    s.app.state.stopping.send_replace(true);
+    s.dropped("the socket is dropped at shutdown").await;
 }
 
 #[tokio::test]
