@@ -34,6 +34,8 @@ use hyper_util::{
 };
 use serde_json::{Value, json};
 
+mod events;
+
 #[derive(Parser, Debug)]
 #[command(about = "Closed-loop benchmark of authgraph, with references measured in the same run")]
 struct Args {
@@ -74,6 +76,15 @@ struct Args {
     /// Scenarios rerun on the large database.
     #[arg(long, value_delimiter = ',', default_value = "me,user,users,refresh,signin")]
     large_scenarios: Vec<String>,
+    /// Session events made (with SQL) to measure the server's CPU per event, alone and
+    /// beside `--event-subscriptions` subscriptions of other accounts; 0 skips it.
+    /// Needs the server this harness starts (not `--url`).
+    #[arg(long, default_value_t = 500)]
+    events: usize,
+    /// Subscriptions of other accounts open during the second events run (five a
+    /// socket, ten sockets an account, as the server's defaults allow).
+    #[arg(long, default_value_t = 2000)]
+    event_subscriptions: usize,
 }
 
 const PASSWORD: &str = "bench password, long enough";
@@ -304,6 +315,17 @@ impl Bench {
         self.seeded.extend(all.into_iter().map(|(_, c)| c));
         eprintln!("seeded {} accounts in {:.1?}", count - have, started.elapsed());
         Ok(())
+    }
+
+    /// Fresh access tokens of the first `count` seeded accounts (seeding them if needed).
+    async fn signed_in(&mut self, count: usize) -> anyhow::Result<Vec<String>> {
+        self.seed(count).await?;
+        let mut tokens = Vec::with_capacity(count);
+        for i in 0..count {
+            let vars = json!({ "u": format!("bench_u{i}"), "p": PASSWORD });
+            tokens.push(self.target.tokens(SIGNIN, vars, "signin").await?.0);
+        }
+        Ok(tokens)
     }
 
     /// Runs one scenario and returns a row per kind of request it makes.
@@ -674,6 +696,18 @@ fn main() -> anyhow::Result<()> {
             anyhow::Ok(())
         })?;
     }
+    let mut event_rows = Vec::new();
+    if let Some(server) = server.as_ref().filter(|_| bench.args.events > 0) {
+        let (count, subscriptions) = (bench.args.events, bench.args.event_subscriptions);
+        eprintln!("measuring {count} session events, alone and beside {subscriptions} subscriptions");
+        event_rows = runtime.block_on(async {
+            let accounts = bench.signed_in(1 + subscriptions.div_ceil(50)).await?;
+            let ws_url = format!("{}/graphql", base.replacen("http://", "ws://", 1));
+            let stats = bench.proc_stats.as_ref().context("the server's /proc entry")?;
+            events::measure(&ws_url, server.data_dir.path(), || stats.cpu_seconds(), &accounts, count, subscriptions)
+                .await
+        })?;
+    }
     drop(runtime);
 
     let pg_tps = match (&server, no_pgbench) {
@@ -732,6 +766,19 @@ fn main() -> anyhow::Result<()> {
     }
     if !large_rows.is_empty() {
         print_large(&rows, &large_rows, large);
+    }
+    if let [alone, beside, ..] = &event_rows[..] {
+        println!("\n| session events | subscriptions of other accounts | server CPU ms/event | ratio to alone |");
+        println!("|---:|---:|---:|---:|");
+        for row in [alone, beside] {
+            println!(
+                "| {} | {} | {:.3} | {:.2} |",
+                row.events,
+                row.subscriptions,
+                row.server_cpu_ms_per_event,
+                row.server_cpu_ms_per_event / alone.server_cpu_ms_per_event.max(f64::EPSILON)
+            );
+        }
     }
     Ok(())
 }

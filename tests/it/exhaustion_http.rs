@@ -260,3 +260,54 @@ async fn a_flood_of_distinct_persisted_queries_stays_within_the_store() {
     // Generous: the store is 4 MiB; the rest is the allocator's and the runtime's slack.
     assert!(grown_kib < 48 * 1024, "RSS grew {grown_kib} KiB");
 }
+
+/// An idle socket that has upgraded but not yet sent `connection_init` is the cheapest
+/// thing an attacker can hold open by the thousand; before the sockets were bounded each
+/// held about 133 KiB. The budget is 32 KiB a socket (about 10 KiB measured): 2,000 of
+/// them must leave the server's resident memory within 64 MiB of where it started, and
+/// a request must still be answered beside them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_idle_sockets_stay_within_their_memory_budget() {
+    const SOCKETS: usize = 2_000;
+    const BUDGET_KIB: u64 = 32;
+    authgraph::http::serve::raise_open_files_limit();
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(
+        dir.path(),
+        &[("WS_MAX_UNAUTHENTICATED", "2500"), ("HTTP_MAX_CONNECTIONS", "2500"), ("WS_INIT_TIMEOUT", "120s")],
+    )
+    .await;
+    let upgrade = |addr: String| async move {
+        let mut stream = TcpStream::connect(&addr).await.unwrap();
+        let request = format!(
+            "GET /graphql HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Protocol: graphql-transport-ws\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut head = Vec::new();
+        let mut buf = [0u8; 512];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed during the upgrade: {}", String::from_utf8_lossy(&head));
+            head.extend_from_slice(&buf[..n]);
+        }
+        assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+        stream
+    };
+    // One socket first, so the allocator and the runtime have grown into their working
+    // set before the baseline is read.
+    drop(upgrade(server.addr.clone()).await);
+    assert_eq!(server.gql(None, "{ __typename }", json!({})).await["data"]["__typename"], "Query");
+    let before = server.rss_kib();
+    let mut idle = Vec::with_capacity(SOCKETS);
+    for _ in 0..SOCKETS {
+        idle.push(upgrade(server.addr.clone()).await);
+    }
+    let grown = server.rss_kib().saturating_sub(before);
+    eprintln!("{SOCKETS} idle sockets: resident memory grew {grown} KiB, {} KiB a socket", grown / SOCKETS as u64);
+    assert!(grown < SOCKETS as u64 * BUDGET_KIB, "{SOCKETS} idle sockets took {grown} KiB");
+    let answered = tokio::time::timeout(PATIENCE, server.gql(None, "{ __typename }", json!({}))).await;
+    assert_eq!(answered.expect("answered beside the sockets")["data"]["__typename"], "Query");
+    drop(idle);
+}
