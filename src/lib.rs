@@ -7,7 +7,9 @@
 //! the hub, the session cache, sockets) and `mail` (tokens, messages, the outbox and
 //! its sender) → `db` (Diesel schema, models, queries) →
 //! PostgreSQL, either the one in `DATABASE_URL` or a private cluster started by
-//! `embedded_postgres`. `server` wires them together for the binary.
+//! `embedded_postgres`. `server` wires them together for the binary. Leaves that any
+//! layer may use: `email_address` (the one parser of addresses), `net`, `secret`,
+//! `error`, `config`.
 
 pub mod admin;
 pub mod app;
@@ -15,6 +17,7 @@ pub mod auth;
 pub mod change;
 pub mod config;
 pub mod db;
+pub mod email_address;
 pub mod embedded_postgres;
 pub mod error;
 pub mod events;

@@ -14,6 +14,7 @@ use crate::{
         models::{Assurance, NewUser, Purpose},
         sessions::EndReason,
     },
+    email_address::EmailAddress,
     error::{AppError, AppResult},
     mail::message::Content,
     users::validate,
@@ -42,9 +43,6 @@ pub async fn signup(auth: &Auth, input: SignupInput, client: &Client) -> AppResu
         if let Some(address) = &email {
             // Signing up with someone else's address sends them a message too.
             auth.rate_limits.take_email(&mut conn, address, client.ip).await?;
-            if db::users::find_by_verified_email(&mut conn, address).await?.is_some() {
-                return Err(AppError::EmailTaken);
-            }
         }
     }
     let network = auth.rate_limits.network(client.ip);
@@ -55,13 +53,25 @@ pub async fn signup(auth: &Auth, input: SignupInput, client: &Client) -> AppResu
     let (user, session, token) = auth
         .changes
         .run(async |c| {
-            let new = NewUser { name: &name, username, password_hash: &password_hash, email: email.as_deref() };
+            let new = NewUser {
+                name: &name,
+                username,
+                password_hash: &password_hash,
+                email: email.as_ref().map(EmailAddress::as_str),
+                email_key: email.as_ref().map(EmailAddress::key),
+            };
             let user = db::users::insert(c, new).await.map_err(|e| match db::unique_violation(&e) {
                 Some("users_username_lower_key") => AppError::UsernameTaken,
                 _ => e.into(),
             })?;
+            // An address another account verified stays that account's: the new one
+            // keeps it as an unverified claim, its owner is told, and the answer is the
+            // one a free address gets, so sign-up tells nobody whose address it is.
             if let Some(address) = &email {
-                auth.mail.queue_token(c, user.id, Purpose::VerifyEmail, address).await?;
+                match db::users::find_by_verified_email(c, address).await?.and_then(|o| o.verified_address()) {
+                    Some(owner) => auth.mail.queue_notice(c, &owner, Content::SignupWithYourAddress).await?,
+                    None => auth.mail.queue_token(c, user.id, Purpose::VerifyEmail, address).await?,
+                }
             }
             let (session, token) = sessions::open(c, policy, user.id, user_agent).await?;
             Ok((user, session, token))
@@ -138,8 +148,8 @@ pub async fn change_password(
             // Networks that knew the old password are strangers again.
             let account = super::rate_limit::account_key(&caller.user.username);
             db::signin_addresses::forget_account(c, &account).await?;
-            if let Some(address) = caller.user.verified_email().filter(|_| auth.mail.enabled) {
-                auth.mail.queue_notice(c, address, Content::PasswordChanged).await?;
+            if let Some(address) = caller.user.verified_address().filter(|_| auth.mail.enabled) {
+                auth.mail.queue_notice(c, &address, Content::PasswordChanged).await?;
             }
             Ok(())
         })

@@ -25,6 +25,7 @@ use crate::{
         models::{Assurance, EmailToken, Purpose},
         sessions::EndReason,
     },
+    email_address::EmailAddress,
     error::{AppError, AppResult, EmailTokenFailure},
     mail::{message::Content, secret},
     users::validate,
@@ -35,8 +36,8 @@ fn mail_on(auth: &Auth, field: &'static str) -> AppResult<()> {
     if auth.mail.enabled { Ok(()) } else { Err(AppError::bad_input(field, "Email is switched off on this server")) }
 }
 
-/// The address in `field`, if mail is on and the address is well-formed.
-pub(super) fn usable_address(auth: &Auth, field: &'static str, address: &str) -> AppResult<String> {
+/// The address in `field`, in canonical form, if mail is on and it can be delivered.
+pub(super) fn usable_address(auth: &Auth, field: &'static str, address: &str) -> AppResult<EmailAddress> {
     mail_on(auth, field)?;
     validate::email(field, address)
 }
@@ -45,24 +46,38 @@ fn refused(reason: EmailTokenFailure) -> AppError {
     AppError::InvalidEmailToken(reason)
 }
 
-/// Why a token cannot be used now, if it cannot.
-fn unusable(token: &EmailToken, expired: bool) -> Option<EmailTokenFailure> {
+/// Why a token cannot be used now, if it cannot. The link and the code are one
+/// message's two ways in: once its code has died of too many wrong tries, its link
+/// is dead too.
+fn unusable(auth: &Auth, token: &EmailToken, expired: bool) -> Option<EmailTokenFailure> {
     if token.used_at.is_some() {
         Some(EmailTokenFailure::Used)
     } else if token.superseded_at.is_some() || expired {
         Some(EmailTokenFailure::Expired)
+    } else if token.attempts >= max_attempts(auth) {
+        Some(EmailTokenFailure::TooManyAttempts)
     } else {
         None
     }
 }
 
+fn max_attempts(auth: &Auth) -> i32 {
+    i32::try_from(auth.mail.code_attempts).unwrap_or(i32::MAX)
+}
+
+/// The address a token was sent to. Every token names a canonical address; one
+/// written before addresses had keys that no longer parses is dead.
+fn sent_to(token: &EmailToken) -> AppResult<EmailAddress> {
+    EmailAddress::parse(&token.email).map_err(|_| refused(EmailTokenFailure::Expired))
+}
+
 /// The live token of `purpose` a link token names, locked.
-async fn by_link(conn: &mut AsyncPgConnection, purpose: Purpose, token: &str) -> AppResult<EmailToken> {
+async fn by_link(auth: &Auth, conn: &mut AsyncPgConnection, purpose: Purpose, token: &str) -> AppResult<EmailToken> {
     if !secret::is_token(token) {
         return Err(refused(EmailTokenFailure::NotFound));
     }
     match db::email_tokens::lock_by_hash(conn, &secret::hash_token(token)).await? {
-        Some((row, expired)) if row.purpose == purpose => match unusable(&row, expired) {
+        Some((row, expired)) if row.purpose == purpose => match unusable(auth, &row, expired) {
             Some(reason) => Err(refused(reason)),
             None => Ok(row),
         },
@@ -76,7 +91,7 @@ async fn by_code(auth: &Auth, user_id: UserId, purpose: Purpose, code: &str) -> 
     if !secret::is_code(code) {
         return Err(refused(EmailTokenFailure::NotFound));
     }
-    let max = i32::try_from(auth.mail.code_attempts).unwrap_or(i32::MAX);
+    let max = max_attempts(auth);
     let key = &auth.mail.code_key;
     let mut conn = auth.pool.get().await?;
     let checked = conn
@@ -84,11 +99,8 @@ async fn by_code(auth: &Auth, user_id: UserId, purpose: Purpose, code: &str) -> 
             let Some((row, expired)) = db::email_tokens::lock_latest(conn, user_id, purpose).await? else {
                 return Ok(Err(EmailTokenFailure::NotFound));
             };
-            if let Some(reason) = unusable(&row, expired) {
+            if let Some(reason) = unusable(auth, &row, expired) {
                 return Ok(Err(reason));
-            }
-            if row.attempts >= max {
-                return Ok(Err(EmailTokenFailure::TooManyAttempts));
             }
             let attempts = db::email_tokens::count_attempt(conn, row.id).await?;
             if key.verify(user_id, purpose, code, &row.code_hash) {
@@ -104,9 +116,9 @@ async fn by_code(auth: &Auth, user_id: UserId, purpose: Purpose, code: &str) -> 
 }
 
 /// Inside the transaction that acts on it: the token again, locked, still unused.
-async fn relock(conn: &mut AsyncPgConnection, token: &EmailToken) -> AppResult<()> {
+async fn relock(auth: &Auth, conn: &mut AsyncPgConnection, token: &EmailToken) -> AppResult<()> {
     match db::email_tokens::lock_latest(conn, token.user_id, token.purpose).await? {
-        Some((row, expired)) if row.id == token.id => match unusable(&row, expired) {
+        Some((row, expired)) if row.id == token.id => match unusable(auth, &row, expired) {
             Some(reason) => Err(refused(reason)),
             None => Ok(()),
         },
@@ -115,14 +127,14 @@ async fn relock(conn: &mut AsyncPgConnection, token: &EmailToken) -> AppResult<(
     }
 }
 
-/// `requestPasswordReset`: always `Ok` for a well-formed address within the limits.
+/// `requestPasswordReset`: always `Ok` for a deliverable address within the limits.
 /// The request writes one outbox row naming the address, whatever the address; the
 /// sender looks the account up later (see `mail::outbox`).
 pub async fn request_password_reset(auth: &Auth, address: &str, client: &Client) -> AppResult<()> {
     let address = usable_address(auth, "email", address)?;
     {
         let mut conn = auth.pool.get().await?;
-        auth.rate_limits.take_email(&mut conn, &address, client.ip).await?;
+        auth.rate_limits.take_reset_request(&mut conn, &address, client.ip).await?;
     }
     auth.changes.run(async |c| Ok(auth.mail.queue_reset_request(c, &address).await?)).await
 }
@@ -143,7 +155,8 @@ pub async fn reset_password(auth: &Auth, input: ResetInput, client: &Client) -> 
     let token = match (input.token.as_deref(), input.email.as_deref(), input.code.as_deref()) {
         (Some(token), None, None) => {
             let mut conn = auth.pool.get().await?;
-            conn.transaction::<_, AppError, _>(async |conn| by_link(conn, Purpose::ResetPassword, token).await).await?
+            conn.transaction::<_, AppError, _>(async |conn| by_link(auth, conn, Purpose::ResetPassword, token).await)
+                .await?
         }
         (None, Some(address), Some(code)) => {
             let address = validate::email("email", address)?;
@@ -165,6 +178,7 @@ pub async fn reset_password(auth: &Auth, input: ResetInput, client: &Client) -> 
         }
     };
     let user_id = token.user_id;
+    let address = sent_to(&token)?;
     let ticket = Ticket { lane: Lane::Account, requester: Requester::Account(user_id) };
     let hash = auth.hasher.hash(ticket, &input.new_password).await?;
     let policy = &auth.sessions;
@@ -172,20 +186,20 @@ pub async fn reset_password(auth: &Auth, input: ResetInput, client: &Client) -> 
     let (user, session, refresh) = auth
         .changes
         .run(async |c| {
-            relock(c, &token).await?;
+            relock(auth, c, &token).await?;
             db::email_tokens::mark_used(c, token.id).await?;
             db::users::set_password_hash(c, user_id, &hash).await?;
             db::events::password_changed(c, user_id, None).await?;
             let before = db::users::find(c, user_id).await?.ok_or(AppError::NotFound)?;
             // The message reached the account's address, which is thereby verified; a
             // reset sent to an address the account has since left changes no address.
-            if before.email.as_deref().is_some_and(|e| e.eq_ignore_ascii_case(&token.email)) {
-                verify_address(c, user_id, &token.email).await?;
+            if before.email.as_deref().is_some_and(|e| address.same_mailbox(e)) {
+                verify_address(c, user_id, &address).await?;
             }
             db::sessions::end_all(c, user_id, None, EndReason::PasswordReset).await?;
             let user = db::users::find(c, user_id).await?.ok_or(AppError::NotFound)?;
             db::signin_addresses::forget_account(c, &super::rate_limit::account_key(&user.username)).await?;
-            auth.mail.queue_notice(c, &token.email, Content::PasswordChanged).await?;
+            auth.mail.queue_notice(c, &address, Content::PasswordChanged).await?;
             let (session, refresh) = sessions::open(c, policy, user_id, user_agent).await?;
             Ok((user, session, refresh))
         })
@@ -195,7 +209,7 @@ pub async fn reset_password(auth: &Auth, input: ResetInput, client: &Client) -> 
 
 /// Sets `address` as the account's verified address; `EMAIL_TAKEN` if another
 /// account verified it first (the unique index decides).
-async fn verify_address(change: &mut Change<'_>, user_id: UserId, address: &str) -> AppResult<()> {
+async fn verify_address(change: &mut Change<'_>, user_id: UserId, address: &EmailAddress) -> AppResult<()> {
     db::users::set_verified_email(change, user_id, address).await.map_err(|e| match db::unique_violation(&e) {
         Some("users_verified_email_key") => AppError::EmailTaken,
         _ => e.into(),
@@ -207,9 +221,10 @@ async fn verify_address(change: &mut Change<'_>, user_id: UserId, address: &str)
 /// still live at a previous address stops working, since that address no longer
 /// speaks for the account. Returns the account.
 async fn adopt_address(change: &mut Change<'_>, row: &EmailToken) -> AppResult<()> {
+    let address = sent_to(row)?;
     let before = db::users::find(change, row.user_id).await?.ok_or(AppError::NotFound)?;
-    verify_address(change, row.user_id, &row.email).await?;
-    if !before.email.as_deref().is_some_and(|e| e.eq_ignore_ascii_case(&row.email)) {
+    verify_address(change, row.user_id, &address).await?;
+    if !before.email.as_deref().is_some_and(|e| address.same_mailbox(e)) {
         db::email_tokens::supersede(change, row.user_id, Purpose::ResetPassword).await?;
     }
     Ok(())
@@ -227,9 +242,12 @@ pub async fn request_verification(auth: &Auth, caller: &Caller, client: &Client)
         Some((row, _)) if row.used_at.is_none() => Some(row.email),
         _ => None,
     };
+    let pending = pending.and_then(|p| EmailAddress::parse(&p).ok());
     let target = match (pending, &user.email, user.email_verified_at) {
-        (Some(pending), _, _) if user.email.as_deref().is_none_or(|e| !e.eq_ignore_ascii_case(&pending)) => pending,
-        (_, Some(address), None) => address.clone(),
+        (Some(pending), _, _) if user.email.as_deref().is_none_or(|e| !pending.same_mailbox(e)) => pending,
+        (_, Some(address), None) => {
+            EmailAddress::parse(address).map_err(|why| AppError::bad_input("email", why.message()))?
+        }
         (_, Some(_), Some(_)) => return Err(AppError::bad_input("email", "The address is already verified")),
         (_, None, _) => return Err(AppError::bad_input("email", "The account has no email address")),
     };
@@ -251,7 +269,7 @@ pub async fn verify_email(
         (Some(token), None) => {
             auth.changes
                 .run(async |c| {
-                    let row = by_link(c, Purpose::VerifyEmail, token).await?;
+                    let row = by_link(auth, c, Purpose::VerifyEmail, token).await?;
                     db::email_tokens::mark_used(c, row.id).await?;
                     adopt_address(c, &row).await
                 })
@@ -270,7 +288,7 @@ pub async fn verify_email(
             }
             auth.changes
                 .run(async |c| {
-                    relock(c, &row).await?;
+                    relock(auth, c, &row).await?;
                     db::email_tokens::mark_used(c, row.id).await?;
                     adopt_address(c, &row).await
                 })
@@ -292,7 +310,7 @@ pub async fn change_email(
 ) -> AppResult<()> {
     let new_email = usable_address(auth, "newEmail", new_email)?;
     let user = &caller.user;
-    if user.verified_email().is_some_and(|e| e.eq_ignore_ascii_case(&new_email)) {
+    if user.verified_email().is_some_and(|e| new_email.same_mailbox(e)) {
         return Err(AppError::bad_input("newEmail", "This is already the account's address"));
     }
     {
@@ -309,8 +327,9 @@ pub async fn change_email(
     auth.changes
         .run(async |c| {
             auth.mail.queue_token(c, user.id, Purpose::VerifyEmail, &new_email).await?;
-            if let Some(old) = user.verified_email() {
-                auth.mail.queue_notice(c, old, Content::EmailChanging { new_address: &new_email }).await?;
+            if let Some(old) = user.verified_address() {
+                let content = Content::EmailChanging { new_address: new_email.as_str() };
+                auth.mail.queue_notice(c, &old, content).await?;
             }
             Ok(())
         })

@@ -33,6 +33,7 @@ use crate::{
         ids::{SessionId, UserId},
         rate_limit_events::Counter,
     },
+    email_address::EmailAddress,
     error::{AppError, AppResult},
 };
 
@@ -42,6 +43,7 @@ const SIGNIN_IP: &str = "signin_ip";
 const SIGNUP_IP: &str = "signup_ip";
 const PASSWORD_ACCOUNT: &str = "password_account";
 const EMAIL_ADDRESS: &str = "email_address";
+const EMAIL_ADDRESS_OWNER: &str = "email_address_owner";
 const EMAIL_IP: &str = "email_ip";
 const EMAIL_CODE_IP: &str = "email_code_ip";
 const MFA_SESSION: &str = "mfa_session";
@@ -179,16 +181,51 @@ impl RateLimits {
 }
 
 impl RateLimits {
-    /// Counts a message asked for `address` from `ip` (a reset, a verification, a
-    /// change of address), refusing it when either is over its limit. Counted whether
-    /// or not an account has the address, so the limit tells nothing either.
-    pub async fn take_email(&self, conn: &mut AsyncPgConnection, address: &str, ip: Option<IpAddr>) -> AppResult<()> {
-        // Validated before (at most 254 characters), compared in any case.
-        let address = address.to_lowercase();
+    /// Counts a message asked for `address` from `ip` (a verification, a change of
+    /// address, a sign-up naming it), refusing it when either is over its limit.
+    /// Counted by the mailbox's key whether or not an account has the address, so no
+    /// spelling gets a budget of its own and the limit tells nothing either.
+    pub async fn take_email(
+        &self,
+        conn: &mut AsyncPgConnection,
+        address: &EmailAddress,
+        ip: Option<IpAddr>,
+    ) -> AppResult<()> {
+        self.take_message(conn, EMAIL_ADDRESS, address, ip).await
+    }
+
+    /// Counts a password reset asked for `address` from `ip`. The address's budget is
+    /// kept in two: requests from a network that the account with this verified address
+    /// has signed in from count apart from everyone else's, so a storm of requests from
+    /// strangers' networks cannot spend the owner's own. A stranger learns nothing from
+    /// this: every network the account never signed in from shares one count, whether
+    /// or not an account has the address.
+    pub async fn take_reset_request(
+        &self,
+        conn: &mut AsyncPgConnection,
+        address: &EmailAddress,
+        ip: Option<IpAddr>,
+    ) -> AppResult<()> {
+        let owner = match (self.network(ip), db::users::find_by_verified_email(conn, address).await?) {
+            (Some(network), Some(user)) => {
+                db::signin_addresses::is_known(conn, &account_key(&user.username), &network.to_string()).await?
+            }
+            _ => false,
+        };
+        let bucket = if owner { EMAIL_ADDRESS_OWNER } else { EMAIL_ADDRESS };
+        self.take_message(conn, bucket, address, ip).await
+    }
+
+    async fn take_message(
+        &self,
+        conn: &mut AsyncPgConnection,
+        bucket: &'static str,
+        address: &EmailAddress,
+        ip: Option<IpAddr>,
+    ) -> AppResult<()> {
         let network = self.network(ip).map(|n| n.to_string());
         let window = self.email_window;
-        let mut counters =
-            vec![Counter { bucket: EMAIL_ADDRESS, key: &address, limit: self.emails_per_address, window }];
+        let mut counters = vec![Counter { bucket, key: address.key(), limit: self.emails_per_address, window }];
         if let Some(network) = &network {
             counters.push(Counter { bucket: EMAIL_IP, key: network, limit: self.emails_per_ip, window });
         }

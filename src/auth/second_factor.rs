@@ -127,7 +127,7 @@ pub async fn confirm(auth: &Auth, caller: &Caller, code: &SecretString) -> AppRe
     drop(conn);
     let (codes, stored) = new_codes(auth, user_id).await?;
     let session_id = caller.session_id;
-    let notice = caller.user.verified_email().filter(|_| auth.mail.enabled);
+    let notice = caller.user.verified_address().filter(|_| auth.mail.enabled);
     auth.changes
         .run(async |c| {
             // The step is spent on the factor itself: the code that confirmed cannot also pass verifyMfa.
@@ -141,7 +141,7 @@ pub async fn confirm(auth: &Auth, caller: &Caller, code: &SecretString) -> AppRe
             if db::second_factor::raise_session(c, session_id, SecondFactor::Totp, false).await?.is_none() {
                 return Err(AppError::Unauthenticated(super::SESSION_ENDED));
             }
-            if let Some(address) = notice {
+            if let Some(address) = &notice {
                 auth.mail.queue_notice(c, address, Content::MfaEnabled).await?;
             }
             Ok(())
@@ -171,8 +171,8 @@ pub async fn verify(auth: &Auth, caller: &Caller, code: &SecretString) -> AppRes
                 SecondFactor::Totp => None,
                 SecondFactor::RecoveryCode => {
                     let left = db::second_factor::codes_left(c, user.id).await?;
-                    if let Some(address) = user.verified_email().filter(|_| auth.mail.enabled) {
-                        auth.mail.queue_notice(c, address, Content::RecoveryCodeUsed { left }).await?;
+                    if let Some(address) = user.verified_address().filter(|_| auth.mail.enabled) {
+                        auth.mail.queue_notice(c, &address, Content::RecoveryCodeUsed { left }).await?;
                     }
                     Some(left)
                 }
@@ -240,8 +240,8 @@ async fn remove_factor(
         .run(async |c| {
             db::second_factor::remove(c, user.id).await?;
             let ended = db::sessions::end_all(c, user.id, keep, reason).await?;
-            if let Some(address) = user.verified_email().filter(|_| mail.enabled) {
-                mail.queue_notice(c, address, Content::MfaDisabled).await?;
+            if let Some(address) = user.verified_address().filter(|_| mail.enabled) {
+                mail.queue_notice(c, &address, Content::MfaDisabled).await?;
             }
             Ok(ended)
         })

@@ -9,6 +9,7 @@ pub mod email_tokens;
 mod errors;
 pub mod events;
 pub mod ids;
+mod migrate;
 pub mod models;
 pub mod outbox;
 pub mod rate_limit_events;
@@ -25,12 +26,11 @@ use anyhow::Context;
 use diesel::{QueryableByName, sql_query, sql_types::Bool};
 use diesel_async::{
     AsyncConnection, AsyncPgConnection, RunQueryDsl,
-    async_connection_wrapper::AsyncConnectionWrapper,
     pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod, deadpool},
 };
-use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 pub use errors::{is_connection_error, unique_violation};
+pub use migrate::{MIGRATIONS, run_migrations};
 
 diesel::define_sql_function! {
     /// The database's clock as a column of a query: a function call (not a SQL
@@ -41,13 +41,6 @@ diesel::define_sql_function! {
 
 pub type DbPool = deadpool::Pool<AsyncPgConnection>;
 pub type PoolError = deadpool::PoolError;
-
-/// The migrations in `migrations/`, compiled into the binary.
-pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
-
-/// Key of the advisory lock held while migrating, so instances that start together
-/// migrate once, one after the other.
-const MIGRATION_LOCK_KEY: i64 = 0x6175_7468_6772_6170; // "authgrap"
 
 /// A pool that waits at most `acquire_timeout` for a connection (also for a new one
 /// to be made), so a database outage fails requests quickly instead of hanging them.
@@ -83,25 +76,6 @@ async fn connect(url: String) -> diesel::ConnectionResult<AsyncPgConnection> {
         .await
         .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))?;
     Ok(conn)
-}
-
-/// Applies pending migrations under an advisory lock. Diesel's harness is
-/// synchronous, so it runs on a blocking thread through diesel-async's wrapper.
-pub async fn run_migrations(url: &str) -> anyhow::Result<usize> {
-    let url = url.to_owned();
-    tokio::task::spawn_blocking(move || -> anyhow::Result<usize> {
-        use diesel::connection::{Connection, SimpleConnection};
-        let mut conn = <AsyncConnectionWrapper<AsyncPgConnection> as Connection>::establish(&url)
-            .context("cannot connect to the database to migrate it")?;
-        conn.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))?;
-        let applied = conn
-            .run_pending_migrations(MIGRATIONS)
-            .map(|v| v.len())
-            .map_err(|e| anyhow::anyhow!("migration failed: {e}"));
-        conn.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"))?;
-        applied
-    })
-    .await?
 }
 
 #[derive(QueryableByName)]

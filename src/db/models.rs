@@ -12,6 +12,8 @@ use diesel::{
 };
 use uuid::Uuid;
 
+use crate::email_address::EmailAddress;
+
 use super::{
     ids::{SessionId, UserId},
     schema::{email_tokens, outbox, recovery_codes, refresh_tokens, sessions, totp_factors, users},
@@ -68,7 +70,8 @@ pub struct User {
     pub role: Role,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
-    /// As typed at signup or change; compared case-insensitively.
+    /// In canonical form (`email_address`); compared by its key, `users.email_key`,
+    /// which is not loaded.
     pub email: Option<String>,
     pub email_verified_at: Option<DateTime<Utc>>,
     /// When the second factor was turned on; `None` while it is off.
@@ -92,6 +95,12 @@ impl User {
     pub fn verified_email(&self) -> Option<&str> {
         self.email.as_deref().filter(|_| self.email_verified_at.is_some())
     }
+
+    /// The verified address, parsed. Stored addresses are canonical, so this fails
+    /// only for one the migration to keys left unverified, which is never verified.
+    pub fn verified_address(&self) -> Option<EmailAddress> {
+        self.verified_email().and_then(|e| EmailAddress::parse(e).ok())
+    }
 }
 
 #[derive(Insertable)]
@@ -101,6 +110,7 @@ pub struct NewUser<'a> {
     pub username: &'a str,
     pub password_hash: &'a str,
     pub email: Option<&'a str>,
+    pub email_key: Option<&'a str>,
 }
 
 /// Changes to an account; `None` leaves a column as it is.

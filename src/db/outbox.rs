@@ -22,6 +22,8 @@ use super::{
 
 pub const MESSAGE: &str = "MESSAGE";
 pub const RESET_REQUEST: &str = "RESET_REQUEST";
+/// Written by the migration that keyed addresses: the sender writes its notice.
+pub const ADDRESS_UNVERIFIED: &str = "ADDRESS_UNVERIFIED";
 
 /// Queues a message in the change's transaction; the sender wakes once it commits.
 pub async fn insert(change: &mut super::change::Change<'_>, message: NewMessage) -> QueryResult<i64> {
@@ -45,11 +47,13 @@ pub async fn claim(conn: &mut AsyncPgConnection, limit: i64, lease: Duration) ->
     .await
 }
 
-/// Turns a reset request into the message it resolved to.
+/// Turns a reset request into the message it resolved to, addressed as the account
+/// stores its address (whatever spelling the request used).
 pub async fn resolve(conn: &mut AsyncPgConnection, id: i64, message: &NewMessage) -> QueryResult<usize> {
     diesel::update(outbox::table.find(id))
         .set((
             outbox::kind.eq(MESSAGE),
+            outbox::recipient.eq(&message.recipient),
             outbox::subject.eq(&message.subject),
             outbox::text_body.eq(&message.text_body),
             outbox::html_body.eq(&message.html_body),

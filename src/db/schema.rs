@@ -123,6 +123,7 @@ diesel::table! {
         email -> Nullable<Text>,
         email_verified_at -> Nullable<Timestamptz>,
         mfa_enabled_at -> Nullable<Timestamptz>,
+        email_key -> Nullable<Text>,
     }
 }
 

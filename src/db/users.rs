@@ -4,6 +4,8 @@ use chrono::{DateTime, Utc};
 use diesel::{dsl::now, prelude::*};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
+use crate::email_address::EmailAddress;
+
 use super::{
     change::Change,
     ids::{SessionId, UserId},
@@ -12,10 +14,6 @@ use super::{
 };
 
 diesel::define_sql_function!(fn lower(x: diesel::sql_types::Text) -> diesel::sql_types::Text);
-diesel::define_sql_function! {
-    #[sql_name = "lower"]
-    fn lower_nullable(x: diesel::sql_types::Nullable<diesel::sql_types::Text>) -> diesel::sql_types::Nullable<diesel::sql_types::Text>;
-}
 
 pub async fn insert(conn: &mut AsyncPgConnection, new: NewUser<'_>) -> QueryResult<User> {
     diesel::insert_into(users::table).values(new).returning(User::as_returning()).get_result(conn).await
@@ -33,6 +31,13 @@ pub async fn find_credentials(conn: &mut AsyncPgConnection, username: &str) -> Q
         .first(conn)
         .await
         .optional()
+}
+
+/// Locks the account's row until the transaction ends, for changes that must happen
+/// one at a time per account but touch other tables (a new emailed token supersedes
+/// the live one: two at once would both find none live and collide on insert).
+pub async fn lock(conn: &mut AsyncPgConnection, id: UserId) -> QueryResult<Option<UserId>> {
+    users::table.find(id).select(users::id).for_no_key_update().first(conn).await.optional()
 }
 
 pub async fn password_hash(conn: &mut AsyncPgConnection, id: UserId) -> QueryResult<Option<String>> {
@@ -139,10 +144,10 @@ pub async fn all(conn: &mut AsyncPgConnection) -> QueryResult<Vec<User>> {
     users::table.select(User::as_select()).order((users::created_at.asc(), users::id.asc())).load(conn).await
 }
 
-/// The account that has verified `address` (in any case), if any.
-pub async fn find_by_verified_email(conn: &mut AsyncPgConnection, address: &str) -> QueryResult<Option<User>> {
+/// The account that has verified `address`'s mailbox (by its key), if any.
+pub async fn find_by_verified_email(conn: &mut AsyncPgConnection, address: &EmailAddress) -> QueryResult<Option<User>> {
     users::table
-        .filter(lower_nullable(users::email).eq(address.to_lowercase()))
+        .filter(users::email_key.eq(address.key()))
         .filter(users::email_verified_at.is_not_null())
         .select(User::as_select())
         .first(conn)
@@ -152,22 +157,37 @@ pub async fn find_by_verified_email(conn: &mut AsyncPgConnection, address: &str)
 
 /// Sets the account's address and marks it verified. A unique violation on
 /// `users_verified_email_key` means another account verified it first.
-pub async fn set_verified_email(change: &mut Change<'_>, id: UserId, address: &str) -> QueryResult<usize> {
+pub async fn set_verified_email(change: &mut Change<'_>, id: UserId, address: &EmailAddress) -> QueryResult<usize> {
     change.touched(id);
     let conn: &mut AsyncPgConnection = change;
     diesel::update(users::table.find(id))
-        .set((users::email.eq(address), users::email_verified_at.eq(now), users::updated_at.eq(now)))
+        .set((
+            users::email.eq(address.as_str()),
+            users::email_key.eq(address.key()),
+            users::email_verified_at.eq(now),
+            users::updated_at.eq(now),
+        ))
         .execute(conn)
         .await
 }
 
 /// Sets the account's address, verified now or not at all (the operator's command).
-pub async fn set_email(change: &mut Change<'_>, id: UserId, address: &str, verified: bool) -> QueryResult<usize> {
+pub async fn set_email(
+    change: &mut Change<'_>,
+    id: UserId,
+    address: &EmailAddress,
+    verified: bool,
+) -> QueryResult<usize> {
     change.touched(id);
     let conn: &mut AsyncPgConnection = change;
     let verified_at = verified.then(Utc::now);
     diesel::update(users::table.find(id))
-        .set((users::email.eq(address), users::email_verified_at.eq(verified_at), users::updated_at.eq(now)))
+        .set((
+            users::email.eq(address.as_str()),
+            users::email_key.eq(address.key()),
+            users::email_verified_at.eq(verified_at),
+            users::updated_at.eq(now),
+        ))
         .execute(conn)
         .await
 }

@@ -294,7 +294,8 @@ pub struct SignupInput {
     pub name: String,
     pub username: String,
     pub password: String,
-    /// Optional. When given, a verification message is sent to it.
+    /// Optional. When given, a verification message is sent to it (or, when another
+    /// account has verified it, that account is told, and this one keeps it unverified).
     pub email: Option<String>,
 }
 

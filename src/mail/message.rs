@@ -20,6 +20,12 @@ pub enum Content<'a> {
     RecoveryCodeUsed { left: i64 },
     /// The second factor was turned off (by the account, or by an operator).
     MfaDisabled,
+    /// To a verified address that someone just named at sign-up: the new account
+    /// keeps it as an unverified claim, and the answer did not tell them it was taken.
+    SignupWithYourAddress,
+    /// To an address that another account had verified first, when keys made the two
+    /// one mailbox (the migration that introduced them): it is unverified here now.
+    AddressUnverified,
 }
 
 /// A rendered message.
@@ -112,6 +118,28 @@ pub fn render(app: &str, content: &Content<'_>) -> Rendered {
             ),
             None,
             NOT_YOU_CHANGED,
+        ),
+        Content::SignupWithYourAddress => (
+            format!("Someone signed up for {app} with your email address"),
+            format!(
+                "A new {app} account was just created with this address, which already belongs to your \
+                 {app} account. Your account keeps it: the new account cannot use it unless this \
+                 address confirms it. If it was you and you have forgotten your password, ask for a \
+                 password reset instead."
+            ),
+            None,
+            "If this wasn't you, you need do nothing.",
+        ),
+        Content::AddressUnverified => (
+            format!("Your {app} email address needs confirming again"),
+            format!(
+                "Two {app} accounts had confirmed this mailbox under different spellings. The account \
+                 that confirmed it first keeps it; on your other account the address is now \
+                 unconfirmed, and password resets are no longer sent to it from there. Sign in to \
+                 that account and give it an address of its own."
+            ),
+            None,
+            "If you have only one account, nothing changes for it.",
         ),
         Content::MfaDisabled => (
             format!("Two-step sign-in is off for your {app} account"),

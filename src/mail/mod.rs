@@ -29,6 +29,7 @@ use crate::{
         ids::UserId,
         models::{NewEmailToken, NewMessage, Purpose},
     },
+    email_address::EmailAddress,
     secret::Keys,
 };
 use message::{Content, Rendered};
@@ -86,7 +87,7 @@ impl Mail {
         change: &mut Change<'_>,
         user_id: UserId,
         purpose: Purpose,
-        address: &str,
+        address: &EmailAddress,
     ) -> QueryResult<()> {
         let message = self.token_message(change, user_id, purpose, address).await?;
         db::outbox::insert(change, message).await?;
@@ -101,20 +102,23 @@ impl Mail {
         conn: &mut AsyncPgConnection,
         user_id: UserId,
         purpose: Purpose,
-        address: &str,
+        address: &EmailAddress,
     ) -> QueryResult<NewMessage> {
         let (token, code) = secret::generate();
         let valid_for = match purpose {
             Purpose::VerifyEmail => self.verify_ttl,
             Purpose::ResetPassword => self.reset_ttl,
         };
+        // One new token at a time per account: senders resolve reset requests in
+        // parallel, and requests can race.
+        db::users::lock(conn, user_id).await?;
         db::email_tokens::supersede(conn, user_id, purpose).await?;
         db::email_tokens::insert(
             conn,
             NewEmailToken {
                 user_id,
                 purpose,
-                email: address,
+                email: address.as_str(),
                 token_hash: secret::hash_token(token.expose_secret()).as_bytes(),
                 code_hash: &self.code_key.hash(user_id, purpose, code.expose_secret()),
                 expires_at: Utc::now() + valid_for,
@@ -130,7 +134,12 @@ impl Mail {
     }
 
     /// Inside the caller's transaction: a notice with no secret in it.
-    pub async fn queue_notice(&self, change: &mut Change<'_>, address: &str, content: Content<'_>) -> QueryResult<()> {
+    pub async fn queue_notice(
+        &self,
+        change: &mut Change<'_>,
+        address: &EmailAddress,
+        content: Content<'_>,
+    ) -> QueryResult<()> {
         db::outbox::insert(change, self.message(address, &content)).await?;
         metrics::counter!("authgraph_mail_queued_total").increment(1);
         Ok(())
@@ -138,12 +147,12 @@ impl Mail {
 
     /// A reset asked for `address`: only the address is written, and the sender decides
     /// whether an account has it, so the request's work is the same either way.
-    pub async fn queue_reset_request(&self, change: &mut Change<'_>, address: &str) -> QueryResult<()> {
+    pub async fn queue_reset_request(&self, change: &mut Change<'_>, address: &EmailAddress) -> QueryResult<()> {
         db::outbox::insert(
             change,
             NewMessage {
                 kind: db::outbox::RESET_REQUEST,
-                recipient: address.to_owned(),
+                recipient: address.as_str().to_owned(),
                 subject: None,
                 text_body: None,
                 html_body: None,
@@ -161,11 +170,11 @@ impl Mail {
         template.replace("{token}", token)
     }
 
-    fn message(&self, address: &str, content: &Content<'_>) -> NewMessage {
+    pub(crate) fn message(&self, address: &EmailAddress, content: &Content<'_>) -> NewMessage {
         let Rendered { subject, text, html } = message::render(&self.app_name, content);
         NewMessage {
             kind: db::outbox::MESSAGE,
-            recipient: address.to_owned(),
+            recipient: address.as_str().to_owned(),
             subject: Some(subject),
             text_body: Some(text),
             html_body: Some(html),

@@ -22,6 +22,7 @@ use chrono::Utc;
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 use tokio::sync::watch;
 
+use super::message::Content;
 use super::{
     Mail,
     transport::{SendError, Transport},
@@ -30,6 +31,7 @@ use crate::db::{
     self, DbPool,
     models::{OutboxRow, Purpose},
 };
+use crate::email_address::EmailAddress;
 
 /// Rows claimed, and sent, at once: each holds a pooled database connection for a
 /// moment before and after its SMTP conversation, so this stays well under the pool.
@@ -121,8 +123,17 @@ async fn deliver(
         db::outbox::abandon(&mut conn, row.id, "not accepted within MAIL_GIVE_UP_AFTER").await?;
         return Ok(());
     }
-    let (subject, text, html) = if row.kind == db::outbox::RESET_REQUEST {
-        match resolve_reset(mail, &mut conn, &row).await? {
+    // Every recipient was written in canonical form; one that no longer parses (written
+    // before addresses had keys) cannot be delivered as stored.
+    let Ok(recipient) = EmailAddress::parse(&row.recipient) else {
+        db::outbox::abandon(&mut conn, row.id, "the recipient is not a deliverable address").await?;
+        return Ok(());
+    };
+    let (recipient, subject, text, html) = if row.kind == db::outbox::ADDRESS_UNVERIFIED {
+        let m = mail.message(&recipient, &Content::AddressUnverified);
+        (recipient, m.subject.unwrap_or_default(), m.text_body.unwrap_or_default(), m.html_body.unwrap_or_default())
+    } else if row.kind == db::outbox::RESET_REQUEST {
+        match resolve_reset(mail, &mut conn, &row, &recipient).await? {
             Some(message) => message,
             None => {
                 // No account has this verified address: nothing is sent, and the
@@ -133,7 +144,7 @@ async fn deliver(
         }
     } else {
         match (row.subject, row.text_body, row.html_body) {
-            (Some(s), Some(t), Some(h)) => (s, t, h),
+            (Some(s), Some(t), Some(h)) => (recipient, s, t, h),
             _ => {
                 db::outbox::abandon(&mut conn, row.id, "message without a body").await?;
                 return Ok(());
@@ -142,7 +153,7 @@ async fn deliver(
     };
     // The connection goes back to the pool while the SMTP server is talked to.
     drop(conn);
-    let outcome = transport.send(&mail.from, &row.recipient, &subject, text, html).await;
+    let outcome = transport.send(&mail.from, &recipient, &subject, text, html).await;
     let mut conn = pool.get().await?;
     match outcome {
         Ok(()) => {
@@ -183,19 +194,21 @@ async fn resolve_reset(
     mail: &Mail,
     conn: &mut AsyncPgConnection,
     row: &OutboxRow,
-) -> anyhow::Result<Option<(String, String, String)>> {
+    recipient: &EmailAddress,
+) -> anyhow::Result<Option<(EmailAddress, String, String, String)>> {
     let resolved = conn
         .transaction::<_, diesel::result::Error, _>(async |conn| {
-            let Some(user) = db::users::find_by_verified_email(conn, &row.recipient).await? else {
+            let Some(user) = db::users::find_by_verified_email(conn, recipient).await? else {
                 return Ok(None);
             };
-            let address = user.email.clone().unwrap_or_else(|| row.recipient.clone());
+            // To the address as the account stored it, whatever spelling was asked for.
+            let address = user.verified_address().unwrap_or_else(|| recipient.clone());
             let message = mail.token_message(conn, user.id, Purpose::ResetPassword, &address).await?;
             db::outbox::resolve(conn, row.id, &message).await?;
-            Ok(Some(message))
+            Ok(Some((address, message)))
         })
         .await?;
-    Ok(resolved.and_then(|m| Some((m.subject?, m.text_body?, m.html_body?))))
+    Ok(resolved.and_then(|(address, m)| Some((address, m.subject?, m.text_body?, m.html_body?))))
 }
 
 #[cfg(test)]

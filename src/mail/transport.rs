@@ -9,12 +9,12 @@ use std::{
 
 use anyhow::Context;
 use lettre::{
-    AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
+    Address, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
     message::{Mailbox, MultiPart},
 };
 use secrecy::ExposeSecret;
 
-use crate::config::EmailConfig;
+use crate::{config::EmailConfig, email_address::EmailAddress};
 
 /// How long one SMTP conversation may take before the try counts as failed.
 const SMTP_TIMEOUT: Duration = Duration::from_secs(15);
@@ -93,12 +93,16 @@ impl Transport {
     pub async fn send(
         &self,
         from: &Mailbox,
-        to: &str,
+        to: &EmailAddress,
         subject: &str,
         text: String,
         html: String,
     ) -> Result<(), SendError> {
-        let to: Mailbox = to.parse().map_err(|e| SendError::Permanent(format!("recipient {to:?}: {e}")))?;
+        // Built from the canonical address's parts, never by parsing display text
+        // (which would decode encoded words and unquote quoted strings).
+        let to = Address::new(to.local(), to.domain())
+            .map(|address| Mailbox::new(None, address))
+            .map_err(|e| SendError::Permanent(format!("recipient {to}: {e}")))?;
         let message = Message::builder()
             .from(from.clone())
             .to(to)

@@ -13,6 +13,7 @@ mod exhaustion;
 mod exhaustion_http;
 mod foundation;
 mod graphql_over_http;
+mod mailboxes;
 mod operations;
 mod production;
 mod realtime;

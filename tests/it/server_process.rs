@@ -56,7 +56,7 @@ async fn the_binary_serves_restarts_with_its_data_and_leaves_no_postgres_behind(
     assert!(listing.contains("ada") && listing.contains("ADMIN") && listing.contains("1 accounts"), "{listing}");
     let out = command(&data_dir).args(["users", "set-email", "ada", "Ada@New.example", "--verified"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("ada now has Ada@New.example (verified)"), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ada now has Ada@new.example (verified)"), "{out:?}");
     let out = command(&data_dir).args(["users", "set-email", "ada", "not an address"]).output().unwrap();
     assert!(!out.status.success(), "a bad address is refused");
 

@@ -217,7 +217,8 @@ impl TestApp {
         Self::on_database(self.database.clone(), adjust)
     }
 
-    fn on_database(database: std::sync::Arc<TestDatabase>, adjust: impl FnOnce(&mut Config)) -> Self {
+    /// An instance on `database` as it is (migrated or not by the test).
+    pub fn on_database(database: std::sync::Arc<TestDatabase>, adjust: impl FnOnce(&mut Config)) -> Self {
         let database_url = database.url.clone();
         let mut config = test_config(&database_url);
         adjust(&mut config);

@@ -1,0 +1,2 @@
+DROP INDEX users_verified_email_key;
+ALTER TABLE users DROP CONSTRAINT users_verified_email_has_key;
