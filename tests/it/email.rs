@@ -10,7 +10,7 @@ use diesel_async::{AsyncConnection, AsyncPgConnection};
 use serde_json::{Value, json};
 
 use crate::support::{
-    Auth, Gql, PASSWORD, SIGNUP, TestApp, count, error_code, expect_error, mail_to, smtp::SmtpServer,
+    Auth, Gql, PASSWORD, SIGNUP, TestApp, count, error_code, expect_error, mail_to, mailing_app, smtp::SmtpServer,
 };
 
 const RESET: &str = "mutation($input: ResetPasswordInput!) { resetPassword(input: $input) { accessToken refreshToken user { id username email emailVerified } } }";
@@ -25,21 +25,6 @@ async fn signup_with(app: &TestApp, username: &str, email: &str) -> Auth {
 
 fn reason(res: &Value) -> String {
     expect_error(res, "INVALID_EMAIL_TOKEN")["extensions"]["reason"].as_str().unwrap().to_owned()
-}
-
-/// An app sending to a fresh SMTP server, with its sender running.
-async fn mailing_app(
-    adjust: impl FnOnce(&mut authgraph::config::Config),
-) -> (TestApp, SmtpServer, crate::support::Background) {
-    let smtp = SmtpServer::start();
-    let with_mail = mail_to(&smtp);
-    let app = TestApp::with_config(|c| {
-        with_mail(c);
-        adjust(c);
-    })
-    .await;
-    let sender = app.start_sender();
-    (app, smtp, sender)
 }
 
 /// Signs `username` up with `email` and verifies it by link (the address's next message).

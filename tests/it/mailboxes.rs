@@ -10,7 +10,7 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use serde_json::{Value, json};
 
 use crate::support::{
-    Gql, PASSWORD, TestApp, count, error_code, expect_error, fresh_database, mail_to, smtp::SmtpServer,
+    Gql, PASSWORD, TestApp, count, error_code, expect_error, fresh_database, mail_to, mailing_app, smtp::SmtpServer,
 };
 
 const SIGNUP: &str = "mutation($input: SignupInput!) { signup(input: $input) { accessToken refreshToken tokenType expiresIn user { id name username role email emailVerified } } }";
@@ -18,20 +18,6 @@ const VERIFY: &str = "mutation($input: VerifyEmailInput!) { verifyEmail(input: $
 const REQUEST_RESET: &str = "mutation($email: String!) { requestPasswordReset(email: $email) }";
 const RESET: &str = "mutation($input: ResetPasswordInput!) { resetPassword(input: $input) { accessToken } }";
 const CHANGE: &str = "mutation($p: String!, $e: String!) { changeEmail(input: { currentPassword: $p, newEmail: $e }) }";
-
-async fn mailing_app(
-    adjust: impl FnOnce(&mut authgraph::config::Config),
-) -> (TestApp, SmtpServer, crate::support::Background) {
-    let smtp = SmtpServer::start();
-    let with_mail = mail_to(&smtp);
-    let app = TestApp::with_config(|c| {
-        with_mail(c);
-        adjust(c);
-    })
-    .await;
-    let sender = app.start_sender();
-    (app, smtp, sender)
-}
 
 fn signup(username: &str, email: &str) -> Gql {
     let input = json!({ "name": "Someone", "username": username, "password": PASSWORD, "email": email });

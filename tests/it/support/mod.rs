@@ -165,6 +165,19 @@ pub fn mail_to(smtp: &smtp::SmtpServer) -> impl FnOnce(&mut Config) {
     }
 }
 
+/// An app sending to a fresh SMTP server, with its sender running.
+pub async fn mailing_app(adjust: impl FnOnce(&mut Config)) -> (TestApp, smtp::SmtpServer, Background) {
+    let smtp = smtp::SmtpServer::start();
+    let with_mail = mail_to(&smtp);
+    let app = TestApp::with_config(|c| {
+        with_mail(c);
+        adjust(c);
+    })
+    .await;
+    let sender = app.start_sender();
+    (app, smtp, sender)
+}
+
 /// A task of the app's running in the background (the outbox sender, the events
 /// listener), as the server runs it; stopped when dropped.
 pub struct Background {
