@@ -2,9 +2,9 @@
 //! tokens' successors and the one that seals second-factor secrets, from the
 //! configuration, or generated once in development.
 //!
-//! The two are separate secrets. The refresh chain used to be derived from the JWT key,
-//! so whoever held an HS256 secret (every service that verifies tokens) and one old
-//! refresh token could compute the session's later tokens offline.
+//! The refresh key is a secret of its own. The refresh chain used to be derived from
+//! the JWT key, so whoever held an HS256 secret (every service that verifies tokens)
+//! and one old refresh token could compute the session's later tokens offline.
 
 use std::{
     fs,

@@ -148,9 +148,11 @@ pub async fn codes_left(conn: &mut AsyncPgConnection, user_id: UserId) -> QueryR
         .await
 }
 
-/// Records that a live session passed the second factor; `None` if it has ended. With
-/// `new_refresh_token`, refresh tokens the session was given before stop rotating (the
-/// caller hands out a new one in the same transaction).
+/// Marks a live session as having passed the second factor (`mfa_at`, `mfa_method`);
+/// `None` if the session has ended. With `new_refresh_token`, every refresh token the
+/// session was given until now stops rotating (`refresh_tokens_since`) and the caller
+/// issues a new one in the same transaction; without it (the session that just turned
+/// the factor on), the session's refresh token keeps working.
 pub async fn raise_session(
     change: &mut Change<'_>,
     session_id: SessionId,

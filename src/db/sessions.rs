@@ -98,8 +98,9 @@ async fn end_many(change: &mut Change<'_>, ids: &[SessionId], reason: EndReason)
         return Ok(0);
     }
     // The session row alone decides; its token rows are left alone, so ending a session
-    // locks only session rows and cannot deadlock with a rotation, which locks a token
-    // and then its session.
+    // locks only session rows. A rotation locks the session row first and then its
+    // token (`refresh_tokens::rotate`): both take session rows before anything else,
+    // so the two cannot wait on each other in a cycle.
     let owners: Vec<UserId> = diesel::update(sessions::table.filter(sessions::id.eq_any(ids)).filter(live()))
         .set((sessions::revoked_at.eq(now), sessions::revoked_reason.eq(reason.as_str())))
         .returning(sessions::user_id)

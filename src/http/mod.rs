@@ -47,7 +47,7 @@ pub(crate) struct Http {
     unadmitted_sockets: Arc<tokio::sync::Semaphore>,
 }
 
-/// The whole application as one router, used by `main` and by the tests alike.
+/// The whole application as one router, used by `server` and by the tests alike.
 pub fn app(state: SharedState) -> Router {
     let limits = Arc::new(graphql::limits(&state.config));
     let schema = graphql::schema(state.clone(), limits.clone());
@@ -206,9 +206,10 @@ pub(crate) fn bad_body(err: &ParseRequestError) -> Response {
     request_error(StatusCode::BAD_REQUEST, code::BAD_REQUEST, "Body is not a GraphQL request in JSON")
 }
 
-/// Whether a body error is a length limit's: ours (`Limited`) or the outer
-/// RequestBodyLimitLayer's, for bodies without a Content-Length. Both say so only in
-/// words.
+/// Whether a body error is a length limit's that says so only in words (a body
+/// reader's `length limit exceeded`). `deadlines_layer` answers 413 for a body over
+/// `BODY_LIMIT` before any extractor reads it; this catches a reader on the way that
+/// limits on its own.
 fn over_body_limit(err: &impl std::fmt::Display) -> bool {
     err.to_string().contains("length limit exceeded")
 }

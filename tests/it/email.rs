@@ -325,23 +325,46 @@ async fn app_with_smtp_down(adjust: impl FnOnce(&mut authgraph::config::Config))
     (app, addr)
 }
 
-/// The SMTP server is down: requests answer as usual, the message is retried, and it
-/// is delivered once the server is back; then its body is gone from the outbox.
+/// The SMTP server hangs, then is down: the request that queued the message is
+/// answered while the sender's first try is still waiting on the server, the message
+/// is retried, and it is delivered once the server is back; then its body is gone
+/// from the outbox.
 #[tokio::test]
 async fn a_dead_smtp_server_delays_delivery_but_never_a_request() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
     let (app, addr) = app_with_smtp_down(|_| {}).await;
+    // A server that accepts and never speaks: a try hangs until the sender's SMTP
+    // timeout (15 s), so a request that waited for delivery could not answer before.
+    let silent = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    let holding = tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            held.push(silent.accept().await.unwrap().0);
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+    });
     let _sender = app.start_sender();
-    let started = std::time::Instant::now();
     signup_with(&app, "ada", "ada@example.com").await;
-    let answered = started.elapsed();
     let mut conn = AsyncPgConnection::establish(&app.database_url).await.unwrap();
+    let start = std::time::Instant::now();
+    while accepted.load(Ordering::SeqCst) == 0 {
+        assert!(start.elapsed() < Duration::from_secs(30), "the sender never tried");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let untried = "SELECT count(*) AS n FROM outbox WHERE attempts = 0 AND last_error IS NULL AND sent_at IS NULL";
+    assert_eq!(count(&mut conn, untried).await, 1, "signup answered while its message's first try was still waiting");
+
+    // The server goes away: the try fails, and the message waits for its retry.
+    holding.abort();
+    let _ = holding.await;
     let failed = "SELECT count(*) AS n FROM outbox WHERE attempts > 0 AND last_error IS NOT NULL AND sent_at IS NULL";
     let start = std::time::Instant::now();
     while count(&mut conn, failed).await == 0 {
-        assert!(start.elapsed() < Duration::from_secs(30), "never tried");
+        assert!(start.elapsed() < Duration::from_secs(30), "the failed try was never recorded");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    eprintln!("signup answered in {answered:?} with the SMTP server down");
 
     let smtp = SmtpServer::on(TcpListener::bind(addr).unwrap());
     let message = smtp.wait_for("ada@example.com", 1).await.pop().unwrap();

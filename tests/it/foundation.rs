@@ -92,8 +92,13 @@ async fn graphiql_starts_with_the_readme_examples() {
 #[tokio::test]
 async fn graphiql_is_off_in_production() {
     let app = TestApp::with_config(|c| c.app_env = authgraph::config::AppEnv::Production).await;
-    let page = app.request(Request::get("/graphql").body(Body::empty()).unwrap()).await;
-    assert_ne!(page.status(), StatusCode::OK);
+    // A browser's GET of the endpoint gets no page: the GraphQL-over-HTTP answer to a
+    // GET without a query.
+    let page =
+        app.request(Request::get("/graphql").header(header::ACCEPT, "text/html").body(Body::empty()).unwrap()).await;
+    assert_eq!(page.status(), StatusCode::BAD_REQUEST);
+    let content_type = page.headers().get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap().to_owned());
+    assert!(content_type.as_deref().is_some_and(|t| t.contains("json")), "{content_type:?}");
     let asset = app.request(Request::get("/graphiql/init.js").body(Body::empty()).unwrap()).await;
     assert_eq!(asset.status(), StatusCode::NOT_FOUND);
 }

@@ -247,7 +247,8 @@ async fn the_socket_limits_hold() {
     assert_eq!(not_json.closed().await, 4400);
 
     // A page of another site may not open one; the configured origin may.
-    assert!(connect(&served.addr, Some("https://evil.example")).await.is_err());
+    let refused = connect(&served.addr, Some("https://evil.example")).await.err().expect("refused");
+    assert_eq!(crate::support::ws::refused_with(refused), 403);
     assert!(connect(&served.addr, Some("https://app.example")).await.is_ok());
 }
 

@@ -200,6 +200,37 @@ fn index(doc: &ServiceDocument) -> BTreeMap<String, TypeShape> {
     out
 }
 
+/// The per-request limit of secret-checking mutations is fed from one list
+/// (`AUTH_MUTATIONS`). Derived here from the schema instead: a mutation that takes a
+/// secret (in an argument or a field of its input) or answers with an access token.
+/// The two must be equal, so a new mutation of that kind fails this test until it is
+/// in the list (and a mutation that no longer is one, until it leaves it).
+#[test]
+fn every_mutation_that_checks_a_secret_or_mints_tokens_is_limited() {
+    const SECRETS: [&str; 6] = ["password", "currentPassword", "newPassword", "refreshToken", "token", "code"];
+    let sdl = std::fs::read_to_string(root().join("schema.graphql")).unwrap();
+    let types = index(&parse_schema(&sdl).unwrap());
+    let named = |ty: &str| ty.split(|c: char| !c.is_alphanumeric()).find(|s| !s.is_empty()).unwrap_or("").to_owned();
+    let members = |ty: &str| types.get(&named(ty)).map(|t| t.members.keys().cloned().collect::<Vec<_>>());
+    let derived: std::collections::BTreeSet<String> = types["Mutation"]
+        .members
+        .iter()
+        .filter(|(_, field)| {
+            let takes_secret = field.args.iter().any(|(name, ty)| {
+                SECRETS.contains(&name.as_str())
+                    || members(ty).is_some_and(|fields| fields.iter().any(|f| SECRETS.contains(&f.as_str())))
+            });
+            let mints = members(&field.ty).is_some_and(|fields| fields.iter().any(|f| f == "accessToken"));
+            takes_secret || mints
+        })
+        .map(|(name, _)| name.clone())
+        .collect();
+    let listed: std::collections::BTreeSet<String> =
+        authgraph::graphql::limits::walk::AUTH_MUTATIONS.iter().map(|s| s.to_string()).collect();
+    assert_eq!(derived, listed, "AUTH_MUTATIONS must list exactly the mutations that check secrets or mint tokens");
+    assert!(derived.len() >= 11, "the schema was not read: {derived:?}");
+}
+
 /// `Type` or `Type = default`: a changed default is a contract change too.
 fn input_type(v: &InputValueDefinition) -> String {
     match &v.default_value {

@@ -339,7 +339,8 @@ async fn the_origin_is_compared_by_scheme_host_and_port() {
     })
     .await;
     let served = production.serve().await;
-    assert!(connect(&served.addr, Some(&format!("http://{}", served.addr))).await.is_err());
+    let refused = connect(&served.addr, Some(&format!("http://{}", served.addr))).await.err().expect("refused");
+    assert_eq!(crate::support::ws::refused_with(refused), 403);
     assert!(connect(&served.addr, Some("https://app.example")).await.is_ok());
 }
 

@@ -37,6 +37,15 @@ pub async fn connect(addr: &str, origin: Option<&str>) -> Result<WsClient, tungs
     Ok(WsClient { socket })
 }
 
+/// The HTTP status of an upgrade the server refused (`connect`'s error); panics on any
+/// other failure, so a test of a refusal cannot pass on a connection that failed.
+pub fn refused_with(err: tungstenite::Error) -> u16 {
+    match err {
+        tungstenite::Error::Http(response) => response.status().as_u16(),
+        other => panic!("expected an HTTP refusal of the upgrade, got {other:?}"),
+    }
+}
+
 impl WsClient {
     pub async fn send(&mut self, message: Value) {
         self.socket.send(Message::Text(message.to_string().into())).await.unwrap();
