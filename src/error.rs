@@ -1,7 +1,7 @@
 //! The one error type of the server, and its GraphQL form.
 //!
 //! Every failure a client can see is one variant with one stable code in
-//! `extensions.code` (listed in the README's error table, and per capability in the
+//! `extensions.code` (listed in docs/api.md's error table, and per capability in the
 //! contracts under `tests/contract.graphql` and `tests/contracts/`). Services
 //! return `AppError`; resolvers return it too, and async-graphql turns it into a
 //! response error through the `From` impl below.

@@ -155,15 +155,16 @@ async fn malformed_json_is_a_client_error() {
 }
 
 /// Every setting is documented: each environment variable the command line reads
-/// appears in the README, so a new limit cannot ship without its default written down.
+/// appears in the configuration reference, so a new limit cannot ship without its
+/// default written down.
 #[test]
-fn every_setting_is_in_the_readme() {
+fn every_setting_is_in_the_configuration_reference() {
     use clap::CommandFactory;
-    let readme = include_str!("../../README.md");
+    let readme = include_str!("../../docs/configuration.md");
     let command = authgraph::config::Cli::command();
     let vars: Vec<String> =
         command.get_arguments().filter_map(|arg| arg.get_env()).map(|v| v.to_string_lossy().into_owned()).collect();
     assert!(vars.len() > 40, "the settings were read: {vars:?}");
     let missing: Vec<&String> = vars.iter().filter(|var| !readme.contains(&format!("`{var}`"))).collect();
-    assert!(missing.is_empty(), "settings missing from README.md: {missing:?}");
+    assert!(missing.is_empty(), "settings missing from docs/configuration.md: {missing:?}");
 }

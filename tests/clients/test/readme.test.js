@@ -1,20 +1,21 @@
-// The README's frontend snippets are the files this suite runs, verbatim.
+// The documentation's frontend snippets (docs/frontends.md, docs/second-factor.md,
+// docs/live-events.md) are the files this suite runs, verbatim.
 
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 
-import { repoRoot } from './support/server.js';
+import { documentation } from './support/docs.js';
 
-const readme = readFileSync(join(repoRoot, 'README.md'), 'utf8');
+const docs = documentation();
 
 for (const file of ['apollo.js', 'urql.js', 'mfa.js', 'live.js']) {
-  test(`README quotes src/${file} as it is tested`, () => {
+  test(`the documentation quotes src/${file} as it is tested`, () => {
     const source = readFileSync(join(import.meta.dirname, '..', 'src', file), 'utf8');
     assert.ok(
-      readme.includes('```js\n' + source + '```'),
-      `README.md must contain tests/clients/src/${file} verbatim in a js block: copy it over`,
+      docs.includes('```js\n' + source + '```'),
+      `README.md or docs/ must contain tests/clients/src/${file} verbatim in a js block: copy it over`,
     );
   });
 }

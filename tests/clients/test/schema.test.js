@@ -1,5 +1,5 @@
 // The schema-first workflow: schema.graphql is the published contract. Every
-// operation under tests/operations/ (and every GraphQL example in the README) is
+// operation under tests/operations/ (and every GraphQL example in the README and docs/) is
 // valid against it; GraphQL Code Generator's TypeScript types from it compile with
 // code that uses them; and graphql-inspector finds no breaking change against the
 // contract.
@@ -16,6 +16,7 @@ import { generate } from '@graphql-codegen/cli';
 import { buildSchema, parse, validate } from 'graphql';
 import ts from 'typescript';
 
+import { documentation } from './support/docs.js';
 import { gql, operationFiles, operationsDir } from './support/operations.js';
 import { repoRoot } from './support/server.js';
 
@@ -42,10 +43,9 @@ test('every operation in tests/operations is valid against schema.graphql', () =
   assert.notDeepEqual(validate(schema, parse('query { me { password } }')), []);
 });
 
-test("the README's GraphQL examples are valid against schema.graphql", () => {
-  const readme = readFileSync(join(repoRoot, 'README.md'), 'utf8');
-  const blocks = [...readme.matchAll(/```graphql\n([\s\S]*?)```/g)].map((m) => m[1]);
-  assert.ok(blocks.length > 0, 'the README has GraphQL examples');
+test("the documentation's GraphQL examples are valid against schema.graphql", () => {
+  const blocks = [...documentation().matchAll(/```graphql\n([\s\S]*?)```/g)].map((m) => m[1]);
+  assert.ok(blocks.length > 1, 'the README and docs/ have GraphQL examples');
   for (const block of blocks) {
     assert.deepEqual(validate(schema, parse(block)).map(String), [], block);
   }
