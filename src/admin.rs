@@ -9,7 +9,7 @@ use crate::{
     change::Changes,
     config::{Config, RoleArg, SessionsCommand, UsersCommand},
     db::{self, DbPool, models::Role, sessions::EndReason},
-    events::cache::SessionCache,
+    session_cache::SessionCache,
     users,
 };
 
@@ -66,12 +66,12 @@ pub async fn users_command(pool: &DbPool, config: &Config, cmd: UsersCommand) ->
         UsersCommand::ResetMfa { username } => {
             let keys = crate::secret::resolve(config)?;
             let mail = crate::mail::Mail::new(&config.email, &keys)?;
-            let (user, ended) = crate::auth::second_factor::reset_by_operator(&changes, &mail, &username)
-                .await
-                .map_err(|err| match err {
+            let (user, ended) = crate::factors::flows::reset_by_operator(&changes, &mail, &username).await.map_err(
+                |err| match err {
                     crate::error::AppError::NotFound => anyhow::anyhow!("no user named {username:?}"),
                     other => anyhow::anyhow!("{other:?}"),
-                })?;
+                },
+            )?;
             println!("removed the second factor of {} and ended {ended} sessions", user.username);
         }
     }

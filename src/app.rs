@@ -3,11 +3,7 @@
 use std::sync::Arc;
 
 use crate::{
-    auth::Auth,
-    config::Config,
-    db::DbPool,
-    events::{Hub, cache::SessionCache},
-    secret::Keys,
+    auth::Auth, config::Config, db::DbPool, events::Hub, factors::Factors, secret::Keys, session_cache::SessionCache,
 };
 
 pub type SharedState = Arc<AppState>;
@@ -16,6 +12,8 @@ pub type SharedState = Arc<AppState>;
 /// (pool, keys, policies), and the configuration for the edge's own switches.
 pub struct AppState {
     pub auth: Auth,
+    /// The second factor's keys and clock (`factors`), beside `auth`.
+    pub factors: Factors,
     pub config: Config,
     /// Session events from every instance, fed by `events::listener` (started by the
     /// server, or by a test).
@@ -30,8 +28,9 @@ impl AppState {
         let cache = Arc::new(SessionCache::new(config.session_cache_entries));
         let events = Arc::new(Hub::new(cache.clone()));
         let auth = Auth::new(&config, keys, pool, cache)?;
+        let factors = Factors::new(&config, &keys.factors);
         crate::telemetry::handle();
-        Ok(Arc::new(Self { auth, config, events, stopping: tokio::sync::watch::Sender::new(false) }))
+        Ok(Arc::new(Self { auth, factors, config, events, stopping: tokio::sync::watch::Sender::new(false) }))
     }
 
     /// The database pool, shared by every service.

@@ -17,8 +17,8 @@ use crate::{
         change::{Change, Effects},
     },
     error::{AppError, AppResult},
-    events::cache::SessionCache,
     mail::Mail,
+    session_cache::SessionCache,
 };
 
 /// An async closure whose future can be named, so that it can be required to be

@@ -80,7 +80,7 @@ pub struct Keys {
     /// Derive refresh-token successors.
     pub refresh: KeyChain,
     /// Seal second-factor secrets and key the lookup of recovery codes.
-    pub mfa: KeyChain,
+    pub factors: KeyChain,
 }
 
 fn bytes(b: &[u8]) -> KeyBytes {
@@ -92,11 +92,11 @@ fn bytes(b: &[u8]) -> KeyBytes {
 /// without one: `Config::validate` refuses to start.
 pub fn resolve(config: &Config) -> anyhow::Result<Keys> {
     let refresh = (&config.refresh_token_key, &config.refresh_token_key_previous);
-    let mfa = (&config.mfa.encryption_key, &config.mfa.encryption_key_previous);
+    let mfa = (&config.factors.encryption_key, &config.factors.encryption_key_previous);
     Ok(Keys {
         jwt: resolve_jwt(config)?,
         refresh: resolve_chain(config, "REFRESH_TOKEN_KEY", "refresh_token_key", refresh)?,
-        mfa: resolve_chain(config, "MFA_ENCRYPTION_KEY", "mfa_encryption_key", mfa)?,
+        factors: resolve_chain(config, "MFA_ENCRYPTION_KEY", "mfa_encryption_key", mfa)?,
     })
 }
 

@@ -34,7 +34,10 @@ pub async fn signup(auth: &Auth, input: SignupInput, client: &Client) -> AppResu
     let username = validate::username(&input.username)?;
     validate::password("password", &input.password)?;
     let email = match input.email.as_deref().map(str::trim).filter(|e| !e.is_empty()) {
-        Some(address) => Some(super::email::usable_address(auth, "email", address)?),
+        Some(address) => {
+            auth.mail.require("email")?;
+            Some(validate::email("email", address)?)
+        }
         None => None,
     };
     {

@@ -1,23 +1,27 @@
-//! Authentication: who is calling, and the flows that create and end sessions.
+//! Authentication: who is calling, the flows that create and end sessions, and what
+//! every capability built on them shares (tokens, sessions, admission, limits, password
+//! hashing). The capabilities live beside it (`email`, `factors`, and next passkeys,
+//! other providers and administration): they use `auth`, and `auth` knows none of them.
 //!
 //! - `access_token`: signing and verifying JWTs.
 //! - `refresh_token`: opaque refresh tokens, their hashes and successors.
 //! - `password`: argon2id off the runtime.
 //! - `credentials`: signup, signin, changePassword.
 //! - `check`: the limited check of a password the caller already knows.
-//! - `email`: verification, password reset and change of address, by emailed link or code.
 //! - `sessions`: opening, refreshing (rotation, reuse detection) and ending sessions.
-//! - `second_factor`: TOTP and recovery codes, and the assurance they give a session.
+//! - `rate_limit`: the brute-force and message limits, counted in PostgreSQL.
+//! - `network`: the client network a limit counts (an IPv4 address, an IPv6 prefix).
+//! - this file: `Auth` (what the flows share), a request's credentials and its caller.
 
 pub mod access_token;
 pub mod check;
 pub mod credentials;
-pub mod email;
+
 pub mod network;
 pub mod password;
 pub mod rate_limit;
 pub mod refresh_token;
-pub mod second_factor;
+
 pub mod sessions;
 
 use std::{net::IpAddr, sync::Arc};
@@ -34,9 +38,9 @@ use crate::{
         models::{Assurance, User},
     },
     error::{AppError, AppResult},
-    events::cache::{Lookup, SessionCache},
     mail::Mail,
     secret::Keys,
+    session_cache::{Lookup, SessionCache},
 };
 use access_token::{AccessTokens, Claims};
 use password::PasswordHasher;
@@ -55,8 +59,7 @@ pub struct Auth {
     pub rate_limits: RateLimits,
     /// Shared with the outbox's sender.
     pub mail: Arc<Mail>,
-    pub second_factor: second_factor::Settings,
-    /// Live sessions this instance has seen (see `events::cache`); `changes` forgets
+    /// Live sessions this instance has seen (see `session_cache`); `changes` forgets
     /// the accounts every change touched, once it committed.
     pub cache: Arc<SessionCache>,
     /// Where every change to accounts and sessions runs (see `crate::change`).
@@ -85,9 +88,8 @@ impl Auth {
         };
         let rate_limits = RateLimits::from_config(config);
         let mail = Arc::new(Mail::new(&config.email, keys)?);
-        let second_factor = second_factor::Settings::new(config, &keys.mfa);
         let changes = Changes::new(pool.clone(), cache.clone(), Some(mail.clone()));
-        Ok(Self { pool, tokens, hasher, sessions, rate_limits, mail, second_factor, cache, changes })
+        Ok(Self { pool, tokens, hasher, sessions, rate_limits, mail, cache, changes })
     }
 }
 

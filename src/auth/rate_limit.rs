@@ -94,8 +94,8 @@ impl RateLimits {
             emails_per_address: config.email.per_address,
             emails_per_ip: config.email.per_ip,
             email_window: config.email.window,
-            mfa_failures_per_session: config.mfa.failures_per_session,
-            mfa_failures_per_account: config.mfa.failures_per_account,
+            mfa_failures_per_session: config.factors.failures_per_session,
+            mfa_failures_per_account: config.factors.failures_per_account,
         }
     }
 

@@ -8,14 +8,14 @@
 //! - `cli`: the command line's shape (subcommands and their arguments);
 //! - this file: the settings, one field per variable, and what follows from them;
 //! - `email`: the email group (delivery, links, lifetimes, limits);
-//! - `mfa`: the second-factor group (sealing key, issuer, limits);
+//! - `factors`: the second-factor group (sealing key, issuer, limits; `MFA_*`);
 //! - `realtime`: the subscriptions group (sockets, their limits);
 //! - `validate`: the checks clap's types cannot make;
 //! - `values`: the parsers of durations, secrets, origins and address blocks.
 
 mod cli;
 mod email;
-mod mfa;
+mod factors;
 mod realtime;
 mod validate;
 mod values;
@@ -28,7 +28,7 @@ use secrecy::{ExposeSecret, SecretString};
 pub use crate::net::IpBlocks;
 pub use cli::{Cli, Command, RoleArg, SessionsCommand, UsersCommand};
 pub use email::EmailConfig;
-pub use mfa::MfaConfig;
+pub use factors::FactorsConfig;
 pub use realtime::RealtimeConfig;
 pub use validate::ConfigError;
 pub use values::{Origins, decode_seed, parse_duration};
@@ -297,7 +297,7 @@ pub struct Config {
     pub email: EmailConfig,
 
     #[command(flatten)]
-    pub mfa: MfaConfig,
+    pub factors: FactorsConfig,
 
     #[command(flatten)]
     pub realtime: RealtimeConfig,

@@ -94,8 +94,8 @@ impl Config {
             }
         }
         self.production_key("REFRESH_TOKEN_KEY", &self.refresh_token_key, "not the JWT key")?;
-        self.production_key("MFA_ENCRYPTION_KEY", &self.mfa.encryption_key, "a key of its own")?;
-        if self.mfa.failures_per_session == 0 || self.mfa.failures_per_account == 0 {
+        self.production_key("MFA_ENCRYPTION_KEY", &self.factors.encryption_key, "a key of its own")?;
+        if self.factors.failures_per_session == 0 || self.factors.failures_per_account == 0 {
             return err("MFA_FAILURES_PER_SESSION", "and MFA_FAILURES_PER_ACCOUNT must be at least 1".into());
         }
         self.validate_email()
@@ -182,9 +182,9 @@ mod tests {
         assert_eq!(config.validate().unwrap_err().var, "REFRESH_TOKEN_KEY");
         config.refresh_token_key = Some("r".repeat(32).into());
         assert_eq!(config.validate().unwrap_err().var, "MFA_ENCRYPTION_KEY");
-        config.mfa.encryption_key = Some("short".to_owned().into());
+        config.factors.encryption_key = Some("short".to_owned().into());
         assert_eq!(config.validate().unwrap_err().var, "MFA_ENCRYPTION_KEY");
-        config.mfa.encryption_key = Some("m".repeat(32).into());
+        config.factors.encryption_key = Some("m".repeat(32).into());
         assert_eq!(config.validate().unwrap_err().var, "SMTP_URL", "email needs a mail server in production");
         config.email.smtp_url = Some("smtp://mail.internal:587".to_owned().into());
         config.validate().unwrap();
@@ -201,7 +201,7 @@ mod tests {
         assert_eq!(config.validate().unwrap_err().var, "JWT_SIGNING_KEY");
         config.jwt_signing_key = Some("A".repeat(43).into());
         config.refresh_token_key = Some("r".repeat(32).into());
-        config.mfa.encryption_key = Some("m".repeat(32).into());
+        config.factors.encryption_key = Some("m".repeat(32).into());
         config.email.enabled = false;
         config.validate().unwrap();
     }

@@ -10,7 +10,6 @@
 //! what it depends on (a socket re-checks its session). A subscriber that falls behind
 //! its account's buffer is told the same way (`tokio::sync::broadcast` reports the lag).
 
-pub mod cache;
 pub mod listener;
 pub mod sockets;
 
@@ -60,11 +59,11 @@ pub struct Hub {
     pub sockets: Arc<sockets::Sockets>,
     /// The session cache, which every notification and every loss of the connection
     /// reaches before any subscriber.
-    pub cache: Arc<cache::SessionCache>,
+    pub cache: Arc<crate::session_cache::SessionCache>,
 }
 
 impl Hub {
-    pub fn new(cache: Arc<cache::SessionCache>) -> Self {
+    pub fn new(cache: Arc<crate::session_cache::SessionCache>) -> Self {
         Self {
             tx: broadcast::channel(CAPACITY).0,
             accounts: Arc::default(),
@@ -170,7 +169,7 @@ mod tests {
 
     #[test]
     fn an_event_wakes_the_subscribers_of_its_account_only() {
-        let hub = Hub::new(Arc::new(cache::SessionCache::new(0)));
+        let hub = Hub::new(Arc::new(crate::session_cache::SessionCache::new(0)));
         let (ada, bob) = (UserId::random(), UserId::random());
         let mut ada_subscription = hub.subscribe_account(ada);
         let mut bobs: Vec<_> = (0..50).map(|_| hub.subscribe_account(bob)).collect();

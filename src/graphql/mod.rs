@@ -78,6 +78,10 @@ fn auth_of<'a>(ctx: &Context<'a>) -> &'a Auth {
     &state(ctx).auth
 }
 
+fn factors_of<'a>(ctx: &Context<'a>) -> &'a crate::factors::Factors {
+    &state(ctx).factors
+}
+
 /// Whether the caller may see the private fields of account `owner`: its owner (also
 /// in the payload of the request that just signed it in), or an ADMIN. Anonymous requests get `false` without a database query; a request with a
 /// token pays the session check once, shared with every other field.

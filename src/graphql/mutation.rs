@@ -1,7 +1,7 @@
 use async_graphql::{Context, ID, Object};
 
 use super::{
-    auth_of, caller, cookie,
+    auth_of, caller, cookie, factors_of,
     guard::Protected,
     request_auth, state,
     types::{
@@ -12,8 +12,9 @@ use super::{
 use crate::{
     auth::{self, credentials, sessions::LogoutScope},
     db::models::User,
+    email,
     error::AppResult,
-    users,
+    factors, users,
 };
 use axum::http::header;
 
@@ -115,27 +116,27 @@ impl MutationRoot {
     /// Public. If an account has this verified address, sends it a reset link and code.
     /// Always true: the answer never tells whether such an account exists.
     async fn request_password_reset(&self, ctx: &Context<'_>, email: String) -> AppResult<bool> {
-        auth::email::request_password_reset(auth_of(ctx), &email, &request_auth(ctx).client).await?;
+        email::request_password_reset(auth_of(ctx), &email, &request_auth(ctx).client).await?;
         Ok(true)
     }
 
     /// Public. Sets a new password with a token, or an address and code, from
     /// requestPasswordReset. Ends every session of the account and opens a new one.
     async fn reset_password(&self, ctx: &Context<'_>, input: ResetPasswordInput) -> AppResult<AuthPayload> {
-        let input = auth::email::ResetInput {
+        let input = email::ResetInput {
             token: input.token,
             email: input.email,
             code: input.code,
             new_password: secret(input.new_password),
         };
-        Ok(deliver(ctx, auth::email::reset_password(auth_of(ctx), input, &request_auth(ctx).client).await?))
+        Ok(deliver(ctx, email::reset_password(auth_of(ctx), input, &request_auth(ctx).client).await?))
     }
 
     /// Protected. Sends a fresh verification message to the caller's unverified address.
     #[graphql(guard = "Protected")]
     async fn request_email_verification(&self, ctx: &Context<'_>) -> AppResult<bool> {
         let caller = caller(ctx).await?;
-        auth::email::request_verification(auth_of(ctx), caller, &request_auth(ctx).client).await?;
+        email::request_verification(auth_of(ctx), caller, &request_auth(ctx).client).await?;
         Ok(true)
     }
 
@@ -144,7 +145,7 @@ impl MutationRoot {
         // Only a code needs the session: a link works signed out, whatever token rides along.
         let caller = if input.code.is_some() { Some(caller(ctx).await?) } else { None };
         let client = &request_auth(ctx).client;
-        auth::email::verify_email(auth_of(ctx), input.token.as_deref(), input.code.as_deref(), caller, client).await?;
+        email::verify_email(auth_of(ctx), input.token.as_deref(), input.code.as_deref(), caller, client).await?;
         Ok(true)
     }
 
@@ -156,7 +157,7 @@ impl MutationRoot {
         let caller = caller(ctx).await?;
         let password = secret(input.current_password);
         let client = &request_auth(ctx).client;
-        auth::email::change_email(auth_of(ctx), caller, &password, &input.new_email, client).await?;
+        email::change_email(auth_of(ctx), caller, &password, &input.new_email, client).await?;
         Ok(true)
     }
 
@@ -165,7 +166,7 @@ impl MutationRoot {
     #[graphql(guard = "Protected")]
     async fn enroll_totp(&self, ctx: &Context<'_>) -> AppResult<TotpEnrollment> {
         let caller = caller(ctx).await?;
-        let e = auth::second_factor::enroll(auth_of(ctx), caller).await?;
+        let e = factors::flows::enroll(auth_of(ctx), factors_of(ctx), caller).await?;
         Ok(TotpEnrollment { secret: e.secret, uri: e.uri, qr_svg: e.qr_svg })
     }
 
@@ -176,7 +177,7 @@ impl MutationRoot {
     #[graphql(guard = "Protected")]
     async fn confirm_totp(&self, ctx: &Context<'_>, code: String) -> AppResult<RecoveryCodes> {
         let caller = caller(ctx).await?;
-        let confirmed = auth::second_factor::confirm(auth_of(ctx), caller, &secret(code)).await?;
+        let confirmed = factors::flows::confirm(auth_of(ctx), factors_of(ctx), caller, &secret(code)).await?;
         Ok(RecoveryCodes::new(&confirmed.codes, Some(confirmed.access_token)))
     }
 
@@ -186,7 +187,7 @@ impl MutationRoot {
     #[graphql(guard = "Protected")]
     async fn verify_mfa(&self, ctx: &Context<'_>, code: String) -> AppResult<AuthPayload> {
         let caller = caller(ctx).await?;
-        Ok(deliver(ctx, auth::second_factor::verify(auth_of(ctx), caller, &secret(code)).await?))
+        Ok(deliver(ctx, factors::flows::verify(auth_of(ctx), factors_of(ctx), caller, &secret(code)).await?))
     }
 
     /// Protected, AAL2. Turns the factor off; needs a current TOTP code. Removes the
@@ -194,7 +195,7 @@ impl MutationRoot {
     #[graphql(guard = "Protected")]
     async fn disable_totp(&self, ctx: &Context<'_>, code: String) -> AppResult<bool> {
         let caller = caller(ctx).await?;
-        auth::second_factor::disable(auth_of(ctx), caller, &secret(code)).await?;
+        factors::flows::disable(auth_of(ctx), factors_of(ctx), caller, &secret(code)).await?;
         Ok(true)
     }
 
@@ -202,7 +203,7 @@ impl MutationRoot {
     #[graphql(guard = "Protected")]
     async fn regenerate_recovery_codes(&self, ctx: &Context<'_>) -> AppResult<RecoveryCodes> {
         let caller = caller(ctx).await?;
-        let codes = auth::second_factor::regenerate(auth_of(ctx), caller).await?;
+        let codes = factors::flows::regenerate(auth_of(ctx), factors_of(ctx), caller).await?;
         Ok(RecoveryCodes::new(&codes, None))
     }
 }

@@ -1,5 +1,5 @@
 //! Email: the secrets of messages, their texts, the outbox they wait in and the
-//! transport that delivers them. Below the flows (`auth::email`), above `db`.
+//! transport that delivers them. Below the flows that send mail (`email`, `factors`, `auth`), above `db`.
 //!
 //! A message is written to the outbox in the same transaction as the token it
 //! carries, so a rolled-back request sends nothing and a committed one is never lost;
@@ -30,6 +30,7 @@ use crate::{
         models::{NewEmailToken, NewMessage, Purpose},
     },
     email_address::EmailAddress,
+    error::{AppError, AppResult},
     secret::Keys,
 };
 use message::{Content, Rendered};
@@ -67,6 +68,12 @@ impl Mail {
             code_key: CodeKey::from_key(keys.refresh.current.expose_secret()),
             wake: Arc::new(Notify::new()),
         })
+    }
+
+    /// `BAD_USER_INPUT` on `field` when this server sends no mail (`EMAIL_ENABLED=false`):
+    /// what every flow that takes an address answers first.
+    pub fn require(&self, field: &'static str) -> AppResult<()> {
+        if self.enabled { Ok(()) } else { Err(AppError::bad_input(field, "Email is switched off on this server")) }
     }
 
     /// Wakes the sender: `Changes::run` does, after a transaction that queued a message

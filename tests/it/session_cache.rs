@@ -1,4 +1,4 @@
-//! The session cache (`events::cache`): `me` and the guard answered without a query,
+//! The session cache (`session_cache`): `me` and the guard answered without a query,
 //! and never out of date by more than a notification. Every flow that ends a session
 //! or changes an account is tried with the cache serving and no notification arriving
 //! (the instance that made the change must forget by itself, before it answers); then
@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use authgraph::mfa::totp;
+use authgraph::factors::totp;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use serde_json::{Value, json};
 
@@ -159,7 +159,7 @@ async fn account_changes_are_seen_at_once_by_the_instance_that_made_them() {
     let res = app.gql(Some(&ada.access), "mutation { enrollTotp { secret } }", json!({})).await;
     let secret = totp::from_base32(res["data"]["enrollTotp"]["secret"].as_str().unwrap()).unwrap();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    app.state.auth.second_factor.clock.pin(now);
+    app.state.factors.clock.pin(now);
     let confirm = "mutation($code: String!) { confirmTotp(code: $code) { accessToken } }";
     let res = app.gql(Some(&ada.access), confirm, json!({ "code": totp::code_at(&secret, now / totp::STEP) })).await;
     let aal2 = res["data"]["confirmTotp"]["accessToken"].as_str().unwrap_or_else(|| panic!("{res}")).to_owned();
@@ -172,7 +172,7 @@ async fn account_changes_are_seen_at_once_by_the_instance_that_made_them() {
     // though the cache held the session at AAL1.
     warm(&app, &elsewhere.access).await;
     let verify = "mutation($code: String!) { verifyMfa(code: $code) { accessToken } }";
-    app.state.auth.second_factor.clock.pin(now + totp::STEP);
+    app.state.factors.clock.pin(now + totp::STEP);
     let code = totp::code_at(&secret, now / totp::STEP + 1);
     let res = app.gql(Some(&elsewhere.access), verify, json!({ "code": code })).await;
     let raised = res["data"]["verifyMfa"]["accessToken"].as_str().unwrap_or_else(|| panic!("{res}")).to_owned();
@@ -181,7 +181,7 @@ async fn account_changes_are_seen_at_once_by_the_instance_that_made_them() {
 
     // disableTotp turns it off and ends the other sessions.
     warm(&app, &raised).await;
-    app.state.auth.second_factor.clock.pin(now + 2 * totp::STEP);
+    app.state.factors.clock.pin(now + 2 * totp::STEP);
     let code = totp::code_at(&secret, now / totp::STEP + 2);
     let res =
         app.gql(Some(&aal2), "mutation($code: String!) { disableTotp(code: $code) }", json!({ "code": code })).await;

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use authgraph::mfa::totp;
+use authgraph::factors::totp;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -23,7 +23,7 @@ const T0: u64 = 1_800_000_015;
 /// An app served on loopback with its events listener running.
 async fn live(adjust: impl FnOnce(&mut authgraph::config::Config)) -> (TestApp, Served, crate::support::Background) {
     let app = TestApp::with_config(adjust).await;
-    app.state.auth.second_factor.clock.pin(T0);
+    app.state.factors.clock.pin(T0);
     let listener = app.listening().await;
     let served = app.serve().await;
     (app, served, listener)

@@ -144,7 +144,7 @@ pub fn test_config(database_url: &str) -> Config {
     let mut config = Config::defaults();
     config.jwt_access_secret = Some(SecretString::from(SECRET));
     config.refresh_token_key = Some(SecretString::from(REFRESH_KEY));
-    config.mfa.encryption_key = Some(SecretString::from(MFA_KEY));
+    config.factors.encryption_key = Some(SecretString::from(MFA_KEY));
     config.database_url = Some(SecretString::from(database_url.to_owned()));
     config.database_pool_size = 10;
     // Mail is off unless a test gives it an SMTP server (`mail_to`).
@@ -356,7 +356,7 @@ impl TestApp {
     /// session cache and no mail sender of its own; this app hears of them only
     /// through the database's notifications.
     pub fn operator(&self) -> authgraph::change::Changes {
-        let cache = std::sync::Arc::new(authgraph::events::cache::SessionCache::new(0));
+        let cache = std::sync::Arc::new(authgraph::session_cache::SessionCache::new(0));
         authgraph::change::Changes::new(self.state.auth.pool.clone(), cache, None)
     }
 

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use async_graphql_parser::{parse_schema, types::TypeSystemDefinition};
-use authgraph::mfa::totp;
+use authgraph::factors::totp;
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 use serde_json::{Value, json};
 
@@ -32,7 +32,7 @@ const ME: &str = "{ me { id mfaEnabled } sessions { current assurance } }";
 /// An app whose TOTP clock stands at `T0`.
 async fn app_with(adjust: impl FnOnce(&mut authgraph::config::Config)) -> TestApp {
     let app = TestApp::with_config(adjust).await;
-    app.state.auth.second_factor.clock.pin(T0);
+    app.state.factors.clock.pin(T0);
     app
 }
 
@@ -186,7 +186,7 @@ async fn no_refresh_token_from_before_verify_mfa_ever_yields_aal2() {
         let refreshes = (0..6).map(|_| Gql::query(REFRESH, json!({ "token": text(&aal1, "refreshToken") })));
         let mfa =
             Gql::query(VERIFY, json!({ "code": code(&ada.secret, S0 + 1 + round) })).bearer(text(&aal1, "accessToken"));
-        app.state.auth.second_factor.clock.pin(T0 + 30 * round);
+        app.state.factors.clock.pin(T0 + 30 * round);
         let answers = app.concurrently(refreshes.chain(std::iter::once(mfa))).await;
         let (refreshed, verified) = answers.split_at(6);
         assert_eq!(verified[0]["data"]["verifyMfa"]["assurance"], "AAL2", "{verified:?}");
@@ -207,7 +207,7 @@ async fn no_refresh_token_from_before_verify_mfa_ever_yields_aal2() {
 #[tokio::test]
 async fn the_window_is_one_step_either_side_and_each_step_is_spent_once() {
     // Wrong codes are the point here, not their limit.
-    let app = app_with(|c| c.mfa.failures_per_account = 100).await;
+    let app = app_with(|c| c.factors.failures_per_account = 100).await;
     let ada = enrolled(&app, "ada").await;
     let s = &ada.secret;
     let one = text(&signin(&app, "ada").await, "accessToken").to_owned();
@@ -223,11 +223,11 @@ async fn the_window_is_one_step_either_side_and_each_step_is_spent_once() {
     // reaches it.
     let two = text(&signin(&app, "ada").await, "accessToken").to_owned();
     expect_error(&verify(&app, &two, &code(s, S0 + 1)).await, "INVALID_MFA_CODE");
-    app.state.auth.second_factor.clock.pin(T0 + 30);
+    app.state.factors.clock.pin(T0 + 30);
     assert!(verify(&app, &two, &code(s, S0 + 2)).await["data"]["verifyMfa"].is_object());
 
     // One code, eight sessions at the same moment: exactly one passes.
-    app.state.auth.second_factor.clock.pin(T0 + 90);
+    app.state.factors.clock.pin(T0 + 90);
     let mut tokens = Vec::new();
     for _ in 0..8 {
         tokens.push(text(&signin(&app, "ada").await, "accessToken").to_owned());
@@ -330,7 +330,7 @@ async fn the_operator_reset_removes_the_factor_and_ends_every_session() {
     let mail =
         authgraph::mail::Mail::new(&app.state.config.email, &authgraph::secret::resolve(&app.state.config).unwrap())
             .unwrap();
-    let (user, ended) = authgraph::auth::second_factor::reset_by_operator(&app.operator(), &mail, "ADA").await.unwrap();
+    let (user, ended) = authgraph::factors::flows::reset_by_operator(&app.operator(), &mail, "ADA").await.unwrap();
     assert_eq!((user.username.as_str(), ended), ("ada", 2));
     for token in [&ada.aal2, &aal1] {
         expect_error(&app.gql(Some(token), ME, json!({})).await, "UNAUTHENTICATED");
@@ -345,8 +345,8 @@ async fn the_operator_reset_removes_the_factor_and_ends_every_session() {
 #[tokio::test]
 async fn wrong_codes_are_limited_per_session_and_per_account_under_concurrency() {
     let app = app_with(|c| {
-        c.mfa.failures_per_session = 3;
-        c.mfa.failures_per_account = 5;
+        c.factors.failures_per_session = 3;
+        c.factors.failures_per_account = 5;
     })
     .await;
     let ada = enrolled(&app, "ada").await;
@@ -542,28 +542,28 @@ async fn a_rotated_key_still_opens_old_secrets_and_seals_them_anew() {
     assert_eq!(old_id, 1);
 
     // Only the new key: the old secret cannot be opened, which is an operator's error.
-    let lost = app.sibling(|c| c.mfa.encryption_key = Some("a brand new key, thirty-two bytes".to_owned().into()));
-    lost.state.auth.second_factor.clock.pin(T0);
+    let lost = app.sibling(|c| c.factors.encryption_key = Some("a brand new key, thirty-two bytes".to_owned().into()));
+    lost.state.factors.clock.pin(T0);
     let token = text(&signin(&lost, "ada").await, "accessToken").to_owned();
     expect_error(&verify(&lost, &token, &code(&ada.secret, S0 + 1)).await, "INTERNAL_SERVER_ERROR");
 
     // New key plus the old one as previous: it opens, and is sealed under the new key.
     let rotated = app.sibling(|c| {
-        c.mfa.encryption_key = Some("a brand new key, thirty-two bytes".to_owned().into());
-        c.mfa.encryption_key_previous = vec![MFA_KEY.to_owned().into()];
+        c.factors.encryption_key = Some("a brand new key, thirty-two bytes".to_owned().into());
+        c.factors.encryption_key_previous = vec![MFA_KEY.to_owned().into()];
     });
-    rotated.state.auth.second_factor.clock.pin(T0);
+    rotated.state.factors.clock.pin(T0);
     let before: Vec<u8> = sealed_bytes(&mut conn).await;
     let res = verify(&rotated, &token, &code(&ada.secret, S0 + 1)).await;
     assert_eq!(res["data"]["verifyMfa"]["assurance"], "AAL2", "{res}");
     assert_ne!(sealed_bytes(&mut conn).await, before, "sealed again");
     // ... under the new key, which the old configuration does not hold.
-    app.state.auth.second_factor.clock.pin(T0 + 60);
+    app.state.factors.clock.pin(T0 + 60);
     let old = text(&signin(&app, "ada").await, "accessToken").to_owned();
     expect_error(&verify(&app, &old, &code(&ada.secret, S0 + 2)).await, "INTERNAL_SERVER_ERROR");
     // Codes keep working after the rotation, recovery codes made under the old key too.
     let next = text(&signin(&rotated, "ada").await, "accessToken").to_owned();
-    rotated.state.auth.second_factor.clock.pin(T0 + 60);
+    rotated.state.factors.clock.pin(T0 + 60);
     assert!(verify(&rotated, &next, &code(&ada.secret, S0 + 2)).await["data"]["verifyMfa"].is_object());
     let last = text(&signin(&rotated, "ada").await, "accessToken").to_owned();
     assert_eq!(verify(&rotated, &last, &ada.codes[3]).await["data"]["verifyMfa"]["recoveryCodesLeft"], 9);
@@ -622,13 +622,13 @@ async fn a_signup_is_aal1_without_a_factor_to_pass() {
 
 /// The cost of verifyMfa with a TOTP code and with a recovery code, next to one bare
 /// argon2id verification in the same run: run by hand with
-/// `cargo test --release --test it second_factor::cost -- --ignored --nocapture`.
+/// `cargo test --release --test it factors::cost -- --ignored --nocapture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement, run by hand"]
 async fn cost_of_verify_mfa_and_of_a_recovery_code_check() {
     use std::time::Instant;
     let app = app_with(|c| {
-        c.mfa.failures_per_account = 1000;
+        c.factors.failures_per_account = 1000;
         c.signin_failures_per_account = 1000;
     })
     .await;
@@ -648,7 +648,7 @@ async fn cost_of_verify_mfa_and_of_a_recovery_code_check() {
         .unwrap();
     for i in 0..40u64 {
         let token = text(&signin(&app, "ada").await, "accessToken").to_owned();
-        app.state.auth.second_factor.clock.pin(T0 + 30 * (i + 1));
+        app.state.factors.clock.pin(T0 + 30 * (i + 1));
         let started = Instant::now();
         let res = verify(&app, &token, &code(&ada.secret, S0 + i + 1)).await;
         totp_ms.push(started.elapsed().as_secs_f64() * 1e3);

@@ -11,13 +11,13 @@
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 use secrecy::SecretString;
 
-use super::{
-    Auth, Caller, Client, Grant,
-    check::verify_current_password,
-    password::{Lane, Requester, Ticket},
-    sessions,
-};
 use crate::{
+    auth::{
+        Auth, Caller, Client, Grant,
+        check::verify_current_password,
+        password::{Lane, Requester, Ticket},
+        rate_limit, sessions,
+    },
     db::{
         self,
         change::Change,
@@ -31,14 +31,9 @@ use crate::{
     users::validate,
 };
 
-/// `BAD_USER_INPUT` on `field` when this server sends no mail (`EMAIL_ENABLED=false`).
-fn mail_on(auth: &Auth, field: &'static str) -> AppResult<()> {
-    if auth.mail.enabled { Ok(()) } else { Err(AppError::bad_input(field, "Email is switched off on this server")) }
-}
-
 /// The address in `field`, in canonical form, if mail is on and it can be delivered.
-pub(super) fn usable_address(auth: &Auth, field: &'static str, address: &str) -> AppResult<EmailAddress> {
-    mail_on(auth, field)?;
+fn usable_address(auth: &Auth, field: &'static str, address: &str) -> AppResult<EmailAddress> {
+    auth.mail.require(field)?;
     validate::email(field, address)
 }
 
@@ -198,7 +193,7 @@ pub async fn reset_password(auth: &Auth, input: ResetInput, client: &Client) -> 
             }
             db::sessions::end_all(c, user_id, None, EndReason::PasswordReset).await?;
             let user = db::users::find(c, user_id).await?.ok_or(AppError::NotFound)?;
-            db::signin_addresses::forget_account(c, &super::rate_limit::account_key(&user.username)).await?;
+            db::signin_addresses::forget_account(c, &rate_limit::account_key(&user.username)).await?;
             auth.mail.queue_notice(c, &address, Content::PasswordChanged).await?;
             let (session, refresh) = sessions::open(c, policy, user_id, user_agent).await?;
             Ok((user, session, refresh))
@@ -233,7 +228,7 @@ async fn adopt_address(change: &mut Change<'_>, row: &EmailToken) -> AppResult<(
 /// `requestEmailVerification`: a fresh message to the address waiting to be verified:
 /// a pending new address if a change was asked for, else the account's unverified one.
 pub async fn request_verification(auth: &Auth, caller: &Caller, client: &Client) -> AppResult<()> {
-    mail_on(auth, "email")?;
+    auth.mail.require("email")?;
     let user = &caller.user;
     let mut conn = auth.pool.get().await?;
     // The latest verification not yet used names the address waiting for it (a new

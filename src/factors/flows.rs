@@ -12,7 +12,8 @@
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{
+use super::{Factors, qr, recovery, sealed::Sealed, totp};
+use crate::auth::{
     Auth, Caller, Grant,
     check::forgiven,
     password::{Lane, Requester, Ticket},
@@ -20,7 +21,6 @@ use super::{
 };
 use crate::{
     change::Changes,
-    config::Config,
     db::{
         self,
         ids::UserId,
@@ -29,38 +29,7 @@ use crate::{
     },
     error::{AppError, AppResult},
     mail::{Mail, message::Content},
-    mfa::{
-        clock::Clock,
-        qr,
-        recovery::{self, LookupKey},
-        sealed::{KeyRing, SealKey, Sealed},
-        totp,
-    },
-    secret::KeyChain,
 };
-
-/// The keys, the issuer and the clock of the second factor.
-pub struct Settings {
-    ring: KeyRing,
-    /// The current key's lookup first: new codes use it; checks try every key.
-    lookups: Vec<LookupKey>,
-    issuer: String,
-    /// What TOTP codes are checked against; tests pin it.
-    pub clock: Clock,
-}
-
-impl Settings {
-    pub fn new(config: &Config, keys: &KeyChain) -> Self {
-        let all = std::iter::once(&keys.current).chain(&keys.previous);
-        let lookups = all.clone().map(|k| LookupKey::from_key(k.expose_secret())).collect();
-        let ring = KeyRing::new(
-            SealKey::from_key(keys.current.expose_secret()),
-            keys.previous.iter().map(|k| SealKey::from_key(k.expose_secret())).collect(),
-        );
-        let issuer = config.mfa.issuer.clone().unwrap_or_else(|| config.email.app_name.clone());
-        Self { ring, lookups, issuer, clock: Clock::default() }
-    }
-}
 
 /// What `enrollTotp` hands the client: the secret three ways.
 pub struct Enrollment {
@@ -85,14 +54,14 @@ fn no_factor(field: &'static str) -> AppError {
 
 /// `enrollTotp`: a new secret, waiting for its first code. The guard has already
 /// asked for AAL2 if a factor is on; the factor in use stays until `confirmTotp`.
-pub async fn enroll(auth: &Auth, caller: &Caller) -> AppResult<Enrollment> {
+pub async fn enroll(auth: &Auth, factors: &Factors, caller: &Caller) -> AppResult<Enrollment> {
     let mut secret = [0u8; totp::SECRET_LEN];
     rand::fill(&mut secret);
     let user = &caller.user;
-    let sealed = auth.second_factor.ring.seal(&account(user.id), &secret);
+    let sealed = factors.ring.seal(&account(user.id), &secret);
     let mut conn = auth.pool.get().await?;
-    db::second_factor::start_enrolment(&mut conn, user.id, &sealed.key_id, &sealed.bytes).await?;
-    let uri = totp::uri(&auth.second_factor.issuer, &user.username, &secret);
+    db::factors::start_enrolment(&mut conn, user.id, &sealed.key_id, &sealed.bytes).await?;
+    let uri = totp::uri(&factors.issuer, &user.username, &secret);
     Ok(Enrollment { secret: totp::base32(&secret), qr_svg: qr::svg(&uri), uri })
 }
 
@@ -105,41 +74,41 @@ pub struct Confirmed {
 
 /// `confirmTotp`: the first code of the waiting enrolment turns the factor on (replacing
 /// an earlier one), raises this session to AAL2, and makes ten recovery codes.
-pub async fn confirm(auth: &Auth, caller: &Caller, code: &SecretString) -> AppResult<Confirmed> {
+pub async fn confirm(auth: &Auth, factors: &Factors, caller: &Caller, code: &SecretString) -> AppResult<Confirmed> {
     let user_id = caller.user.id;
     let (pending, attempt) = {
         let mut conn = auth.pool.get().await?;
-        let pending = db::second_factor::find(&mut conn, user_id, false)
+        let pending = db::factors::find(&mut conn, user_id, false)
             .await?
             .ok_or_else(|| AppError::bad_input("code", "No enrolment is waiting: call enrollTotp first"))?;
         (pending, auth.rate_limits.take_mfa(&mut conn, user_id, caller.session_id).await?)
     };
-    let secret = match open(auth, &pending) {
+    let secret = match open(factors, &pending) {
         Ok(secret) => secret,
         Err(err) => return Err(forgiven(auth, attempt, err).await),
     };
-    let Some(step) = totp_step(auth, &pending, &secret, code) else {
+    let Some(step) = totp_step(factors, &pending, &secret, code) else {
         return Err(AppError::InvalidMfaCode);
     };
     let mut conn = auth.pool.get().await?;
     auth.rate_limits.forgive(&mut conn, &attempt).await?;
     auth.rate_limits.take_code_set(&mut conn, user_id).await?;
     drop(conn);
-    let (codes, stored) = new_codes(auth, user_id).await?;
+    let (codes, stored) = new_codes(auth, factors, user_id).await?;
     let session_id = caller.session_id;
     let notice = caller.user.verified_address().filter(|_| auth.mail.enabled);
     auth.changes
         .run(async |c| {
             // The step is spent on the factor itself: the code that confirmed cannot also pass verifyMfa.
-            if !db::second_factor::spend_step(c, pending.id, step).await? {
+            if !db::factors::spend_step(c, pending.id, step).await? {
                 return Err(AppError::InvalidMfaCode);
             }
-            db::second_factor::confirm(c, user_id, pending.id).await?;
-            db::second_factor::replace_codes(c, user_id, &stored).await?;
+            db::factors::confirm(c, user_id, pending.id).await?;
+            db::factors::replace_codes(c, user_id, &stored).await?;
             // The session's refresh token stays: it was handed to this same, fully
             // authenticated client (the account had no factor to pass until now).
-            if db::second_factor::raise_session(c, session_id, SecondFactor::Totp, false).await?.is_none() {
-                return Err(AppError::Unauthenticated(super::SESSION_ENDED));
+            if db::factors::raise_session(c, session_id, SecondFactor::Totp, false).await?.is_none() {
+                return Err(AppError::Unauthenticated(crate::auth::SESSION_ENDED));
             }
             if let Some(address) = &notice {
                 auth.mail.queue_notice(c, address, Content::MfaEnabled).await?;
@@ -154,23 +123,23 @@ pub async fn confirm(auth: &Auth, caller: &Caller, code: &SecretString) -> AppRe
 
 /// `verifyMfa`: a TOTP or recovery code raises the session to AAL2 and returns a new
 /// pair; the refresh tokens the session was given before stop rotating.
-pub async fn verify(auth: &Auth, caller: &Caller, code: &SecretString) -> AppResult<Grant> {
+pub async fn verify(auth: &Auth, factors: &Factors, caller: &Caller, code: &SecretString) -> AppResult<Grant> {
     let user = &caller.user;
-    let method = counted_check(auth, caller, code, true).await?;
+    let method = counted_check(auth, factors, caller, code, true).await?;
     let policy = &auth.sessions;
     let session_id = caller.session_id;
     let (token, left) = auth
         .changes
         .run(async |c| {
             // Locks only the session row, as ending a session does (see `sessions`).
-            let Some(session) = db::second_factor::raise_session(c, session_id, method, true).await? else {
-                return Err(AppError::Unauthenticated(super::SESSION_ENDED));
+            let Some(session) = db::factors::raise_session(c, session_id, method, true).await? else {
+                return Err(AppError::Unauthenticated(crate::auth::SESSION_ENDED));
             };
             let token = sessions::new_chain(c, policy, &session).await?;
             let left = match method {
                 SecondFactor::Totp => None,
                 SecondFactor::RecoveryCode => {
-                    let left = db::second_factor::codes_left(c, user.id).await?;
+                    let left = db::factors::codes_left(c, user.id).await?;
                     if let Some(address) = user.verified_address().filter(|_| auth.mail.enabled) {
                         auth.mail.queue_notice(c, &address, Content::RecoveryCodeUsed { left }).await?;
                     }
@@ -187,14 +156,14 @@ pub async fn verify(auth: &Auth, caller: &Caller, code: &SecretString) -> AppRes
 
 /// `disableTotp`: a current TOTP code turns the factor off, removes the recovery codes
 /// and ends the account's other sessions. The guard has already asked for AAL2.
-pub async fn disable(auth: &Auth, caller: &Caller, code: &SecretString) -> AppResult<()> {
-    counted_check(auth, caller, code, false).await?;
+pub async fn disable(auth: &Auth, factors: &Factors, caller: &Caller, code: &SecretString) -> AppResult<()> {
+    counted_check(auth, factors, caller, code, false).await?;
     remove_factor(&auth.changes, &auth.mail, &caller.user, Some(caller.session_id), EndReason::MfaDisabled).await?;
     Ok(())
 }
 
 /// `regenerateRecoveryCodes`: a new set replaces every earlier code.
-pub async fn regenerate(auth: &Auth, caller: &Caller) -> AppResult<Vec<SecretString>> {
+pub async fn regenerate(auth: &Auth, factors: &Factors, caller: &Caller) -> AppResult<Vec<SecretString>> {
     let user_id = caller.user.id;
     if !caller.user.has_second_factor() {
         return Err(no_factor("regenerateRecoveryCodes"));
@@ -203,14 +172,14 @@ pub async fn regenerate(auth: &Auth, caller: &Caller) -> AppResult<Vec<SecretStr
         let mut conn = auth.pool.get().await?;
         auth.rate_limits.take_code_set(&mut conn, user_id).await?;
     }
-    let (codes, stored) = new_codes(auth, user_id).await?;
+    let (codes, stored) = new_codes(auth, factors, user_id).await?;
     let mut conn = auth.pool.get().await?;
     conn.transaction::<_, AppError, _>(async |conn| {
         // The factor may have been turned off meanwhile: then there is nothing to replace.
-        if db::second_factor::find(conn, user_id, true).await?.is_none() {
+        if db::factors::find(conn, user_id, true).await?.is_none() {
             return Err(no_factor("regenerateRecoveryCodes"));
         }
-        db::second_factor::replace_codes(conn, user_id, &stored).await?;
+        db::factors::replace_codes(conn, user_id, &stored).await?;
         Ok(())
     })
     .await?;
@@ -238,7 +207,7 @@ async fn remove_factor(
 ) -> AppResult<usize> {
     changes
         .run(async |c| {
-            db::second_factor::remove(c, user.id).await?;
+            db::factors::remove(c, user.id).await?;
             let ended = db::sessions::end_all(c, user.id, keep, reason).await?;
             if let Some(address) = user.verified_address().filter(|_| mail.enabled) {
                 mail.queue_notice(c, &address, Content::MfaDisabled).await?;
@@ -253,6 +222,7 @@ async fn remove_factor(
 /// `INVALID_MFA_CODE`.
 async fn counted_check(
     auth: &Auth,
+    factors: &Factors,
     caller: &Caller,
     code: &SecretString,
     recovery_allowed: bool,
@@ -265,7 +235,7 @@ async fn counted_check(
         let mut conn = auth.pool.get().await?;
         auth.rate_limits.take_mfa(&mut conn, user.id, caller.session_id).await?
     };
-    let method = match check(auth, user, code, recovery_allowed).await {
+    let method = match check(auth, factors, user, code, recovery_allowed).await {
         Ok(Some(method)) => method,
         Ok(None) => return Err(AppError::InvalidMfaCode),
         Err(err) => return Err(forgiven(auth, attempt, err).await),
@@ -279,6 +249,7 @@ async fn counted_check(
 /// `recovery_allowed`) a recovery code. `Some(method)` once the code is spent.
 async fn check(
     auth: &Auth,
+    factors: &Factors,
     user: &User,
     code: &SecretString,
     recovery_allowed: bool,
@@ -287,28 +258,28 @@ async fn check(
         if !recovery_allowed {
             return Ok(None);
         }
-        return Ok(check_recovery(auth, user.id, normalized).await?.then_some(SecondFactor::RecoveryCode));
+        return Ok(check_recovery(auth, factors, user.id, normalized).await?.then_some(SecondFactor::RecoveryCode));
     }
     let mut conn = auth.pool.get().await?;
-    let Some(factor) = db::second_factor::find(&mut conn, user.id, true).await? else {
+    let Some(factor) = db::factors::find(&mut conn, user.id, true).await? else {
         return Ok(None);
     };
-    let secret = open(auth, &factor)?;
-    let Some(step) = totp_step(auth, &factor, &secret, code) else {
+    let secret = open(factors, &factor)?;
+    let Some(step) = totp_step(factors, &factor, &secret, code) else {
         return Ok(None);
     };
-    if !db::second_factor::spend_step(&mut conn, factor.id, step).await? {
+    if !db::factors::spend_step(&mut conn, factor.id, step).await? {
         return Ok(None);
     }
-    reseal_if_stale(auth, &mut conn, &factor, &secret).await;
+    reseal_if_stale(factors, &mut conn, &factor, &secret).await;
     Ok(Some(SecondFactor::Totp))
 }
 
 /// The step a TOTP code of `factor` (whose opened secret is `secret`) is for, if it is
 /// right now and later than the last step spent.
-fn totp_step(auth: &Auth, factor: &TotpFactor, secret: &[u8], code: &SecretString) -> Option<i64> {
+fn totp_step(factors: &Factors, factor: &TotpFactor, secret: &[u8], code: &SecretString) -> Option<i64> {
     let last = factor.last_step.and_then(|s| u64::try_from(s).ok());
-    let step = totp::verify(secret, code.expose_secret().trim(), auth.second_factor.clock.now(), last);
+    let step = totp::verify(secret, code.expose_secret().trim(), factors.clock.now(), last);
     step.and_then(|s| i64::try_from(s).ok())
 }
 
@@ -317,8 +288,8 @@ fn sealed(factor: &TotpFactor) -> Sealed {
     Sealed { key_id: factor.key_id.clone(), bytes: factor.sealed.clone() }
 }
 
-fn open(auth: &Auth, factor: &TotpFactor) -> AppResult<Vec<u8>> {
-    auth.second_factor.ring.open(&account(factor.user_id), &sealed(factor)).map_err(|_| {
+fn open(factors: &Factors, factor: &TotpFactor) -> AppResult<Vec<u8>> {
+    factors.ring.open(&account(factor.user_id), &sealed(factor)).map_err(|_| {
         AppError::internal(anyhow::anyhow!(
             "the TOTP secret of account {} was sealed under key {}, which MFA_ENCRYPTION_KEY and \
              MFA_ENCRYPTION_KEY_PREVIOUS do not hold (or the row was altered)",
@@ -330,36 +301,40 @@ fn open(auth: &Auth, factor: &TotpFactor) -> AppResult<Vec<u8>> {
 
 /// Seals `secret` (the factor's, opened) under the current key once it was opened with
 /// an earlier one, so an old key can be dropped after every account has signed in once.
-async fn reseal_if_stale(auth: &Auth, conn: &mut AsyncPgConnection, factor: &TotpFactor, secret: &[u8]) {
-    let ring = &auth.second_factor.ring;
+async fn reseal_if_stale(factors: &Factors, conn: &mut AsyncPgConnection, factor: &TotpFactor, secret: &[u8]) {
+    let ring = &factors.ring;
     if !ring.is_stale(&sealed(factor)) {
         return;
     }
     let fresh = ring.seal(&account(factor.user_id), secret);
-    if let Err(err) = db::second_factor::reseal(conn, factor.id, &fresh.key_id, &fresh.bytes).await {
+    if let Err(err) = db::factors::reseal(conn, factor.id, &fresh.key_id, &fresh.bytes).await {
         tracing::warn!(error = %err, "could not seal a TOTP secret under the current key");
     }
 }
 
 /// One argon2id verification whatever the code: the stored code its lookup names, or
 /// the dummy hash when none; then the code is spent.
-async fn check_recovery(auth: &Auth, user_id: UserId, normalized: String) -> AppResult<bool> {
-    let lookups: Vec<i32> = auth.second_factor.lookups.iter().map(|k| k.of(&normalized)).collect();
+async fn check_recovery(auth: &Auth, factors: &Factors, user_id: UserId, normalized: String) -> AppResult<bool> {
+    let lookups: Vec<i32> = factors.lookups.iter().map(|k| k.of(&normalized)).collect();
     let found = {
         let mut conn = auth.pool.get().await?;
-        db::second_factor::find_code(&mut conn, user_id, &lookups).await?
+        db::factors::find_code(&mut conn, user_id, &lookups).await?
     };
     let presented = SecretString::from(normalized);
     let right = auth.hasher.verify(ticket(user_id), &presented, found.as_ref().map(|c| c.code_hash.as_str())).await?;
     let Some(code) = found.filter(|_| right) else { return Ok(false) };
     let mut conn = auth.pool.get().await?;
-    Ok(db::second_factor::spend_code(&mut conn, code.id).await?)
+    Ok(db::factors::spend_code(&mut conn, code.id).await?)
 }
 
 /// A new set of recovery codes: the codes to show, and `(lookup, argon2id hash)` to
 /// store. The ten hashes go through the hashing queue together.
-async fn new_codes(auth: &Auth, user_id: UserId) -> AppResult<(Vec<SecretString>, Vec<(i32, String)>)> {
-    let set = recovery::generate_distinct(&auth.second_factor.lookups[0]);
+async fn new_codes(
+    auth: &Auth,
+    factors: &Factors,
+    user_id: UserId,
+) -> AppResult<(Vec<SecretString>, Vec<(i32, String)>)> {
+    let set = recovery::generate_distinct(&factors.lookups[0]);
     let hashes = futures_util::future::try_join_all(set.iter().map(|(code, _)| {
         let normalized = SecretString::from(recovery::normalize(code.expose_secret()).expect("a generated code"));
         async move { auth.hasher.hash(ticket(user_id), &normalized).await }

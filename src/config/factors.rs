@@ -8,7 +8,7 @@ use secrecy::SecretString;
 use super::values;
 
 #[derive(Debug, Clone, Args)]
-pub struct MfaConfig {
+pub struct FactorsConfig {
     /// Seals TOTP secrets at rest (AES-256-GCM under a key derived from it; its UTF-8
     /// bytes, at least 32) and keys the lookup of recovery codes. Generated in
     /// development; required in production.
