@@ -214,6 +214,11 @@ impl fmt::Debug for AppError {
     }
 }
 
+/// A refusal's wait, carried as the GraphQL error's typed source, so the HTTP edge sets
+/// `Retry-After` from the value itself rather than reading it back out of the JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryAfter(pub u64);
+
 impl From<AppError> for async_graphql::Error {
     fn from(err: AppError) -> Self {
         match &err {
@@ -222,7 +227,7 @@ impl From<AppError> for async_graphql::Error {
             AppError::Unauthenticated(reason) => tracing::debug!(reason, "unauthenticated"),
             _ => {}
         }
-        async_graphql::Error::new(err.public_message()).extend_with(|_, ext| {
+        let mut error = async_graphql::Error::new(err.public_message()).extend_with(|_, ext| {
             ext.set("code", err.code());
             match &err {
                 AppError::InvalidRefreshToken(reason) => ext.set("reason", reason.as_str()),
@@ -235,7 +240,11 @@ impl From<AppError> for async_graphql::Error {
                 }
                 _ => {}
             }
-        })
+        });
+        if let AppError::RateLimited { retry_after_secs } = err {
+            error.source = Some(std::sync::Arc::new(RetryAfter(retry_after_secs)));
+        }
+        error
     }
 }
 

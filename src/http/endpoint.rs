@@ -11,7 +11,7 @@
 //!   executed at all), and plain `application/json` with 200 otherwise, for older
 //!   clients.
 
-use crate::error::code;
+use crate::error::{RetryAfter, code};
 use std::sync::Arc;
 
 use async_graphql::{BatchRequest, BatchResponse, Value, parser::types::OperationType};
@@ -24,7 +24,7 @@ use axum::{
 };
 
 use super::{Http, bad_body, bearer, client_ip::ClientIp, graphiql, request_error};
-use crate::graphql::limits::{Limits, RequestBudget};
+use crate::graphql::limits::{Limits, RequestBudget, operation};
 
 const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
 
@@ -103,14 +103,8 @@ fn is_mutation(limits: &Limits, request: &async_graphql::Request) -> bool {
     let Ok(document) = limits.parse(&request.query) else {
         return false;
     };
-    document.operations.iter().any(|(name, op)| {
-        let selected = match (&request.operation_name, name) {
-            (Some(wanted), Some(name)) => wanted.as_str() == name.as_str(),
-            (Some(_), None) => false,
-            (None, _) => true,
-        };
-        selected && op.node.ty == OperationType::Mutation
-    })
+    // An operation that is not selected runs nowhere, so it is not one either.
+    operation::select(&document, request.operation_name.as_deref()).is_some_and(|op| op.ty == OperationType::Mutation)
 }
 
 /// Runs the operation(s) and encodes the answer for what the client accepts.
@@ -162,15 +156,10 @@ fn respond(headers: &HeaderMap, response: BatchResponse) -> Response {
         Some(Value::String(code)) => Some(code.clone()),
         _ => None,
     };
-    let retry_after = responses
-        .iter()
-        .flat_map(|r| &r.errors)
-        .filter(|e| code_of(e).as_deref() == Some(code::RATE_LIMITED))
-        .filter_map(|e| match e.extensions.as_ref().and_then(|x| x.get("retryAfter")) {
-            Some(Value::Number(n)) => n.as_u64(),
-            _ => None,
-        })
-        .max();
+    // The longest wait any refusal of the request asked for (`RATE_LIMITED` carries it
+    // as its error's source).
+    let retry_after =
+        responses.iter().flat_map(|r| &r.errors).filter_map(|e| e.source::<RetryAfter>()).map(|r| r.0).max();
     // Not executed at all: every error is a request error (parse, validation, limits).
     let not_executed = |r: &async_graphql::Response| {
         !r.errors.is_empty()

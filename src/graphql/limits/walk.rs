@@ -151,13 +151,9 @@ pub fn measure_document(
     Ok(DocumentMeasure { selections, operations })
 }
 
-/// The measure of the operation a request runs: the only one, or the one named.
+/// The measure of the operation a request runs, by the one rule (`operation::pick`).
 pub fn selected<'a>(measures: &'a [Measure], name: Option<&str>) -> Option<&'a Measure> {
-    match (measures, name) {
-        ([only], _) => Some(only),
-        (_, Some(name)) => measures.iter().find(|m| m.name.as_deref() == Some(name)),
-        (_, None) => None,
-    }
+    super::operation::pick(measures.iter().map(|m| (m.name.as_deref(), m)), name)
 }
 
 /// What a selection set asks for, fragments expanded.
