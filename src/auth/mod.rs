@@ -134,7 +134,19 @@ pub struct RequestAuth {
     /// The account this request just signed in (signup, signin, refresh, reset): its
     /// payload may show the account's private fields though no bearer token came.
     granted: std::sync::OnceLock<UserId>,
+    /// What the request's operations did to the client's refresh token, for the edge
+    /// to write into the cookie in cookie mode; the last operation's word stands.
+    refresh_outcome: std::sync::Mutex<Option<RefreshOutcome>>,
     pub client: Client,
+}
+
+/// What a request did to the client's refresh token.
+#[derive(Debug, Clone)]
+pub enum RefreshOutcome {
+    /// A session was opened or its token rotated: the client holds this one now.
+    Issued(SecretString),
+    /// The client's session ended (logout of it or of all): its token is dead.
+    Ended,
 }
 
 /// Where a request comes from.
@@ -172,7 +184,13 @@ impl Credentials {
 
 impl RequestAuth {
     pub fn new(token: Option<Result<Claims, &'static str>>, client: Client) -> Self {
-        Self { token, caller: OnceCell::new(), granted: std::sync::OnceLock::new(), client }
+        Self {
+            token,
+            caller: OnceCell::new(),
+            granted: std::sync::OnceLock::new(),
+            refresh_outcome: std::sync::Mutex::new(None),
+            client,
+        }
     }
 
     /// A request with no credentials.
@@ -180,9 +198,21 @@ impl RequestAuth {
         Self::new(None, Client::default())
     }
 
-    /// Records that this request signed `user` in (see `granted`).
-    pub fn grant(&self, user: UserId) {
+    /// Records that this request signed `user` in (see `granted`) and handed the client
+    /// `refresh_token`.
+    pub fn grant(&self, user: UserId, refresh_token: SecretString) {
         let _ = self.granted.set(user);
+        *self.refresh_outcome.lock().unwrap() = Some(RefreshOutcome::Issued(refresh_token));
+    }
+
+    /// Records that the client's own session ended, and with it its refresh token.
+    pub fn end_refresh(&self) {
+        *self.refresh_outcome.lock().unwrap() = Some(RefreshOutcome::Ended);
+    }
+
+    /// What the request did to the client's refresh token, if anything.
+    pub fn refresh_outcome(&self) -> Option<RefreshOutcome> {
+        self.refresh_outcome.lock().unwrap().clone()
     }
 
     /// The account this request signed in, if it did.

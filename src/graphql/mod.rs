@@ -5,7 +5,6 @@
 //! change to the API shows up as a reviewed diff.
 
 mod admission;
-pub mod cookie;
 mod guard;
 pub mod limits;
 mod mutation;

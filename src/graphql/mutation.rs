@@ -1,7 +1,7 @@
 use async_graphql::{Context, ID, Object};
 
 use super::{
-    auth_of, caller, cookie, factors_of,
+    auth_of, caller, factors_of,
     guard::Protected,
     request_auth, state,
     types::{
@@ -16,24 +16,18 @@ use crate::{
     error::AppResult,
     factors, users,
 };
-use axum::http::header;
 
 #[derive(Default)]
 pub struct MutationRoot;
 
-/// Hands a grant to the client: in cookie mode the refresh token goes into the
-/// HttpOnly cookie and the payload's `refreshToken` is null.
+/// Hands a grant to the client. The request records it (the edge writes the cookie from
+/// it in cookie mode); in cookie mode the payload's `refreshToken` is null.
 fn deliver(ctx: &Context<'_>, grant: auth::Grant) -> AuthPayload {
     // Only on a request's own RequestAuth, never on the shared anonymous one.
     if let Some(auth) = ctx.data_opt::<std::sync::Arc<crate::auth::RequestAuth>>() {
-        auth.grant(grant.user.id);
+        auth.grant(grant.user.id, grant.refresh_token.clone());
     }
-    let config = &state(ctx).config;
-    if config.refresh_token_cookie {
-        let value = cookie::set(&grant.refresh_token, config.refresh_token_ttl, config.is_production());
-        ctx.append_http_header(header::SET_COOKIE, value);
-    }
-    AuthPayload::new(grant, !config.refresh_token_cookie)
+    AuthPayload::new(grant, !state(ctx).config.refresh_token_cookie)
 }
 
 #[Object(name = "Mutation")]
@@ -81,9 +75,8 @@ impl MutationRoot {
         let caller = caller(ctx).await?;
         let scope: LogoutScope = scope.unwrap_or(LogoutScopeValue::Current).into();
         auth::sessions::logout(auth_of(ctx), caller, scope).await?;
-        let config = &state(ctx).config;
-        if config.refresh_token_cookie && scope != LogoutScope::Others {
-            ctx.append_http_header(header::SET_COOKIE, cookie::clear(config.is_production()));
+        if scope != LogoutScope::Others {
+            request_auth(ctx).end_refresh();
         }
         Ok(true)
     }

@@ -7,8 +7,9 @@ use std::net::IpAddr;
 use crate::{
     app::AppState,
     auth::{Client, RequestAuth},
-    graphql::cookie,
 };
+
+use super::cookie;
 
 /// Verifies the bearer token, if any. A malformed header counts as an invalid token
 /// (not as no token): a client that meant to authenticate should hear that it failed.

@@ -23,7 +23,8 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use super::{Http, bad_body, bearer, client_ip::ClientIp, graphiql, request_error};
+use super::{Http, bad_body, bearer, client_ip::ClientIp, cookie, graphiql, request_error};
+use crate::auth::RefreshOutcome;
 use crate::graphql::limits::{Limits, RequestBudget, operation};
 
 const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
@@ -144,7 +145,21 @@ async fn execute(http: &Http, headers: &HeaderMap, ip: Option<std::net::IpAddr>,
             BatchResponse::Batch(async_graphql::futures_util::future::join_all(requests.into_iter().map(run)).await)
         }
     };
-    respond(headers, response)
+    let mut res = respond(headers, response);
+    let config = &http.state.config;
+    if config.refresh_token_cookie {
+        let value = match auth.refresh_outcome() {
+            Some(RefreshOutcome::Issued(token)) => {
+                Some(cookie::set(&token, config.refresh_token_ttl, config.is_production()))
+            }
+            Some(RefreshOutcome::Ended) => Some(cookie::clear(config.is_production())),
+            None => None,
+        };
+        if let Some(value) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
+            res.headers_mut().append(header::SET_COOKIE, value);
+        }
+    }
+    res
 }
 
 fn respond(headers: &HeaderMap, response: BatchResponse) -> Response {

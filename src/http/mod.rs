@@ -2,6 +2,7 @@
 
 mod bearer;
 pub mod client_ip;
+pub mod cookie;
 mod endpoint;
 mod graphiql;
 pub mod serve;

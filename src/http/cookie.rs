@@ -1,5 +1,7 @@
-//! The refresh-token cookie of cookie mode (`REFRESH_TOKEN_COOKIE=true`): written where
-//! sessions are delivered (the mutations), read by the HTTP edge into the request.
+//! The refresh-token cookie of cookie mode (`REFRESH_TOKEN_COOKIE=true`), kept at the
+//! HTTP edge: read into the request's `Client`, and written after the operations ran,
+//! from what they did to the refresh token (`RequestAuth::refresh_outcome`). No
+//! resolver writes a header.
 //!
 //! HttpOnly, so scripts (and XSS) never read it; SameSite=Strict, so browsers never
 //! send it on cross-site requests. Together with the JSON-only POST rule, a forged
