@@ -257,7 +257,18 @@ async fn no_event_reaches_another_account_under_concurrent_load() {
     let (app, served, _listener) = live(|_| {}).await;
     let mut accounts = Vec::new();
     for i in 0..6 {
+        // The signup's own SESSION_STARTED reaches the instance before the socket
+        // listens, or the socket would hear it (as `current`) among the sign-ins.
+        let mut hub = app.state.events.subscribe();
         let auth = app.signup(&format!("user{i}")).await;
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !matches!(hub.next().await, Some(authgraph::events::Signal::Event(e))
+                if e.kind == authgraph::events::EventKind::SessionStarted && e.user.to_string() == auth.user_id)
+            {
+            }
+        })
+        .await
+        .expect("the signup is announced");
         let ws = watching(&app, &served, &auth).await;
         accounts.push((format!("user{i}"), auth, ws));
     }

@@ -118,8 +118,10 @@ async fn an_admin_demoted_by_the_operator_loses_other_accounts_on_an_open_socket
     .unwrap();
     tokio::time::timeout(Duration::from_secs(10), async {
         loop {
+            // Ada's own: bob's rename above is announced too, and may arrive late.
             if let Some(authgraph::events::Signal::Event(e)) = hub.next().await
                 && e.kind == authgraph::events::EventKind::AccountUpdated
+                && e.user.to_string() == ada.user_id
             {
                 break;
             }

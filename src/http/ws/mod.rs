@@ -28,19 +28,19 @@
 //! shutdown are watched while a write waits: a client that stops reading is
 //! disconnected, not waited for.
 
+mod admit;
+mod close;
+mod input;
+
 use std::{
-    collections::HashSet,
     net::IpAddr,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
-use async_graphql::{
-    Data,
-    http::{WebSocket as ProtocolStream, WebSocketProtocols, WsMessage},
-};
+use async_graphql::http::{WebSocket as ProtocolStream, WebSocketProtocols, WsMessage};
 use axum::{
-    extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade},
+    extract::ws::{Message, WebSocket, WebSocketUpgrade},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::Response,
 };
@@ -50,13 +50,10 @@ use tokio::{
     time::Instant,
 };
 
-use super::{Http, bearer, serve::ConnectionPermit};
-use crate::{
-    auth::{Client, Credentials},
-    error::{AppError, code},
-    events::sockets::Registration,
-    graphql::subscription::SocketSession,
-};
+use super::{Http, serve::ConnectionPermit};
+use crate::{auth::Client, error::code};
+use close::{Close, break_with};
+use input::{Tracked, finished_id};
 
 /// The one subprotocol spoken.
 const PROTOCOL: &str = "graphql-transport-ws";
@@ -154,53 +151,42 @@ struct Held {
     unadmitted: Option<OwnedSemaphorePermit>,
 }
 
-/// Why a socket closes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Close {
-    Unauthorized,
-    Forbidden,
-    InitTimeout,
-    DuplicateId,
-    TooMany,
-    BadMessage,
-    TooBig,
-    Unavailable,
-    GoingAway,
+type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
+
+/// What bounds the socket's life once it is admitted: its session's end (watched), its
+/// token's expiry, and, once the session ended, the drain's deadline.
+#[derive(Default)]
+struct Life {
+    ended: Option<watch::Receiver<bool>>,
+    expires_at: Option<Instant>,
+    drain_until: Option<Instant>,
 }
 
-impl Close {
-    fn frame(self) -> (u16, &'static str) {
-        match self {
-            Self::Unauthorized => (4401, "Unauthorized"),
-            Self::Forbidden => (4403, "Forbidden"),
-            Self::InitTimeout => (4408, "Connection initialisation timeout"),
-            Self::DuplicateId => (4409, "Subscriber already exists"),
-            Self::TooMany => (4429, "Too many subscriptions or sockets"),
-            Self::BadMessage => (4400, "Invalid message"),
-            Self::TooBig => (1009, "Message too big"),
-            Self::Unavailable => (1013, "Session cannot be checked now; try again later"),
-            Self::GoingAway => (1001, "Server shutting down"),
+impl Life {
+    /// Takes the admitted socket's bounds, once.
+    fn adopt(&mut self, tracked: &Tracked) {
+        if self.ended.is_none()
+            && let Some(admitted) = &tracked.admitted
+        {
+            self.ended = Some(admitted.registration.ended.clone());
+            self.expires_at = Some(admitted.expires_at);
         }
+    }
+
+    fn draining(&self) -> bool {
+        self.drain_until.is_some()
+    }
+
+    /// Resolves when the session ends (at once if it has, unless already draining).
+    fn session_ends(&self) -> impl Future<Output = ()> + use<> {
+        let over = self.ended.as_ref().map(|rx| *rx.borrow());
+        session_ends(self.ended.clone(), over, self.draining())
     }
 }
 
-/// What `connection_init` established, for the loop.
-struct Admitted {
-    expires_at: Instant,
-    registration: Registration,
-}
-
-/// The socket's side of the protocol, shared by the input filter, the init callback
-/// and the loop.
-#[derive(Default)]
-struct Tracked {
-    initialised: bool,
-    active: HashSet<String>,
-    admitted: Option<Admitted>,
-    /// Why init failed, to replace the protocol's generic close code.
-    refused: Option<Close>,
-}
-
+/// The socket's life: the protocol run by async-graphql over the filtered input, the
+/// admission at `connection_init`, and the loop that writes its messages and decides
+/// when and how it closes.
 async fn serve(http: Http, socket: WebSocket, client: Client, mut held: Held) {
     metrics::counter!("authgraph_ws_connections_total").increment(1);
     let (mut sink, stream) = socket.split();
@@ -211,49 +197,10 @@ async fn serve(http: Http, socket: WebSocket, client: Client, mut held: Held) {
     let realtime = &http.state.config.realtime;
     let (max_subscriptions, send_timeout) = (realtime.max_subscriptions_per_socket, realtime.send_timeout);
 
-    // Client messages pass through here first: the limits of the socket are kept
-    // before async-graphql sees a message. A read error ends the input, with the
-    // close it calls for.
-    let input = {
-        let (tracked, broken) = (tracked.clone(), violations.clone());
-        let readable = move |m: &Result<Message, axum::Error>| {
-            if let Err(err) = m {
-                let _ = broken.send(read_failure(err));
-            }
-            std::future::ready(m.is_ok())
-        };
-        stream.take_while(readable).filter_map(move |message| {
-            let verdict = match message {
-                Ok(Message::Text(text)) => inspect(&tracked, text.as_bytes(), max_subscriptions),
-                Ok(Message::Binary(bytes)) => inspect(&tracked, &bytes, max_subscriptions),
-                _ => Verdict::Skip,
-            };
-            let pass = match verdict {
-                Verdict::Pass(bytes) => Some(bytes),
-                Verdict::Skip => None,
-                Verdict::Refuse(close) => {
-                    let _ = violations.send(close);
-                    None
-                }
-            };
-            std::future::ready(pass)
-        })
-    };
-
+    let input = input::filtered(stream, tracked.clone(), violations, max_subscriptions);
     let init = {
         let (http, tracked) = (http.clone(), tracked.clone());
-        move |payload: serde_json::Value| async move {
-            match admit(&http, payload, client, unavailable).await {
-                Ok((data, admitted)) => {
-                    tracked.lock().unwrap().admitted = Some(admitted);
-                    Ok(data)
-                }
-                Err(close) => {
-                    tracked.lock().unwrap().refused = Some(close);
-                    Err(async_graphql::Error::new(close.frame().1))
-                }
-            }
-        }
+        move |payload| admit::connection_init(http, tracked, client, unavailable, payload)
     };
     let protocol = ProtocolStream::new(http.schema.clone(), input, WebSocketProtocols::GraphQLWS)
         .on_connection_init(init)
@@ -263,9 +210,7 @@ async fn serve(http: Http, socket: WebSocket, client: Client, mut held: Held) {
     let mut stopping = http.state.stopping.subscribe();
     let init_deadline = tokio::time::sleep(http.state.config.realtime.init_timeout);
     tokio::pin!(init_deadline);
-    let mut ended: Option<watch::Receiver<bool>> = None;
-    let mut expires_at = None;
-    let mut drain_until: Option<Instant> = None;
+    let mut life = Life::default();
 
     let close = loop {
         let (initialised, admitted) = {
@@ -276,11 +221,6 @@ async fn serve(http: Http, socket: WebSocket, client: Client, mut held: Held) {
             // Admitted: its place among the sockets waiting for init comes free.
             held.unadmitted = None;
         }
-        let session_over = ended.as_ref().map(|rx| *rx.borrow());
-        let draining = drain_until.is_some();
-        let ended_changed = session_ends(ended.clone(), session_over, draining);
-        let expiry = until(expires_at);
-        let drained = until(drain_until);
         let step = tokio::select! {
             outgoing = protocol.next() => match outgoing {
                 Some(WsMessage::Text(text)) => Step::Send(text),
@@ -290,36 +230,15 @@ async fn serve(http: Http, socket: WebSocket, client: Client, mut held: Held) {
             Some(close) = violated.recv() => Step::Close(close),
             Some(()) = unchecked.recv() => Step::Close(Close::Unavailable),
             () = &mut init_deadline, if !initialised => Step::Close(Close::InitTimeout),
-            () = expiry => Step::Close(Close::Unauthorized),
-            () = ended_changed => Step::Drain,
-            () = drained => Step::Close(Close::Forbidden),
+            () = until(life.expires_at) => Step::Close(Close::Unauthorized),
+            () = life.session_ends() => Step::Drain,
+            () = until(life.drain_until) => Step::Close(Close::Forbidden),
             _ = stopping.wait_for(|s| *s) => Step::Close(Close::GoingAway),
         };
         match step {
             Step::Send(text) => {
                 let finished = finished_id(&text);
-                // A write that waits is bounded by its own deadline, the token's expiry
-                // and the drain; shutdown cuts it short, the session's end gives it the
-                // drain's time. A client that is not reading gets no close frame
-                // (nothing would reach it): the connection is dropped.
-                let mut deadline = Instant::now() + send_timeout;
-                deadline = expires_at.map_or(deadline, |at| deadline.min(at));
-                deadline = drain_until.map_or(deadline, |at| deadline.min(at));
-                let send = tokio::time::timeout_at(deadline, sink.send(Message::Text(text.into())));
-                tokio::pin!(send);
-                let over = ended.as_ref().map(|rx| *rx.borrow());
-                let sent = tokio::select! {
-                    biased;
-                    sent = &mut send => Some(matches!(sent, Ok(Ok(())))),
-                    _ = stopping.wait_for(|s| *s) => Some(false),
-                    () = session_ends(ended.clone(), over, draining) => None,
-                };
-                // The session ended while the write waits: it gets the drain's time.
-                let sent = match sent {
-                    Some(sent) => sent,
-                    None => matches!(tokio::time::timeout(DRAIN, &mut send).await, Ok(Ok(Ok(())))),
-                };
-                if !sent {
+                if !write(&mut sink, text, &life, &mut stopping, send_timeout).await {
                     metrics::counter!("authgraph_ws_closed_total", "code" => "dropped").increment(1);
                     return;
                 }
@@ -327,13 +246,8 @@ async fn serve(http: Http, socket: WebSocket, client: Client, mut held: Held) {
                 if let Some(id) = finished {
                     t.active.remove(&id);
                 }
-                if ended.is_none()
-                    && let Some(admitted) = &t.admitted
-                {
-                    ended = Some(admitted.registration.ended.clone());
-                    expires_at = Some(admitted.expires_at);
-                }
-                if drain_until.is_some() && t.active.is_empty() {
+                life.adopt(&t);
+                if life.draining() && t.active.is_empty() {
                     break Close::Forbidden;
                 }
             }
@@ -357,7 +271,7 @@ async fn serve(http: Http, socket: WebSocket, client: Client, mut held: Held) {
                 if tracked.lock().unwrap().active.is_empty() {
                     break Close::Forbidden;
                 }
-                drain_until = Some(Instant::now() + DRAIN);
+                life.drain_until = Some(Instant::now() + DRAIN);
             }
         }
     };
@@ -365,6 +279,36 @@ async fn serve(http: Http, socket: WebSocket, client: Client, mut held: Held) {
     metrics::counter!("authgraph_ws_closed_total", "code" => code.to_string()).increment(1);
     // The close frame gets the same deadline as any write.
     let _ = tokio::time::timeout(send_timeout, break_with(&mut sink, (code, reason.to_owned()))).await;
+}
+
+/// Writes one message. A write that waits is bounded by its own deadline
+/// (`WS_SEND_TIMEOUT`), the token's expiry and the drain; shutdown cuts it short, the
+/// session's end gives it the drain's time. `false` when it did not get through: a
+/// client that is not reading gets no close frame (nothing would reach it), and the
+/// connection is dropped.
+async fn write(
+    sink: &mut Sink,
+    text: String,
+    life: &Life,
+    stopping: &mut watch::Receiver<bool>,
+    send_timeout: Duration,
+) -> bool {
+    let mut deadline = Instant::now() + send_timeout;
+    deadline = life.expires_at.map_or(deadline, |at| deadline.min(at));
+    deadline = life.drain_until.map_or(deadline, |at| deadline.min(at));
+    let send = tokio::time::timeout_at(deadline, sink.send(Message::Text(text.into())));
+    tokio::pin!(send);
+    let sent = tokio::select! {
+        biased;
+        sent = &mut send => Some(matches!(sent, Ok(Ok(())))),
+        _ = stopping.wait_for(|s| *s) => Some(false),
+        () = life.session_ends() => None,
+    };
+    // The session ended while the write waits: it gets the drain's time.
+    match sent {
+        Some(sent) => sent,
+        None => matches!(tokio::time::timeout(DRAIN, &mut send).await, Ok(Ok(Ok(())))),
+    }
 }
 
 /// Resolves when `watching` turns true (the session ended), unless it already is:
@@ -389,21 +333,6 @@ async fn until(at: Option<Instant>) {
     }
 }
 
-/// The close a failed read calls for: 1009 for a message over the limit, 4400 for
-/// anything else the client sent wrong.
-fn read_failure(err: &axum::Error) -> Close {
-    let inner = std::error::Error::source(err).and_then(|e| e.downcast_ref::<tungstenite::Error>());
-    match inner {
-        Some(tungstenite::Error::Capacity(_)) => Close::TooBig,
-        _ => Close::BadMessage,
-    }
-}
-
-async fn break_with(sink: &mut futures_util::stream::SplitSink<WebSocket, Message>, (code, reason): (u16, String)) {
-    let _ = sink.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
-    let _ = sink.close().await;
-}
-
 /// What one turn of the socket's loop does, decided before anything is awaited.
 enum Step {
     Send(String),
@@ -411,99 +340,4 @@ enum Step {
     Stop,
     Close(Close),
     Drain,
-}
-
-enum Verdict {
-    Pass(Vec<u8>),
-    Skip,
-    Refuse(Close),
-}
-
-/// Keeps the socket's limits on one client message: one subscription per id, at most
-/// `max` at once; anything but the protocol's JSON closes with 4400.
-fn inspect(tracked: &Mutex<Tracked>, bytes: &[u8], max: usize) -> Verdict {
-    #[derive(serde::Deserialize)]
-    struct Envelope<'a> {
-        #[serde(rename = "type", borrow)]
-        kind: std::borrow::Cow<'a, str>,
-        #[serde(borrow)]
-        id: Option<std::borrow::Cow<'a, str>>,
-    }
-    let Ok(envelope) = serde_json::from_slice::<Envelope<'_>>(bytes) else {
-        return Verdict::Refuse(Close::BadMessage);
-    };
-    let mut t = tracked.lock().unwrap();
-    match (envelope.kind.as_ref(), envelope.id) {
-        ("connection_init", _) => t.initialised = true,
-        ("subscribe", Some(id)) => {
-            if t.active.contains(id.as_ref()) {
-                return Verdict::Refuse(Close::DuplicateId);
-            }
-            if t.active.len() >= max {
-                return Verdict::Refuse(Close::TooMany);
-            }
-            t.active.insert(id.into_owned());
-        }
-        ("complete", Some(id)) => {
-            t.active.remove(id.as_ref());
-        }
-        _ => {}
-    }
-    Verdict::Pass(bytes.to_vec())
-}
-
-/// The id of a server message that ends a subscription (`complete`, or `error`).
-fn finished_id(text: &str) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Envelope {
-        #[serde(rename = "type")]
-        kind: String,
-        id: Option<String>,
-    }
-    let envelope: Envelope = serde_json::from_str(text).ok()?;
-    matches!(envelope.kind.as_str(), "complete" | "error").then_some(envelope.id).flatten()
-}
-
-/// Checks `connection_init`'s token and session and registers the socket. What the
-/// operations get is the socket's credentials, from which each is admitted anew.
-async fn admit(
-    http: &Http,
-    payload: serde_json::Value,
-    client: Client,
-    unavailable: mpsc::UnboundedSender<()>,
-) -> Result<(Data, Admitted), Close> {
-    let state = &http.state;
-    let value = payload
-        .as_object()
-        .and_then(|o| o.iter().find(|(k, _)| k.eq_ignore_ascii_case("authorization")))
-        .and_then(|(_, v)| v.as_str())
-        .ok_or(Close::Unauthorized)?;
-    let claims = bearer::verify(state, value).map_err(|reason| {
-        tracing::debug!(reason, "socket refused at connection_init");
-        Close::Unauthorized
-    })?;
-    let remaining = Duration::from_secs(u64::try_from(claims.exp - chrono::Utc::now().timestamp()).unwrap_or(0));
-    let (user, session) = (claims.sub, claims.sid);
-    // Registered before the session is checked: an end announced from here on reaches
-    // the socket, so none can slip between the check and the registration.
-    let max = state.config.realtime.max_sockets_per_user;
-    let registration = state.events.sockets.register(user, session, max).map_err(|_| Close::TooMany)?;
-    let credentials = Credentials { claims, client };
-    // The session must be live; its second factor is each field's business (an AAL1
-    // session may still call me or verifyMfa over the socket).
-    match credentials.admit().caller(&state.auth).await {
-        Ok(_) => {}
-        Err(AppError::Unauthenticated(reason)) => {
-            tracing::debug!(reason, "socket refused at connection_init");
-            return Err(Close::Forbidden);
-        }
-        Err(err) => {
-            tracing::warn!(error = ?err, "socket's session cannot be checked at connection_init");
-            return Err(Close::Unavailable);
-        }
-    }
-    let mut data = Data::default();
-    data.insert(SocketSession { credentials, ended: registration.ended.clone(), unavailable });
-    let admitted = Admitted { expires_at: Instant::now() + remaining, registration };
-    Ok((data, admitted))
 }
