@@ -226,7 +226,7 @@ fn every_mutation_that_checks_a_secret_or_mints_tokens_is_limited() {
         .map(|(name, _)| name.clone())
         .collect();
     let listed: std::collections::BTreeSet<String> =
-        authgraph::graphql::limits::walk::AUTH_MUTATIONS.iter().map(|s| s.to_string()).collect();
+        authgraph::graphql::limits::AUTH_MUTATIONS.iter().map(|s| s.to_string()).collect();
     assert_eq!(derived, listed, "AUTH_MUTATIONS must list exactly the mutations that check secrets or mint tokens");
     assert!(derived.len() >= 11, "the schema was not read: {derived:?}");
 }
