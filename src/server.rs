@@ -97,6 +97,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     result.and(closed)
 }
 
+/// How the connections to the database are protected, checked before any is made: in
+/// production a database that is not on this machine needs TLS (`sslmode=require` or
+/// stronger) or `sslmode=disable` written out. Logged either way.
+fn check_database_tls(config: &Config, url: &str) -> anyhow::Result<()> {
+    let target = db::tls::Target::parse(url)?;
+    if config.is_production() && !target.is_local() && target.mode == db::tls::SslMode::Prefer {
+        anyhow::bail!(
+            "DATABASE_URL: a database on another machine needs sslmode=require, verify-ca or verify-full in \
+             production (or sslmode=disable, written out); {} would send password and token hashes unprotected \
+             whenever the server does not offer TLS",
+            if target.mode_explicit { "sslmode=prefer" } else { "no sslmode (libpq's prefer)" }
+        );
+    }
+    tracing::info!(sslmode = target.mode.as_str(), local = target.is_local(), "database connections");
+    Ok(())
+}
+
 async fn migrate(url: &str) -> anyhow::Result<usize> {
     let applied = db::run_migrations(url).await?;
     if applied > 0 {
@@ -106,6 +123,7 @@ async fn migrate(url: &str) -> anyhow::Result<usize> {
 }
 
 async fn serve(config: Config, database: &Database) -> anyhow::Result<()> {
+    check_database_tls(&config, &database.url)?;
     migrate(&database.url).await?;
     let keys = secret::resolve(&config)?;
     let pool = db::pool(&database.url, config.database_pool_size, config.database_acquire_timeout)?;
@@ -193,6 +211,7 @@ async fn serve(config: Config, database: &Database) -> anyhow::Result<()> {
 }
 
 async fn admin_pool(config: &Config, url: &str) -> anyhow::Result<db::DbPool> {
+    check_database_tls(config, url)?;
     migrate(url).await?;
     db::pool(url, 2, config.database_acquire_timeout)
 }
@@ -233,4 +252,28 @@ fn init_tracing(config: &Config) {
     } else {
         builder.with_ansi(std::io::stderr().is_terminal()).try_init()
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn production_refuses_a_remote_database_without_tls_said_out_loud() {
+        let mut config = Config::defaults();
+        config.app_env = crate::config::AppEnv::Production;
+        let err = |url: &str| check_database_tls(&config, url).unwrap_err().to_string();
+        assert!(err("postgres://u@db.example/app").contains("no sslmode"));
+        assert!(err("postgres://u@db.example/app?sslmode=prefer").contains("sslmode=prefer"));
+        for fine in [
+            "postgres://u@db.example/app?sslmode=require",
+            "postgres://u@db.example/app?sslmode=disable",
+            "postgres://u@127.0.0.1/app",
+            "postgresql://u@/app?host=/run/postgresql",
+        ] {
+            assert!(check_database_tls(&config, fine).is_ok(), "{fine}");
+        }
+        config.app_env = crate::config::AppEnv::Development;
+        assert!(check_database_tls(&config, "postgres://u@db.example/app").is_ok(), "development may");
+    }
 }

@@ -81,7 +81,7 @@ pub async fn render(pool: &DbPool) -> String {
     gauge!("authgraph_db_pool_connections", "state" => "open").set(status.size as f64);
     gauge!("authgraph_db_pool_connections", "state" => "idle").set(status.available as f64);
     gauge!("authgraph_db_pool_waiting").set(status.waiting as f64);
-    let up = tokio::time::timeout(Duration::from_secs(1), db::ping(pool)).await.unwrap_or(false);
+    let up = tokio::time::timeout(Duration::from_secs(1), db::ping(pool)).await.ok().flatten().is_some();
     gauge!("authgraph_database_up").set(if up { 1.0 } else { 0.0 });
     handle().render()
 }

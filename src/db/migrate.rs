@@ -36,9 +36,9 @@ type SyncConnection = AsyncConnectionWrapper<AsyncPgConnection>;
 /// Applies pending migrations under an advisory lock. Diesel's harness is
 /// synchronous, so it runs on a blocking thread through diesel-async's wrapper.
 pub async fn run_migrations(url: &str) -> anyhow::Result<usize> {
-    let url = url.to_owned();
+    let conn = super::establish(url).await.context("cannot connect to the database to migrate it")?;
     tokio::task::spawn_blocking(move || -> anyhow::Result<usize> {
-        let mut conn = SyncConnection::establish(&url).context("cannot connect to the database to migrate it")?;
+        let mut conn = SyncConnection::from(conn);
         conn.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))?;
         let applied = apply(&mut conn);
         conn.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"))?;

@@ -18,6 +18,7 @@ pub mod refresh_tokens;
 pub mod schema;
 pub mod sessions;
 pub mod signin_addresses;
+pub mod tls;
 pub mod users;
 
 use std::time::Duration;
@@ -25,7 +26,7 @@ use std::time::Duration;
 use anyhow::Context;
 use diesel::{QueryableByName, sql_query, sql_types::Bool};
 use diesel_async::{
-    AsyncConnection, AsyncPgConnection, RunQueryDsl,
+    AsyncPgConnection, RunQueryDsl,
     pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod, deadpool},
 };
 
@@ -50,7 +51,8 @@ pub fn pool(url: &str, max_size: usize, acquire_timeout: Duration) -> anyhow::Re
     // dead connections are caught by `is_broken` and by `read`'s retry instead.
     let mut config = ManagerConfig::default();
     config.recycling_method = RecyclingMethod::Fast;
-    config.custom_setup = Box::new(|url| Box::pin(connect(url.to_owned())));
+    let target = tls::Target::parse(url)?;
+    config.custom_setup = Box::new(move |_| Box::pin(connect(target.clone())));
     let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(url, config);
     deadpool::Pool::builder(manager)
         .max_size(max_size)
@@ -69,9 +71,9 @@ pub fn pool(url: &str, max_size: usize, acquire_timeout: Duration) -> anyhow::Re
 /// `LIMIT $1` over a large table (estimated as a tenth of it): measured with
 /// `pgbench -M prepared` on the users page at a million accounts, 12–13k executions per
 /// second re-planned against 19–23k with the plan kept.
-async fn connect(url: String) -> diesel::ConnectionResult<AsyncPgConnection> {
+async fn connect(target: tls::Target) -> diesel::ConnectionResult<AsyncPgConnection> {
     use diesel_async::SimpleAsyncConnection;
-    let mut conn = AsyncPgConnection::establish(&url).await?;
+    let mut conn = target.connect().await?;
     conn.batch_execute("SET plan_cache_mode = force_generic_plan")
         .await
         .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))?;
@@ -88,7 +90,7 @@ struct Exists {
 /// cluster and by the test harness). `name` must be a plain identifier.
 pub async fn create_database(admin_url: &str, name: &str, template: Option<&str>) -> anyhow::Result<()> {
     anyhow::ensure!(is_identifier(name), "bad database name {name:?}");
-    let mut conn = AsyncPgConnection::establish(admin_url).await.context("cannot connect to PostgreSQL")?;
+    let mut conn = establish(admin_url).await.context("cannot connect to PostgreSQL")?;
     let found: Exists = sql_query("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1) AS exists")
         .bind::<diesel::sql_types::Text, _>(name)
         .get_result(&mut conn)
@@ -135,10 +137,30 @@ pub async fn read<T>(
     }
 }
 
-/// True when the database answers a trivial query: the readiness probe.
-pub async fn ping(pool: &DbPool) -> bool {
-    let Ok(mut conn) = pool.get().await else {
-        return false;
-    };
-    sql_query("SELECT 1").execute(&mut conn).await.is_ok()
+/// One connection to `url` (TLS as its `sslmode` says), outside the pool: the `LISTEN`
+/// connection, the migrations', the test harness's.
+pub async fn establish(url: &str) -> diesel::ConnectionResult<AsyncPgConnection> {
+    let target =
+        tls::Target::parse(url).map_err(|e| diesel::ConnectionError::InvalidConnectionUrl(format!("{e:#}")))?;
+    target.connect().await
+}
+
+#[derive(QueryableByName)]
+struct Encrypted {
+    #[diesel(sql_type = Bool)]
+    ssl: bool,
+}
+
+/// Whether the database answers, and whether this connection to it is encrypted (from
+/// the server's own view, `pg_stat_ssl`): the readiness probe. `None` when it does not
+/// answer.
+pub async fn ping(pool: &DbPool) -> Option<bool> {
+    let mut conn = pool.get().await.ok()?;
+    let row: Encrypted =
+        sql_query("SELECT coalesce((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false) AS ssl")
+            .get_result(&mut conn)
+            .await
+            .ok()?;
+    metrics::gauge!("authgraph_database_tls").set(if row.ssl { 1.0 } else { 0.0 });
+    Some(row.ssl)
 }

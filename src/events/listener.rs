@@ -4,7 +4,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use futures_util::StreamExt;
 use tokio::sync::watch;
 
@@ -82,7 +82,7 @@ async fn recheck_sockets(hub: &Hub, conn: &mut AsyncPgConnection) -> diesel::Que
 }
 
 async fn connect(url: &str) -> diesel::ConnectionResult<AsyncPgConnection> {
-    let mut conn = AsyncPgConnection::establish(url).await?;
+    let mut conn = crate::db::establish(url).await?;
     let setup = format!("SET application_name = '{APPLICATION_NAME}'; LISTEN {CHANNEL}");
     conn.batch_execute(&setup).await.map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))?;
     Ok(conn)

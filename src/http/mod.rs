@@ -287,8 +287,11 @@ async fn healthz() -> &'static str {
 
 /// Readiness: the database answers.
 async fn readyz(State(http): State<Http>) -> impl IntoResponse {
-    let ok = tokio::time::timeout(Duration::from_secs(2), crate::db::ping(http.state.pool())).await.unwrap_or(false);
-    if ok { (StatusCode::OK, "ready") } else { (StatusCode::SERVICE_UNAVAILABLE, "database unavailable") }
+    match tokio::time::timeout(Duration::from_secs(2), crate::db::ping(http.state.pool())).await.ok().flatten() {
+        Some(true) => (StatusCode::OK, "ready (database over TLS)"),
+        Some(false) => (StatusCode::OK, "ready (database in clear text)"),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "database unavailable"),
+    }
 }
 
 /// Credentials (the refresh cookie) are allowed cross-origin only in cookie mode, and

@@ -7,6 +7,7 @@ mod accounts;
 mod auth_flow;
 mod brute_force;
 mod cookies;
+mod database_tls;
 mod email;
 mod events;
 mod exhaustion;

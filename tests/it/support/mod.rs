@@ -11,6 +11,7 @@
 pub mod process;
 mod request;
 pub mod smtp;
+pub mod tls_cluster;
 pub mod ws;
 
 pub use request::Gql;
