@@ -20,6 +20,9 @@ pub struct AppState {
     pub events: Arc<Hub>,
     /// Turns true when the server begins to shut down: open sockets close with 1001.
     pub stopping: tokio::sync::watch::Sender<bool>,
+    /// Turns true on SIGTERM, `SHUTDOWN_DRAIN` before `stopping`: `/readyz` answers
+    /// 503, responses close their connections, new sockets are refused.
+    pub draining: tokio::sync::watch::Sender<bool>,
 }
 
 impl AppState {
@@ -30,7 +33,14 @@ impl AppState {
         let auth = Auth::new(&config, keys, pool, cache)?;
         let factors = Factors::new(&config, &keys.factors);
         crate::telemetry::handle();
-        Ok(Arc::new(Self { auth, factors, config, events, stopping: tokio::sync::watch::Sender::new(false) }))
+        Ok(Arc::new(Self {
+            auth,
+            factors,
+            config,
+            events,
+            stopping: tokio::sync::watch::Sender::new(false),
+            draining: tokio::sync::watch::Sender::new(false),
+        }))
     }
 
     /// The database pool, shared by every service.

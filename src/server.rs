@@ -175,9 +175,16 @@ async fn serve(config: Config, database: &Database) -> anyhow::Result<()> {
         tracing::info!("mail: off (EMAIL_ENABLED=false)");
         None
     };
-    let stopping = state.stopping.clone();
+    let (stopping, draining) = (state.stopping.clone(), state.draining.clone());
+    let drain = state.config.shutdown_drain;
     let server = http::serve::serve(listener, router, connection_limits, async move {
         shutdown_signal().await;
+        if !drain.is_zero() {
+            // Still serving: the load balancer sees /readyz fail and moves traffic away.
+            tracing::info!(?drain, "shutting down: draining");
+            draining.send_replace(true);
+            tokio::time::sleep(drain).await;
+        }
         tracing::info!("shutting down: finishing requests in flight");
         let _ = stop_tx.send(true);
         let _ = stopping.send(true);

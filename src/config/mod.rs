@@ -159,6 +159,13 @@ pub struct Config {
     #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = values::parse_duration)]
     pub shutdown_timeout: Duration,
 
+    /// How long an instance drains after SIGTERM before it stops accepting: `/readyz`
+    /// answers 503, requests are still served (with `Connection: close`), new sockets
+    /// are refused. Behind a load balancer, set it above its check interval × fall
+    /// count, plus a margin.
+    #[arg(long, env = "SHUTDOWN_DRAIN", default_value = "0s", value_parser = values::parse_duration)]
+    pub shutdown_drain: Duration,
+
     /// Serve `/metrics` on this address instead of LISTEN_ADDR (e.g. 127.0.0.1:9100).
     #[arg(long, env = "METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,

@@ -50,6 +50,7 @@ pub(crate) struct Http {
 
 /// The whole application as one router, used by `server` and by the tests alike.
 pub fn app(state: SharedState) -> Router {
+    let state_for_drain = state.clone();
     let limits = Arc::new(graphql::limits(&state.config));
     let schema = graphql::schema(state.clone(), limits.clone());
     let persisted = Arc::new(graphql::persisted::PersistedQueries::new(limits.clone()));
@@ -81,6 +82,7 @@ pub fn app(state: SharedState) -> Router {
         .with_state(Http { state, schema, persisted, limits, unadmitted_sockets })
         .layer(middleware::from_fn_with_state(trusted_proxies, client_ip::layer))
         .layer(middleware::from_fn_with_state(deadlines, deadlines_layer))
+        .layer(middleware::from_fn_with_state(state_for_drain, close_while_draining))
         .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
         // No `RequestBodyLimitLayer`: it answers 413 to a Content-Length over the limit
         // without reading the body, which a client sending first never sees (see
@@ -94,6 +96,16 @@ pub fn app(state: SharedState) -> Router {
         }))
         .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
         .layer(middleware::from_fn(drop_unfit_request_id))
+}
+
+/// While the instance drains, every response closes its connection: a proxy's idle
+/// keep-alive connection is then not reused into a server about to stop.
+async fn close_while_draining(State(state): State<SharedState>, req: Request, next: Next) -> Response {
+    let mut res = next.run(req).await;
+    if *state.draining.borrow() {
+        res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    res
 }
 
 /// Longest `X-Request-Id` a client may choose.
@@ -287,6 +299,9 @@ async fn healthz() -> &'static str {
 
 /// Readiness: the database answers.
 async fn readyz(State(http): State<Http>) -> impl IntoResponse {
+    if *http.state.draining.borrow() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining: shutting down");
+    }
     match tokio::time::timeout(Duration::from_secs(2), crate::db::ping(http.state.pool())).await.ok().flatten() {
         Some(true) => (StatusCode::OK, "ready (database over TLS)"),
         Some(false) => (StatusCode::OK, "ready (database in clear text)"),

@@ -185,9 +185,13 @@ async fn a_session_ended_while_nobody_listened_still_closes_its_socket() {
 
 #[tokio::test]
 async fn an_expiring_token_closes_its_socket_with_4401() {
-    let (app, served, _listener) = live(|c| c.access_token_ttl = Duration::from_secs(1)).await;
+    // Long enough for the socket to be admitted under a loaded machine's delays (the
+    // token must still be valid at connection_init), short enough to wait out.
+    let (app, served, _listener) = live(|c| c.access_token_ttl = Duration::from_secs(3)).await;
     let ada = app.signup("ada").await;
-    let mut ws = watching(&app, &served, &ada).await;
+    let mut ws = connect(&served.addr, None).await.unwrap();
+    ws.admitted(&ada.access).await;
+    ws.subscribe("1", EVENTS).await;
     assert_eq!(ws.closed().await, 4401);
 }
 

@@ -120,3 +120,68 @@ fn a_bad_setting_names_its_variable() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("ACCESS_TOKEN_TTL"));
 }
+
+/// One request on a keep-alive connection (no `Connection: close` of its own): the
+/// status and whether the server closes the connection after it.
+async fn keep_alive_request(addr: &str, method: &str, path: &str, body: &str) -> (u16, bool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed before answering: {}", String::from_utf8_lossy(&head));
+        head.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let status = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, head.contains("\r\nconnection: close\r\n"))
+}
+
+/// SIGTERM with SHUTDOWN_DRAIN: for the drain, /readyz says 503 while requests are still
+/// served (each closing its connection) and new sockets are refused; open sockets keep
+/// working until the drain ends, then get 1001, and the process exits cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_before_the_server_stops() {
+    use crate::support::ws::connect;
+    const DRAIN: Duration = Duration::from_secs(3);
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &[("SHUTDOWN_DRAIN", "3s"), ("SHUTDOWN_TIMEOUT", "5s")]);
+    let signup = server
+        .gql(
+            None,
+            crate::support::SIGNUP,
+            json!({ "input": { "name": "Ada", "username": "ada", "password": PASSWORD } }),
+        )
+        .await;
+    let ada = crate::support::Auth::from_payload(&signup, "signup");
+    let mut ws = connect(&server.addr, None).await.unwrap();
+    ws.admitted(&ada.access).await;
+    assert_eq!(keep_alive_request(&server.addr, "GET", "/readyz", "").await, (200, false));
+
+    let signalled = std::time::Instant::now();
+    server.signal(libc::SIGTERM);
+    let start = std::time::Instant::now();
+    while keep_alive_request(&server.addr, "GET", "/readyz", "").await.0 != 503 {
+        assert!(start.elapsed() < Duration::from_secs(2), "/readyz never said 503");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, closes) = keep_alive_request(&server.addr, "POST", "/graphql", r#"{"query":"{ __typename }"}"#).await;
+    assert_eq!((status, closes), (200, true), "served, and the connection closed after it");
+    let refused = connect(&server.addr, None).await.err().expect("no new socket while draining");
+    assert_eq!(crate::support::ws::refused_with(refused), 503);
+    // The open socket still works during the drain.
+    let me = ws.execute("1", "{ me { username } }", json!({})).await.unwrap();
+    assert_eq!(me["data"]["me"]["username"], "ada", "{me}");
+    assert!(signalled.elapsed() < DRAIN, "the checks ran inside the drain");
+    // At its end: 1001, and a clean exit.
+    assert_eq!(ws.closed().await, 1001);
+    assert!(signalled.elapsed() >= DRAIN, "sockets are told to go only when the drain ends");
+    let status = tokio::task::spawn_blocking(move || server.child.wait().unwrap()).await.unwrap();
+    assert!(status.success(), "{status}");
+}

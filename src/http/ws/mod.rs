@@ -86,6 +86,16 @@ pub(crate) fn upgrade(
             return super::request_error(StatusCode::FORBIDDEN, code::FORBIDDEN, "This origin may not open a socket");
         }
     }
+    // A draining instance takes no new sockets: the client opens one on another.
+    if *http.state.draining.borrow() {
+        let mut res = super::request_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            code::SERVICE_UNAVAILABLE,
+            "This instance is shutting down; open the socket again",
+        );
+        res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return res;
+    }
     let Ok(unadmitted) = http.unadmitted_sockets.clone().try_acquire_owned() else {
         metrics::counter!("authgraph_ws_refused_total", "reason" => "unauthenticated").increment(1);
         let mut res = super::request_error(
