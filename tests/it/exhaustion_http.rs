@@ -285,14 +285,8 @@ async fn two_thousand_idle_sockets_stay_within_their_memory_budget() {
              Sec-WebSocket-Protocol: graphql-transport-ws\r\n\r\n"
         );
         stream.write_all(request.as_bytes()).await.unwrap();
-        let mut head = Vec::new();
-        let mut buf = [0u8; 512];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-            let n = stream.read(&mut buf).await.unwrap();
-            assert!(n > 0, "closed during the upgrade: {}", String::from_utf8_lossy(&head));
-            head.extend_from_slice(&buf[..n]);
-        }
-        assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+        let head = crate::support::process::read_head(&mut stream).await;
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
         stream
     };
     // One socket first, so the allocator and the runtime have grown into their working

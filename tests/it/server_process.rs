@@ -124,21 +124,14 @@ fn a_bad_setting_names_its_variable() {
 /// One request on a keep-alive connection (no `Connection: close` of its own): the
 /// status and whether the server closes the connection after it.
 async fn keep_alive_request(addr: &str, method: &str, path: &str, body: &str) -> (u16, bool) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(request.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = stream.read(&mut buf).await.unwrap();
-        assert!(n > 0, "closed before answering: {}", String::from_utf8_lossy(&head));
-        head.extend_from_slice(&buf[..n]);
-    }
-    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let head = crate::support::process::read_head(&mut stream).await.to_ascii_lowercase();
     let status = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
     (status, head.contains("\r\nconnection: close\r\n"))
 }

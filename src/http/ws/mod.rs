@@ -88,23 +88,11 @@ pub(crate) fn upgrade(
     }
     // A draining instance takes no new sockets: the client opens one on another.
     if *http.state.draining.borrow() {
-        let mut res = super::request_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            code::SERVICE_UNAVAILABLE,
-            "This instance is shutting down; open the socket again",
-        );
-        res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return res;
+        return try_again("This instance is shutting down; open the socket again");
     }
     let Ok(unadmitted) = http.unadmitted_sockets.clone().try_acquire_owned() else {
         metrics::counter!("authgraph_ws_refused_total", "reason" => "unauthenticated").increment(1);
-        let mut res = super::request_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            code::SERVICE_UNAVAILABLE,
-            "Too many sockets waiting for connection_init (WS_MAX_UNAUTHENTICATED); retry later",
-        );
-        res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return res;
+        return try_again("Too many sockets waiting for connection_init (WS_MAX_UNAUTHENTICATED); retry later");
     };
     let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let client = Client { user_agent, ip, ..Client::default() };
@@ -120,6 +108,13 @@ pub(crate) fn upgrade(
             let held = Held { _connection: permit, unadmitted: Some(unadmitted) };
             serve(http, socket, client, held).await;
         })
+}
+
+/// An upgrade refused for now: 503 with `Retry-After`, which socket clients retry.
+fn try_again(message: &str) -> Response {
+    let mut res = super::request_error(StatusCode::SERVICE_UNAVAILABLE, code::SERVICE_UNAVAILABLE, message);
+    res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    res
 }
 
 /// In development, a page served by this server (GraphiQL) opens sockets from its own
