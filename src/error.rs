@@ -135,14 +135,20 @@ pub enum AppError {
     /// `SERVICE_UNAVAILABLE` with `extensions.retryAfter`: the password-hashing queue is
     /// full; refused before any hashing.
     Busy { retry_after_secs: u64 },
-    /// `SERVICE_UNAVAILABLE`: the database cannot be reached now (pool timeout,
-    /// connection refused or lost). Worth a retry.
+    /// `SERVICE_UNAVAILABLE` with `extensions.retryAfter`: the database cannot be
+    /// reached now (pool timeout, connection refused or lost, no primary during a
+    /// failover). Worth a retry after [`UNAVAILABLE_RETRY_AFTER_SECS`].
     Unavailable(Arc<anyhow::Error>),
     /// `INTERNAL_SERVER_ERROR`: anything else. The cause is logged, never sent.
     Internal(Arc<anyhow::Error>),
 }
 
 pub type AppResult<T> = Result<T, AppError>;
+
+/// The wait `Unavailable` asks for: a failover leaves no primary for one to a few
+/// seconds (docs/production.md), so a client that retries each second gets through
+/// soon after it ends without flooding the instance meanwhile.
+pub const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 1;
 
 impl AppError {
     pub fn bad_input(field: &'static str, message: impl Into<String>) -> Self {
@@ -175,6 +181,15 @@ impl AppError {
             Self::RateLimited { .. } => code::RATE_LIMITED,
             Self::Busy { .. } | Self::Unavailable(_) => code::SERVICE_UNAVAILABLE,
             Self::Internal(_) => code::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// How long the client should wait before trying again, for the refusals that say.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            Self::RateLimited { retry_after_secs } | Self::Busy { retry_after_secs } => Some(*retry_after_secs),
+            Self::Unavailable(_) => Some(UNAVAILABLE_RETRY_AFTER_SECS),
+            _ => None,
         }
     }
 
@@ -235,14 +250,14 @@ impl From<AppError> for async_graphql::Error {
                 // Pass the factor this session has not passed yet.
                 AppError::MfaRequired => ext.set("reason", "VERIFY"),
                 AppError::BadUserInput { field, .. } => ext.set("field", *field),
-                AppError::RateLimited { retry_after_secs } | AppError::Busy { retry_after_secs } => {
-                    ext.set("retryAfter", *retry_after_secs)
-                }
                 _ => {}
             }
+            if let Some(secs) = err.retry_after() {
+                ext.set("retryAfter", secs);
+            }
         });
-        if let AppError::RateLimited { retry_after_secs } = err {
-            error.source = Some(std::sync::Arc::new(RetryAfter(retry_after_secs)));
+        if let Some(secs) = err.retry_after() {
+            error.source = Some(std::sync::Arc::new(RetryAfter(secs)));
         }
         error
     }

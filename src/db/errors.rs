@@ -10,6 +10,7 @@ use crate::error::AppError;
 /// is made, because only there is it known what they mean.
 impl From<diesel::result::Error> for AppError {
     fn from(err: diesel::result::Error) -> Self {
+        super::failover::note(&err);
         if is_connection_error(&err) { Self::unavailable(err) } else { Self::internal(err) }
     }
 }
@@ -21,12 +22,19 @@ impl From<PoolError> for AppError {
 }
 
 /// True when the error is about the connection, not the query: the database went
-/// away (restart, failover, network), so the same query may well work on a new
-/// connection.
+/// away (restart, failover, network), or the server connected to takes no writes now
+/// (a standby, or a primary demoted or put in read-only mode: SQLSTATE 25006, also
+/// "cannot execute … during recovery"), so the same statement may well work on a new
+/// connection, which `target_session_attrs=read-write` takes to the primary.
 pub fn is_connection_error(err: &diesel::result::Error) -> bool {
     use diesel::result::{DatabaseErrorKind, Error};
     match err {
-        Error::DatabaseError(DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand, _) => true,
+        Error::DatabaseError(
+            DatabaseErrorKind::ClosedConnection
+            | DatabaseErrorKind::UnableToSendCommand
+            | DatabaseErrorKind::ReadOnlyTransaction,
+            _,
+        ) => true,
         // 57P01-03: the server is shutting down or starting up; it says so in words only.
         Error::DatabaseError(DatabaseErrorKind::Unknown, info) => {
             let msg = info.message();

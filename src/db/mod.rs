@@ -9,6 +9,7 @@ pub mod email_tokens;
 mod errors;
 pub mod events;
 pub mod factors;
+mod failover;
 pub mod ids;
 mod migrate;
 pub mod models;
@@ -56,6 +57,11 @@ pub fn pool(url: &str, max_size: usize, acquire_timeout: Duration) -> anyhow::Re
     let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(url, config);
     deadpool::Pool::builder(manager)
         .max_size(max_size)
+        // Not a connection made before a server refused a write (`failover`).
+        .pre_recycle(deadpool::Hook::sync_fn(|_, metrics| match failover::is_current(metrics.created) {
+            true => Ok(()),
+            false => Err(deadpool::HookError::message("made before a server refused a write")),
+        }))
         .wait_timeout(Some(acquire_timeout))
         .create_timeout(Some(acquire_timeout))
         .recycle_timeout(Some(acquire_timeout))

@@ -171,8 +171,8 @@ fn respond(headers: &HeaderMap, response: BatchResponse) -> Response {
         Some(Value::String(code)) => Some(code.clone()),
         _ => None,
     };
-    // The longest wait any refusal of the request asked for (`RATE_LIMITED` carries it
-    // as its error's source).
+    // The longest wait any refusal of the request asked for (each error with
+    // `retryAfter` carries it as its source).
     let retry_after =
         responses.iter().flat_map(|r| &r.errors).filter_map(|e| e.source::<RetryAfter>()).map(|r| r.0).max();
     // Not executed at all: every error is a request error (parse, validation, limits).

@@ -13,6 +13,7 @@ mod events;
 mod exhaustion;
 mod exhaustion_http;
 mod factors;
+mod failover;
 mod foundation;
 mod graphql_over_http;
 mod mailboxes;
