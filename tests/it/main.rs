@@ -14,6 +14,7 @@ mod exhaustion;
 mod exhaustion_http;
 mod factors;
 mod failover;
+mod failover_cluster;
 mod foundation;
 mod graphql_over_http;
 mod mailboxes;

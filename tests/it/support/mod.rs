@@ -8,6 +8,7 @@
 //! `TEST_DATABASE_URL` (a superuser URL) to use an existing server instead; tests then
 //! create databases named `authgraph_test_*` on it.
 
+pub mod auto_failover;
 pub mod process;
 mod request;
 pub mod smtp;
