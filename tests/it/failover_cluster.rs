@@ -265,14 +265,14 @@ async fn failover_and_a_crashed_primary_lose_no_acknowledged_write() {
         Outcome::Error(e, _) => panic!("{e}"),
     };
     let mut watches = [Watch::open(&a.addr, &watcher).await, Watch::open(&b.addr, &watcher).await];
-    // Signs the watcher in and out again: the ended session's id.
-    let end_a_watched_session = async || {
-        let d = match load.call(1, None, SIGNIN, json!({ "u": "watcher", "p": PASSWORD })).await {
+    // Signs the watcher in and out again through instance `via`: the ended session's id.
+    let end_a_watched_session = async |via: usize| {
+        let d = match load.call(via, None, SIGNIN, json!({ "u": "watcher", "p": PASSWORD })).await {
             Outcome::Data(d) => d,
             Outcome::Error(e, _) => panic!("the watcher signs in: {e}"),
         };
         let token = d["signin"]["accessToken"].as_str().unwrap().to_owned();
-        if let Outcome::Error(e, _) = load.call(0, Some(&token), LOGOUT, json!({})).await {
+        if let Outcome::Error(e, _) = load.call(via, Some(&token), LOGOUT, json!({})).await {
             panic!("the watcher logs out: {e}");
         }
         session_of(&token)
@@ -308,9 +308,10 @@ async fn failover_and_a_crashed_primary_lose_no_acknowledged_write() {
         tokio::time::sleep(Duration::from_secs(3)).await;
         events.push((if crash { "crash of the primary's node" } else { "switchover" }, (start, end)));
 
-        // A session of the watcher's ended now reaches each subscription.
-        for watch in &mut watches {
-            closes.extend(watch.ended(&end_a_watched_session).await);
+        // A session of the watcher's ended through one instance reaches the other's
+        // subscription: its LISTEN connection followed the primary.
+        for (on, watch) in watches.iter_mut().enumerate() {
+            closes.extend(watch.ended(async || end_a_watched_session(1 - on).await).await);
         }
     }
 
