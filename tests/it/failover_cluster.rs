@@ -28,7 +28,7 @@ use crate::support::{
     auto_failover::Formation,
     process::{Server, http},
     session_of,
-    ws::{self, Incoming},
+    ws::Watch,
 };
 
 const WORKERS: usize = 6;
@@ -37,7 +37,6 @@ const SIGNIN: &str =
 const REFRESH: &str = "mutation($t: String!) { refresh(refreshToken: $t) { accessToken refreshToken } }";
 const ME: &str = "{ me { username } }";
 const LOGOUT: &str = "mutation { logout }";
-const EVENTS: &str = "subscription { sessionEvents { kind sessionId } }";
 
 /// What the load saw, shared by its workers.
 #[derive(Default)]
@@ -191,46 +190,6 @@ fn summary(name: &str, mut windows: Vec<Duration>) -> String {
         ms(windows[windows.len() / 2]),
         ms(*windows.last().unwrap())
     )
-}
-
-/// A subscription to `watcher`'s session events on one instance, opened again when the
-/// server closes it with a code a client retries.
-struct Watch {
-    addr: String,
-    token: String,
-    socket: ws::WsClient,
-}
-
-impl Watch {
-    async fn open(addr: &str, token: &str) -> Self {
-        let mut socket = ws::connect(addr, None).await.unwrap();
-        socket.admitted(token).await;
-        socket.subscribe("1", EVENTS).await;
-        Self { addr: addr.to_owned(), token: token.to_owned(), socket }
-    }
-
-    /// Waits for the event of the session `end` ends (it returns its id). A close on
-    /// the way must be one clients retry (1001 going away, 1012 restart, 1013 try again
-    /// later): the subscription is opened again and a new session ended for it.
-    /// Returns the codes it was closed with.
-    async fn ended(&mut self, end: impl AsyncFn() -> String) -> Vec<u16> {
-        let mut closes = Vec::new();
-        let mut session = end().await;
-        loop {
-            match self.socket.next().await {
-                Incoming::Message(m) if m["payload"]["data"]["sessionEvents"]["sessionId"] == session.as_str() => {
-                    return closes;
-                }
-                Incoming::Message(_) => continue,
-                Incoming::Closed(code, reason) => {
-                    assert!([1001, 1012, 1013].contains(&code), "closed with {code} {reason}: not retried");
-                    closes.push(code);
-                    *self = Self::open(&self.addr, &self.token).await;
-                    session = end().await;
-                }
-            }
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,6 +20,7 @@ mod graphql_over_http;
 mod mailboxes;
 mod operations;
 mod production;
+mod proxy;
 mod realtime;
 mod refresh;
 mod schema;

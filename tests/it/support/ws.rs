@@ -122,6 +122,46 @@ impl WsClient {
     }
 }
 
+/// A subscription to an account's session events at `ws://addr/graphql`, opened again
+/// when the server closes it with a code a client retries (as graphql-ws does).
+pub struct Watch {
+    addr: String,
+    token: String,
+    socket: WsClient,
+}
+
+impl Watch {
+    pub async fn open(addr: &str, token: &str) -> Self {
+        let mut socket = connect(addr, None).await.unwrap();
+        socket.admitted(token).await;
+        socket.subscribe("1", "subscription { sessionEvents { kind sessionId } }").await;
+        Self { addr: addr.to_owned(), token: token.to_owned(), socket }
+    }
+
+    /// Waits for the event of the session `end` ends (it returns its id). A close on
+    /// the way must be one clients retry (1001 going away, 1012 restart, 1013 try again
+    /// later): the subscription is opened again and a new session ended for it.
+    /// Returns the codes it was closed with.
+    pub async fn ended(&mut self, end: impl AsyncFn() -> String) -> Vec<u16> {
+        let mut closes = Vec::new();
+        let mut session = end().await;
+        loop {
+            match self.socket.next().await {
+                Incoming::Message(m) if m["payload"]["data"]["sessionEvents"]["sessionId"] == session.as_str() => {
+                    return closes;
+                }
+                Incoming::Message(_) => continue,
+                Incoming::Closed(code, reason) => {
+                    assert!([1001, 1012, 1013].contains(&code), "closed with {code} {reason}: not retried");
+                    closes.push(code);
+                    *self = Self::open(&self.addr, &self.token).await;
+                    session = end().await;
+                }
+            }
+        }
+    }
+}
+
 /// The app served on a loopback port, as the server serves it; stopped when dropped.
 pub struct Served {
     pub addr: String,
