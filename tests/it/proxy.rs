@@ -53,6 +53,13 @@ fn without_retries(config: &str) -> String {
     kept.join("\n") + "\n"
 }
 
+/// What docs/production.md shows is what this file runs.
+#[test]
+fn the_documented_haproxy_configuration_is_the_one_run() {
+    let docs = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/production.md")).unwrap();
+    assert!(docs.contains(&deploy_file("haproxy.cfg")), "copy deploy/haproxy.cfg into docs/production.md");
+}
+
 struct Proxy {
     child: Child,
     addr: String,
