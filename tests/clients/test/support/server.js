@@ -4,7 +4,7 @@
 
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, realpathSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -64,6 +64,9 @@ export async function startServer(env = {}) {
   return {
     /** `http://127.0.0.1:port` */
     origin,
+    /** Its embedded PostgreSQL, for a second instance's DATABASE_URL. */
+    databaseUrl: () =>
+      `postgresql:///authgraph?host=${encodeURIComponent(realpathSync(join(dataDir, 'run')))}&port=5432&user=authgraph`,
     /** `http://127.0.0.1:port/graphql` */
     url: `${origin}/graphql`,
     log,
