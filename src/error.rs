@@ -283,5 +283,10 @@ mod tests {
         let err: async_graphql::Error = AppError::RateLimited { retry_after_secs: 42 }.into();
         let ext = serde_json::to_value(&err.extensions).unwrap();
         assert_eq!(ext, serde_json::json!({ "code": "RATE_LIMITED", "retryAfter": 42 }));
+        let err: async_graphql::Error = AppError::unavailable(anyhow::anyhow!("connection refused")).into();
+        let ext = serde_json::to_value(&err.extensions).unwrap();
+        assert_eq!(ext, serde_json::json!({ "code": "SERVICE_UNAVAILABLE", "retryAfter": 1 }));
+        let source = err.source.as_ref().and_then(|s| s.downcast_ref::<RetryAfter>());
+        assert_eq!(source, Some(&RetryAfter(1)), "the HTTP edge sets Retry-After from it");
     }
 }

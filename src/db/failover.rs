@@ -13,8 +13,8 @@
 //! that met the refusal answers `SERVICE_UNAVAILABLE` with `retryAfter`; the next one
 //! finds the new primary, or is refused the same way while none is promoted yet.
 //!
-//! The moment is kept for the process, not per pool: a process talks to one database,
-//! and its one pool and the command line's follow the same primary.
+//! The moment is kept for the process, not per pool: a process talks to one database
+//! through one pool.
 
 use std::{
     sync::{
