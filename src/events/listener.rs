@@ -14,7 +14,11 @@ use crate::db::events::{CHANNEL, Event, EventKind};
 /// The name the connection has in `pg_stat_activity`.
 pub const APPLICATION_NAME: &str = "authgraph-listener";
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// At most a second between attempts: after a failover the new primary is listened to
+/// within a second of taking writes, so the session cache is off and other sessions'
+/// events are missed no longer than that; an attempt a second costs a database that
+/// is down next to nothing.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// A `SELECT 1` this often proves the connection alive between notifications.
 const HEARTBEAT: Duration = Duration::from_secs(5);
 /// How long the heartbeat waits for its answer: a link that dies silently is noticed
