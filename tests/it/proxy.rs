@@ -23,7 +23,9 @@ use std::{
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::{PASSWORD, SIGNUP, fresh_database, process::Server, process::http, session_of, ws::Watch};
+use crate::support::{
+    PASSWORD, SIGNUP, free_port, fresh_database, process::Server, process::http, session_of, ws::Watch,
+};
 
 const CLIENTS: usize = 4;
 /// Above the configuration's health check interval × fall count (1 s), with a margin.
@@ -31,10 +33,6 @@ const DRAIN: &str = "3s";
 const REFRESH: &str = "mutation($t: String!) { refresh(refreshToken: $t) { accessToken refreshToken } }";
 const SIGNIN: &str =
     "mutation($u: String!, $p: String!) { signin(input: { username: $u, password: $p }) { accessToken } }";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 fn deploy_file(name: &str) -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy").join(name)).unwrap()

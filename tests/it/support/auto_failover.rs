@@ -3,8 +3,8 @@
 //! run as the cluster's OS user with its configuration kept in the test's folder.
 //!
 //! The monitor's health checks and the nodes' partition timeout are shortened (see
-//! `FAST_DETECTION`) so that a crashed primary is replaced in seconds, not the half
-//! minute of the defaults; docs/production.md names the same settings.
+//! `FAST_DETECTION`) so that a crashed primary is replaced in about ten seconds, not the
+//! better part of a minute of the defaults; docs/production.md names the same settings.
 
 use std::{
     os::unix::{fs::PermissionsExt, process::CommandExt},
@@ -15,7 +15,10 @@ use std::{
 
 use serde_json::Value;
 
-/// The monitor's settings for a fast failover after a crash (defaults in comments):
+use super::{free_port, give_to_pg_os_user, pg_os_user, pg_os_user_ids};
+
+/// The monitor's settings for a fast failover after a crash (pg_auto_failover's defaults
+/// in parentheses):
 /// a node is checked every second and unhealthy after 3 s without a report (20 s), and
 /// a primary that cannot be reached is given 5 s to demote itself (30 s), which must
 /// exceed the nodes' `timeout.network_partition_timeout` (set to 3 s, from 20 s).
@@ -50,21 +53,13 @@ pub struct Formation {
     nodes: Vec<Node>,
 }
 
-fn os_user() -> String {
-    std::env::var("PG_OS_USER").unwrap_or_else(|_| "postgres".into())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 impl Formation {
     /// A monitor, node1 as primary and node2 as its synchronous standby, on database
     /// `app`; returns once both report those states.
     pub fn start() -> Self {
         let dir = tempfile::Builder::new().prefix("authgraph-failover-").tempdir().unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        give_to_postgres(dir.path());
+        give_to_pg_os_user(dir.path());
         let mut formation = Self { dir, monitor_port: free_port(), monitor: None, nodes: Vec::new() };
         let monitor = formation.path("monitor");
         let port = formation.monitor_port.to_string();
@@ -158,7 +153,7 @@ impl Formation {
             .current_dir(root)
             .stdin(Stdio::null());
         if unsafe { libc::geteuid() } == 0 {
-            let (uid, gid) = ids(&os_user());
+            let (uid, gid) = pg_os_user_ids();
             cmd.uid(uid).gid(gid);
         }
         cmd
@@ -275,7 +270,7 @@ impl Formation {
     }
 
     pub fn try_psql(&self, port: u16, db: &str, sql: &str) -> Option<String> {
-        let out = authgraph::embedded_postgres::cluster_command("psql", &os_user())
+        let out = authgraph::embedded_postgres::cluster_command("psql", &pg_os_user())
             .unwrap()
             .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres", "-d", db, "-Atq", "-c", sql])
             .output()
@@ -321,19 +316,4 @@ fn children_of(pid: i32) -> Vec<i32> {
         }
     }
     children
-}
-
-fn ids(user: &str) -> (u32, u32) {
-    let id = |flag: &str| {
-        let out = Command::new("id").args([flag, user]).output().unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
-    };
-    (id("-u"), id("-g"))
-}
-
-fn give_to_postgres(path: &Path) {
-    if unsafe { libc::geteuid() } == 0 {
-        let (uid, gid) = ids(&os_user());
-        std::os::unix::fs::chown(path, Some(uid), Some(gid)).unwrap();
-    }
 }

@@ -498,3 +498,31 @@ pub async fn statements_of<F: std::future::Future<Output = serde_json::Value>>(
     .unwrap();
     (answer, rows.into_iter().map(|r| (r.query, r.calls)).collect())
 }
+
+/// The OS user clusters the tests start run as (PostgreSQL refuses root).
+pub fn pg_os_user() -> String {
+    std::env::var("PG_OS_USER").unwrap_or_else(|_| "postgres".into())
+}
+
+/// Gives `path` to `pg_os_user()` when the tests run as root.
+pub fn give_to_pg_os_user(path: &std::path::Path) {
+    if unsafe { libc::geteuid() } == 0 {
+        let (uid, gid) = pg_os_user_ids();
+        std::os::unix::fs::chown(path, Some(uid), Some(gid)).unwrap();
+    }
+}
+
+/// The uid and gid of `pg_os_user()`.
+pub fn pg_os_user_ids() -> (u32, u32) {
+    let id = |flag: &str| {
+        let out = std::process::Command::new("id").args([flag, &pg_os_user()]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    };
+    (id("-u"), id("-g"))
+}
+
+/// A loopback TCP port free at the moment of asking, for a process that must be told
+/// its port before it starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}

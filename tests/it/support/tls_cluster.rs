@@ -3,13 +3,11 @@
 //! for the TLS tests. Run as the `postgres` OS user when the tests run as root; stopped
 //! and removed when dropped.
 
-use std::{
-    os::unix::fs::{PermissionsExt, chown},
-    path::{Path, PathBuf},
-    process::Command,
-};
+use std::{os::unix::fs::PermissionsExt, path::PathBuf};
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+
+use super::{free_port, give_to_pg_os_user, pg_os_user};
 
 /// A certificate authority of the test's own.
 pub struct TestCa {
@@ -45,22 +43,9 @@ pub struct TlsCluster {
     pg_dir: PathBuf,
 }
 
-fn os_user() -> String {
-    std::env::var("PG_OS_USER").unwrap_or_else(|_| "postgres".into())
-}
-
-fn give_to_postgres(path: &Path) {
-    if unsafe { libc::geteuid() } == 0 {
-        let out = Command::new("id").args(["-u", &os_user()]).output().unwrap();
-        let uid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
-        let out = Command::new("id").args(["-g", &os_user()]).output().unwrap();
-        let gid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
-        chown(path, Some(uid), Some(gid)).unwrap();
-    }
-}
-
 fn run(program: &str, args: &[&str]) {
-    let out = authgraph::embedded_postgres::cluster_command(program, &os_user()).unwrap().args(args).output().unwrap();
+    let out =
+        authgraph::embedded_postgres::cluster_command(program, &pg_os_user()).unwrap().args(args).output().unwrap();
     assert!(
         out.status.success(),
         "{program} {args:?}: {}{}",
@@ -75,11 +60,11 @@ impl TlsCluster {
     pub fn start(ca: Option<&TestCa>) -> Self {
         let dir = tempfile::Builder::new().prefix("authgraph-tls-").tempdir().unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
-        give_to_postgres(dir.path());
+        give_to_pg_os_user(dir.path());
         let pg_dir = dir.path().join("pg");
         let pg = pg_dir.to_str().unwrap();
         run("initdb", &["-D", pg, "-U", "postgres", "--auth=trust", "--no-locale", "-E", "UTF8", "--no-sync"]);
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = free_port();
         let mut conf = format!(
             "listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\nfsync = off\n",
             dir.path().display()
@@ -93,7 +78,7 @@ impl TlsCluster {
                 let path = pg_dir.join(name);
                 std::fs::write(&path, text).unwrap();
                 std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
-                give_to_postgres(&path);
+                give_to_pg_os_user(&path);
             }
             conf.push_str(
                 "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\nssl_ca_file = 'root.crt'\n",
@@ -108,7 +93,7 @@ impl TlsCluster {
         };
         append("postgresql.conf", &conf);
         std::fs::write(pg_dir.join("pg_hba.conf"), hba).unwrap();
-        give_to_postgres(&pg_dir.join("pg_hba.conf"));
+        give_to_pg_os_user(&pg_dir.join("pg_hba.conf"));
         let log = dir.path().join("log");
         run("pg_ctl", &["-D", pg, "-w", "-t", "60", "-l", log.to_str().unwrap(), "start"]);
         let cluster = Self { dir, port, pg_dir };
@@ -147,7 +132,7 @@ impl TlsCluster {
 impl Drop for TlsCluster {
     fn drop(&mut self) {
         let pg = self.pg_dir.to_str().unwrap().to_owned();
-        let _ = authgraph::embedded_postgres::cluster_command("pg_ctl", &os_user())
+        let _ = authgraph::embedded_postgres::cluster_command("pg_ctl", &pg_os_user())
             .map(|mut c| c.args(["-D", &pg, "-m", "immediate", "stop"]).output());
     }
 }
