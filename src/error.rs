@@ -242,6 +242,7 @@ impl From<AppError> for async_graphql::Error {
             AppError::Unauthenticated(reason) => tracing::debug!(reason, "unauthenticated"),
             _ => {}
         }
+        let retry_after = err.retry_after();
         let mut error = async_graphql::Error::new(err.public_message()).extend_with(|_, ext| {
             ext.set("code", err.code());
             match &err {
@@ -252,11 +253,11 @@ impl From<AppError> for async_graphql::Error {
                 AppError::BadUserInput { field, .. } => ext.set("field", *field),
                 _ => {}
             }
-            if let Some(secs) = err.retry_after() {
+            if let Some(secs) = retry_after {
                 ext.set("retryAfter", secs);
             }
         });
-        if let Some(secs) = err.retry_after() {
+        if let Some(secs) = retry_after {
             error.source = Some(std::sync::Arc::new(RetryAfter(secs)));
         }
         error

@@ -12,7 +12,10 @@ use authgraph::factors::totp;
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 use serde_json::{Value, json};
 
-use crate::support::{Auth, Gql, MFA_KEY, PASSWORD, TestApp, claims, count, error_code, expect_error, mail_to};
+use crate::support::{
+    Auth, Background, Gql, MFA_KEY, PASSWORD, TestApp, claims, count, error_code, expect_error, mail_to,
+    smtp::SmtpServer,
+};
 
 /// The server's clock in these tests: 15 s into a 30-second step.
 const T0: u64 = 1_800_000_015;
@@ -48,6 +51,17 @@ struct Enrolled {
     aal2: String,
     secret: Vec<u8>,
     codes: Vec<String>,
+}
+
+/// An app that mails through a test SMTP server (its sender running), and Ada enrolled
+/// with the verified address ada@example.com: for the flows that send notices.
+async fn enrolled_with_mail() -> (TestApp, SmtpServer, Background, Enrolled) {
+    let smtp = SmtpServer::start();
+    let app = app_with(mail_to(&smtp)).await;
+    let sender = app.start_sender();
+    let ada = enrolled(&app, "ada").await;
+    authgraph::users::set_email(&app.operator(), "ada", "ada@example.com", true).await.unwrap();
+    (app, smtp, sender, ada)
 }
 
 async fn enrolled(app: &TestApp, username: &str) -> Enrolled {
@@ -241,11 +255,7 @@ async fn the_window_is_one_step_either_side_and_each_step_is_spent_once() {
 
 #[tokio::test]
 async fn recovery_codes_work_once_say_what_is_left_and_send_a_notice() {
-    let smtp = crate::support::smtp::SmtpServer::start();
-    let app = app_with(mail_to(&smtp)).await;
-    let _sender = app.start_sender();
-    let ada = enrolled(&app, "ada").await;
-    authgraph::users::set_email(&app.operator(), "ada", "ada@example.com", true).await.unwrap();
+    let (app, smtp, _sender, ada) = enrolled_with_mail().await;
 
     // Stored as argon2id hashes, nothing else.
     let mut conn = AsyncPgConnection::establish(&app.database_url).await.unwrap();
@@ -294,11 +304,7 @@ async fn recovery_codes_work_once_say_what_is_left_and_send_a_notice() {
 
 #[tokio::test]
 async fn turning_it_off_needs_aal2_and_a_current_code_and_ends_other_sessions() {
-    let smtp = crate::support::smtp::SmtpServer::start();
-    let app = app_with(mail_to(&smtp)).await;
-    let _sender = app.start_sender();
-    let ada = enrolled(&app, "ada").await;
-    authgraph::users::set_email(&app.operator(), "ada", "ada@example.com", true).await.unwrap();
+    let (app, smtp, _sender, ada) = enrolled_with_mail().await;
     let other = text(&signin(&app, "ada").await, "accessToken").to_owned();
     expect_error(&app.gql(Some(&other), DISABLE, json!({ "code": code(&ada.secret, S0 + 1) })).await, "MFA_REQUIRED");
     expect_error(
@@ -585,11 +591,7 @@ async fn sealed_bytes(conn: &mut AsyncPgConnection) -> Vec<u8> {
 
 #[tokio::test]
 async fn the_factor_survives_a_password_reset() {
-    let smtp = crate::support::smtp::SmtpServer::start();
-    let app = app_with(mail_to(&smtp)).await;
-    let _sender = app.start_sender();
-    let ada = enrolled(&app, "ada").await;
-    authgraph::users::set_email(&app.operator(), "ada", "ada@example.com", true).await.unwrap();
+    let (app, smtp, _sender, ada) = enrolled_with_mail().await;
     app.gql(None, "mutation { requestPasswordReset(email: \"ada@example.com\") }", json!({})).await;
     let message = smtp.wait_for("ada@example.com", 1).await.pop().unwrap();
     let reset =

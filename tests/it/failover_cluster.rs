@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 use crate::support::{
     PASSWORD, SIGNUP,
     auto_failover::Formation,
-    process::{Server, http},
+    process::{SHARED_KEYS, Server, http},
     session_of,
     ws::Watch,
 };
@@ -208,15 +208,13 @@ async fn failover_and_a_crashed_primary_lose_no_acknowledged_write() {
     let url = formation.url();
     assert!(url.contains("target_session_attrs=read-write"), "{url}");
     let dir = tempfile::tempdir().unwrap();
-    let env = [
+    let mut env = SHARED_KEYS.to_vec();
+    env.extend([
         ("DATABASE_URL", url.as_str()),
-        ("JWT_ACCESS_SECRET", "shared-secret-shared-secret-shared!!"),
-        ("REFRESH_TOKEN_KEY", "shared-refresh-key-shared-refresh-key"),
-        ("MFA_ENCRYPTION_KEY", "shared-mfa-key-shared-mfa-key-shared-mfa"),
         ("SIGNUPS_PER_IP", "100000"),
         ("SIGNIN_FAILURES_PER_ACCOUNT_ADDRESS", "100000"),
         ("DATABASE_ACQUIRE_TIMEOUT", "2s"),
-    ];
+    ]);
     let a = Server::start(&dir.path().join("a"), &env);
     let b = Server::start(&dir.path().join("b"), &env);
     let load = Arc::new(Load {

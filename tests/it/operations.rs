@@ -177,9 +177,7 @@ async fn kill_9_during_a_signup_storm_loses_no_acknowledged_account() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_on_one_database_behave_as_one() {
     let dir = tempfile::tempdir().unwrap();
-    let secret = ("JWT_ACCESS_SECRET", "shared-secret-shared-secret-shared!!");
-    let refresh_key = ("REFRESH_TOKEN_KEY", "shared-refresh-key-shared-refresh-key");
-    let mfa_key = ("MFA_ENCRYPTION_KEY", "shared-mfa-key-shared-mfa-key-shared-mfa");
+    let [secret, refresh_key, mfa_key] = crate::support::process::SHARED_KEYS;
     // Ada signs in from this address below, so it is a known one: the per-address
     // limit is the one that counts there.
     let limits = ("SIGNIN_FAILURES_PER_ACCOUNT_ADDRESS", "3");

@@ -24,7 +24,10 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::{
-    PASSWORD, SIGNUP, free_port, fresh_database, process::Server, process::http, session_of, ws::Watch,
+    PASSWORD, SIGNUP, free_port, fresh_database,
+    process::{SHARED_KEYS, Server, http},
+    session_of,
+    ws::Watch,
 };
 
 const CLIENTS: usize = 4;
@@ -211,21 +214,15 @@ async fn rolling_restart_behind_haproxy_fails_no_request_and_a_kill_only_those_i
     let database = fresh_database().await;
     let dir = tempfile::tempdir().unwrap();
     let addrs: [String; 3] = std::array::from_fn(|_| format!("127.0.0.1:{}", free_port()));
-    let env = |i: usize| {
-        vec![
-            ("DATABASE_URL", database.url.clone()),
-            ("LISTEN_ADDR", addrs[i].clone()),
-            ("JWT_ACCESS_SECRET", "shared-secret-shared-secret-shared!!".into()),
-            ("REFRESH_TOKEN_KEY", "shared-refresh-key-shared-refresh-key".into()),
-            ("MFA_ENCRYPTION_KEY", "shared-mfa-key-shared-mfa-key-shared-mfa".into()),
-            ("SIGNUPS_PER_IP", "100000".into()),
-            ("TRUSTED_PROXIES", "127.0.0.1/32".into()),
-            ("SHUTDOWN_DRAIN", DRAIN.into()),
-        ]
-    };
     let start = |i: usize| {
-        let env = env(i);
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let mut env = SHARED_KEYS.to_vec();
+        env.extend([
+            ("DATABASE_URL", database.url.as_str()),
+            ("LISTEN_ADDR", addrs[i].as_str()),
+            ("SIGNUPS_PER_IP", "100000"),
+            ("TRUSTED_PROXIES", "127.0.0.1/32"),
+            ("SHUTDOWN_DRAIN", DRAIN),
+        ]);
         Server::start(&dir.path().join(format!("instance{i}")), &env)
     };
     let mut servers: Vec<Option<Server>> = (0..3).map(|i| Some(start(i))).collect();

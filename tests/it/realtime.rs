@@ -321,12 +321,8 @@ async fn a_logout_on_one_instance_closes_the_socket_on_another() {
 async fn two_server_processes_the_admin_cli_and_sigterm() {
     use crate::support::process::{Server, command};
     let dir = tempfile::tempdir().unwrap();
-    let shared = [
-        ("JWT_ACCESS_SECRET", "shared-secret-shared-secret-shared!!"),
-        ("REFRESH_TOKEN_KEY", "shared-refresh-key-shared-refresh-key"),
-        ("MFA_ENCRYPTION_KEY", "shared-mfa-key-shared-mfa-key-shared-mfa"),
-        ("SHUTDOWN_TIMEOUT", "5s"),
-    ];
+    let mut shared = crate::support::process::SHARED_KEYS.to_vec();
+    shared.push(("SHUTDOWN_TIMEOUT", "5s"));
     let a = Server::start(&dir.path().join("a"), &shared);
     let url = a.database_url();
     let mut on_b = shared.to_vec();

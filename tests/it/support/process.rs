@@ -17,6 +17,15 @@ pub struct Server {
     pub data_dir: PathBuf,
 }
 
+/// The keys every instance of one deployment shares (tokens signed by one are accepted
+/// by the others, and TOTP secrets sealed by one open on the others), for tests that
+/// run several processes on one database.
+pub const SHARED_KEYS: [(&str, &str); 3] = [
+    ("JWT_ACCESS_SECRET", "shared-secret-shared-secret-shared!!"),
+    ("REFRESH_TOKEN_KEY", "shared-refresh-key-shared-refresh-key"),
+    ("MFA_ENCRYPTION_KEY", "shared-mfa-key-shared-mfa-key-shared-mfa"),
+];
+
 /// The binary with a clean environment: only what the test sets.
 pub fn command(data_dir: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_authgraph"));
