@@ -28,7 +28,7 @@ use crate::{
     config::JwtAlgorithm,
     db::{
         ids::{SessionId, UserId},
-        models::{Assurance, Role},
+        models::{Assurance, Methods, Role},
     },
     secret::JwtKeys,
 };
@@ -67,7 +67,7 @@ fn password_only_aal() -> String {
 }
 
 fn password_only_amr() -> Vec<String> {
-    Assurance::Aal1.methods()
+    Methods::PASSWORD.amr()
 }
 
 impl Claims {
@@ -112,9 +112,9 @@ impl AccessTokens {
                 let mut decoding = HashMap::new();
                 for key in all_keys {
                     let bytes = key.expose_secret();
-                    decoding.insert(key_id(bytes), DecodingKey::from_secret(bytes).context("JWT_ACCESS_SECRET")?);
+                    decoding.insert(key_id(bytes), DecodingKey::from_secret(bytes));
                 }
-                let encoding = EncodingKey::from_secret(current).context("JWT_ACCESS_SECRET")?;
+                let encoding = EncodingKey::from_secret(current);
                 (Algorithm::HS256, encoding, key_id(current), decoding, None)
             }
             JwtAlgorithm::EdDsa => {
@@ -170,13 +170,14 @@ impl AccessTokens {
         self.ttl.as_secs() as i64
     }
 
-    /// A token for a session at the assurance it has reached.
+    /// A token for a session, claiming the assurance it has reached and the methods
+    /// behind it.
     pub fn issue(
         &self,
         user_id: UserId,
         session_id: SessionId,
         role: Role,
-        assurance: Assurance,
+        methods: Methods,
     ) -> anyhow::Result<String> {
         let now = Utc::now().timestamp();
         let claims = Claims {
@@ -188,8 +189,8 @@ impl AccessTokens {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
             jti: Uuid::new_v4(),
-            aal: assurance.claim().to_owned(),
-            amr: assurance.methods(),
+            aal: methods.assurance().claim().to_owned(),
+            amr: methods.amr(),
         };
         let mut header = Header::new(self.algorithm);
         header.typ = Some(TOKEN_TYPE.to_owned());
@@ -232,6 +233,7 @@ fn key_id(key: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::db::models::{FirstFactor, SecondFactor};
 
     fn tokens(secret: &str) -> AccessTokens {
         AccessTokens::new(&JwtKeys::hs256(secret, &[]), "authgraph", "authgraph", Duration::from_secs(60)).unwrap()
@@ -241,12 +243,27 @@ mod tests {
     fn an_issued_token_verifies_with_its_claims() {
         let t = tokens("0123456789abcdef0123456789abcdef");
         let (user, session) = (UserId::random(), SessionId::random());
-        let claims = t.verify(&t.issue(user, session, Role::Admin, Assurance::Aal1).unwrap()).unwrap();
+        let claims = t.verify(&t.issue(user, session, Role::Admin, Methods::PASSWORD).unwrap()).unwrap();
         assert_eq!((claims.sub, claims.sid, claims.role.as_str()), (user, session, "ADMIN"));
         assert_eq!(claims.exp - claims.iat, 60);
         assert_eq!((claims.aal.as_str(), claims.amr.as_slice()), ("aal1", ["pwd".to_owned()].as_slice()));
-        let raised = t.verify(&t.issue(user, session, Role::User, Assurance::Aal2).unwrap()).unwrap();
-        assert_eq!((raised.aal.as_str(), raised.amr.join(" ").as_str()), ("aal2", "pwd otp"));
+        let claims_of = |first, second| {
+            let methods = Methods { first, second };
+            let claims = t.verify(&t.issue(user, session, Role::User, methods).unwrap()).unwrap();
+            (claims.aal, claims.amr.join(" "))
+        };
+        let aal2 = |amr: &str| ("aal2".to_owned(), amr.to_owned());
+        assert_eq!(claims_of(FirstFactor::Password, Some(SecondFactor::Totp)), aal2("pwd otp"));
+        assert_eq!(claims_of(FirstFactor::Password, Some(SecondFactor::RecoveryCode)), aal2("pwd otp"));
+        assert_eq!(claims_of(FirstFactor::Password, Some(SecondFactor::Passkey)), aal2("pwd hwk"));
+        assert_eq!(claims_of(FirstFactor::Passkey, Some(SecondFactor::SyncedPasskey)), aal2("swk user"));
+        assert_eq!(claims_of(FirstFactor::Passkey, Some(SecondFactor::Passkey)), aal2("hwk user"));
+        let raised = t
+            .verify(
+                &t.issue(user, session, Role::User, Methods { second: Some(SecondFactor::Totp), ..Methods::PASSWORD })
+                    .unwrap(),
+            )
+            .unwrap();
         assert_eq!(raised.assurance(), Assurance::Aal2);
     }
 
@@ -255,7 +272,7 @@ mod tests {
     fn a_token_without_assurance_claims_reads_as_password_only() {
         let t = tokens("0123456789abcdef0123456789abcdef");
         let claims =
-            t.verify(&t.issue(UserId::random(), SessionId::random(), Role::User, Assurance::Aal1).unwrap()).unwrap();
+            t.verify(&t.issue(UserId::random(), SessionId::random(), Role::User, Methods::PASSWORD).unwrap()).unwrap();
         let mut old = serde_json::to_value(&claims).unwrap();
         old.as_object_mut().unwrap().retain(|k, _| k != "aal" && k != "amr");
         let mut header = Header::new(Algorithm::HS256);
@@ -272,7 +289,7 @@ mod tests {
             UserId::random(),
             SessionId::random(),
             Role::User,
-            Assurance::Aal1,
+            Methods::PASSWORD,
         );
         assert_eq!(
             tokens("0123456789abcdef0123456789abcdef").verify(&token.unwrap()).unwrap_err(),
@@ -288,7 +305,7 @@ mod tests {
             previous: vec![secrecy::SecretBox::new(Box::new(vec![9u8; 32]))],
         };
         let t = AccessTokens::new(&keys, "authgraph", "authgraph", Duration::from_secs(60)).unwrap();
-        let token = t.issue(UserId::random(), SessionId::random(), Role::User, Assurance::Aal1).unwrap();
+        let token = t.issue(UserId::random(), SessionId::random(), Role::User, Methods::PASSWORD).unwrap();
         let header = decode_header(&token).unwrap();
         assert_eq!(header.alg, Algorithm::EdDSA);
         assert!(t.verify(&token).is_ok());
@@ -304,7 +321,7 @@ mod tests {
         forged_header.typ = Some(TOKEN_TYPE.into());
         forged_header.kid = header.kid.clone();
         for secret in [params.x.as_bytes().to_vec(), URL_SAFE_NO_PAD.decode(&params.x).unwrap()] {
-            let forged = encode(&forged_header, &claims, &EncodingKey::from_secret(&secret).unwrap()).unwrap();
+            let forged = encode(&forged_header, &claims, &EncodingKey::from_secret(&secret)).unwrap();
             assert_eq!(t.verify(&forged).unwrap_err(), "unexpected algorithm");
         }
     }

@@ -11,7 +11,7 @@ use super::{
 use crate::{
     db::{
         self,
-        models::{Assurance, NewUser, Purpose},
+        models::{Methods, NewUser, Purpose},
         sessions::EndReason,
     },
     email_address::EmailAddress,
@@ -80,7 +80,7 @@ pub async fn signup(auth: &Auth, input: SignupInput, client: &Client) -> AppResu
             Ok((user, session, token))
         })
         .await?;
-    sessions::grant(auth, user, session.id, token, Assurance::Aal1)
+    sessions::grant(auth, user, session.id, token, Methods::PASSWORD)
 }
 
 /// `signin`: one answer and one cost for a wrong password and an unknown user.
@@ -124,7 +124,7 @@ pub async fn signin(auth: &Auth, username: &str, password: &SecretString, client
             sessions::open(c, policy, user_id, user_agent).await
         })
         .await?;
-    sessions::grant(auth, user, session.id, token, Assurance::Aal1)
+    sessions::grant(auth, user, session.id, token, Methods::PASSWORD)
 }
 
 /// `changePassword`: needs the current password; ends every other session.

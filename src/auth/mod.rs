@@ -35,7 +35,7 @@ use crate::{
     db::{
         self, DbPool,
         ids::{SessionId, UserId},
-        models::{Assurance, User},
+        models::{Assurance, Methods, User},
     },
     error::{AppError, AppResult},
     mail::Mail,
@@ -272,8 +272,8 @@ pub struct Grant {
     pub refresh_token: SecretString,
     pub expires_in: i64,
     pub user: User,
-    /// What the session has reached (and the access token claims).
-    pub assurance: Assurance,
+    /// How the session proved who is behind it (and what the access token claims).
+    pub methods: Methods,
     /// After verifyMfa with a recovery code: how many unused codes remain.
     pub recovery_codes_left: Option<i64>,
 }
@@ -281,6 +281,11 @@ pub struct Grant {
 impl Grant {
     /// The account has a second factor and this session has not passed it yet.
     pub fn mfa_required(&self) -> bool {
-        self.user.needs_second_factor(self.assurance)
+        self.user.needs_second_factor(self.assurance())
+    }
+
+    /// What the session has reached.
+    pub fn assurance(&self) -> Assurance {
+        self.methods.assurance()
     }
 }

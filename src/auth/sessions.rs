@@ -28,7 +28,7 @@ use crate::{
     db::{
         self,
         ids::{SessionId, UserId},
-        models::{Assurance, NewRefreshToken, NewSession, Session, User},
+        models::{Methods, NewRefreshToken, NewSession, Session, User},
         sessions::EndReason,
     },
     error::{AppError, AppResult, RefreshFailure},
@@ -106,21 +106,21 @@ async fn store(
     Ok(())
 }
 
-/// Builds the client's grant for a session at the assurance it has reached.
+/// Builds the client's grant for a session, with the methods it has passed.
 pub fn grant(
     auth: &Auth,
     user: User,
     session_id: SessionId,
     refresh_token: SecretString,
-    assurance: Assurance,
+    methods: Methods,
 ) -> AppResult<Grant> {
-    let access_token = auth.tokens.issue(user.id, session_id, user.role, assurance).map_err(AppError::internal)?;
+    let access_token = auth.tokens.issue(user.id, session_id, user.role, methods).map_err(AppError::internal)?;
     Ok(Grant {
         access_token,
         refresh_token,
         expires_in: auth.tokens.ttl_secs(),
         user,
-        assurance,
+        methods,
         recovery_codes_left: None,
     })
 }
@@ -130,7 +130,7 @@ enum Rotation {
         user: User,
         session_id: SessionId,
         token: SecretString,
-        assurance: Assurance,
+        methods: Methods,
     },
     /// Its token was presented again after the reuse interval: the session must end.
     Reused {
@@ -149,7 +149,7 @@ pub async fn refresh(auth: &Auth, presented: &SecretString) -> AppResult<Grant> 
     let outcome = rotate(&mut conn, policy, presented).await?;
     match outcome {
         // The session keeps what it reached: a refresh of an AAL2 session is AAL2.
-        Rotation::Rotated { user, session_id, token, assurance } => grant(auth, user, session_id, token, assurance),
+        Rotation::Rotated { user, session_id, token, methods } => grant(auth, user, session_id, token, methods),
         Rotation::Reused { session_id } => {
             auth.changes
                 .run(async |c| db::sessions::end(c, session_id, EndReason::Reuse).await.map_err(Into::into))
@@ -209,7 +209,7 @@ async fn rotate(conn: &mut AsyncPgConnection, policy: &SessionPolicy, presented:
             Some(used_at) if within(used_at, now, policy) => current_successor(conn, policy, presented).await?,
             Some(_) => return Ok(Rotation::Reused { session_id: session.id }),
         };
-        return Ok(Rotation::Rotated { user, session_id: session.id, token: current, assurance: session.assurance() });
+        return Ok(Rotation::Rotated { user, session_id: session.id, token: current, methods: session.methods() });
     }
     Err(AppError::internal(anyhow::anyhow!("refresh: the rotation's read kept going out of date")))
 }

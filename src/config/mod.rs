@@ -9,6 +9,7 @@
 //! - this file: the settings, one field per variable, and what follows from them;
 //! - `email`: the email group (delivery, links, lifetimes, limits);
 //! - `factors`: the second-factor group (sealing key, issuer, limits; `MFA_*`);
+//! - `passkeys`: the passkey group (relying party, origins, ceremonies; `WEBAUTHN_*`);
 //! - `realtime`: the subscriptions group (sockets, their limits);
 //! - `validate`: the checks clap's types cannot make;
 //! - `values`: the parsers of durations, secrets, origins and address blocks.
@@ -16,6 +17,7 @@
 mod cli;
 mod email;
 mod factors;
+mod passkeys;
 mod realtime;
 mod validate;
 mod values;
@@ -29,6 +31,7 @@ pub use crate::net::IpBlocks;
 pub use cli::{Cli, Command, RoleArg, SessionsCommand, UsersCommand};
 pub use email::EmailConfig;
 pub use factors::FactorsConfig;
+pub use passkeys::{PasskeysConfig, Webauthn};
 pub use realtime::RealtimeConfig;
 pub use validate::ConfigError;
 pub use values::{Origins, decode_seed, parse_duration};
@@ -305,6 +308,9 @@ pub struct Config {
 
     #[command(flatten)]
     pub factors: FactorsConfig,
+
+    #[command(flatten)]
+    pub passkeys: PasskeysConfig,
 
     #[command(flatten)]
     pub realtime: RealtimeConfig,

@@ -98,7 +98,8 @@ impl Config {
         if self.factors.failures_per_session == 0 || self.factors.failures_per_account == 0 {
             return err("MFA_FAILURES_PER_SESSION", "and MFA_FAILURES_PER_ACCOUNT must be at least 1".into());
         }
-        self.validate_email()
+        self.validate_email()?;
+        self.webauthn().map(drop)
     }
 
     /// A key production must be given, at least `MIN_SECRET_BYTES` long.
@@ -187,6 +188,8 @@ mod tests {
         config.factors.encryption_key = Some("m".repeat(32).into());
         assert_eq!(config.validate().unwrap_err().var, "SMTP_URL", "email needs a mail server in production");
         config.email.smtp_url = Some("smtp://mail.internal:587".to_owned().into());
+        assert_eq!(config.validate().unwrap_err().var, "WEBAUTHN_RP_ID", "passkeys need a domain in production");
+        config.cors_origins = "https://app.example.com".parse().unwrap();
         config.validate().unwrap();
     }
 
@@ -203,6 +206,7 @@ mod tests {
         config.refresh_token_key = Some("r".repeat(32).into());
         config.factors.encryption_key = Some("m".repeat(32).into());
         config.email.enabled = false;
+        config.passkeys.enabled = false;
         config.validate().unwrap();
     }
 

@@ -139,11 +139,82 @@ pub struct Session {
     /// Refresh tokens of the session created before this cannot rotate (set by
     /// verifyMfa, which hands out a new one).
     pub refresh_tokens_since: Option<DateTime<Utc>>,
+    /// What opened the session: a password, or a passkey (both factors at once).
+    pub signed_in_with: FirstFactor,
 }
 
 impl Session {
     pub fn assurance(&self) -> Assurance {
         Assurance::reached(self.mfa_at.is_some())
+    }
+
+    /// How the session proved who is behind it, as its tokens claim.
+    pub fn methods(&self) -> Methods {
+        Methods { first: self.signed_in_with, second: self.mfa_method }
+    }
+}
+
+/// How a session proved who is behind it: what opened it, and the second factor it
+/// passed, if any. Its tokens' `aal` and `amr` claims are made from this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Methods {
+    pub first: FirstFactor,
+    pub second: Option<SecondFactor>,
+}
+
+impl Methods {
+    /// A password, and nothing else yet.
+    pub const PASSWORD: Self = Self { first: FirstFactor::Password, second: None };
+
+    pub fn assurance(self) -> Assurance {
+        Assurance::reached(self.second.is_some())
+    }
+
+    /// The `amr` claim (RFC 8176 method names). A password is `pwd`, then `otp` for a
+    /// TOTP or recovery code (a one-time password either way), `hwk` for a passkey
+    /// bound to its device, `swk` for one that may be synced (its BE flag). A passkey
+    /// sign-in is the key and the user verification it performed: `hwk`/`swk` and
+    /// `user`.
+    pub fn amr(self) -> Vec<String> {
+        let second = self.second.map(SecondFactor::amr);
+        let names: Vec<&str> = match self.first {
+            FirstFactor::Password => std::iter::once("pwd").chain(second).collect(),
+            FirstFactor::Passkey => vec![second.unwrap_or("swk"), "user"],
+        };
+        names.into_iter().map(str::to_owned).collect()
+    }
+}
+
+/// What opened a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, AsExpression, FromSqlRow)]
+#[diesel(sql_type = Text)]
+pub enum FirstFactor {
+    Password,
+    Passkey,
+}
+
+impl FirstFactor {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Password => "PASSWORD",
+            Self::Passkey => "PASSKEY",
+        }
+    }
+}
+
+impl ToSql<Text, Pg> for FirstFactor {
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
+        <str as ToSql<Text, Pg>>::to_sql(self.as_str(), out)
+    }
+}
+
+impl FromSql<Text, Pg> for FirstFactor {
+    fn from_sql(bytes: PgValue<'_>) -> deserialize::Result<Self> {
+        match <String as FromSql<Text, Pg>>::from_sql(bytes)?.as_str() {
+            "PASSWORD" => Ok(Self::Password),
+            "PASSKEY" => Ok(Self::Passkey),
+            other => Err(format!("unknown sign-in method {other:?}").into()),
+        }
     }
 }
 
@@ -174,15 +245,6 @@ impl Assurance {
     pub fn from_claim(claim: &str) -> Self {
         if claim == "aal2" { Self::Aal2 } else { Self::Aal1 }
     }
-
-    /// The `amr` claim (RFC 8176 method names): `pwd`, then `otp` for either second
-    /// factor (a recovery code is a one-time password too).
-    pub fn methods(self) -> Vec<String> {
-        match self {
-            Self::Aal1 => vec!["pwd".to_owned()],
-            Self::Aal2 => vec!["pwd".to_owned(), "otp".to_owned()],
-        }
-    }
 }
 
 /// Which second factor a session passed.
@@ -191,6 +253,10 @@ impl Assurance {
 pub enum SecondFactor {
     Totp,
     RecoveryCode,
+    /// A passkey bound to its device (no BE flag).
+    Passkey,
+    /// A passkey that may be synced across its owner's devices (BE flag).
+    SyncedPasskey,
 }
 
 impl SecondFactor {
@@ -198,6 +264,22 @@ impl SecondFactor {
         match self {
             Self::Totp => "TOTP",
             Self::RecoveryCode => "RECOVERY_CODE",
+            Self::Passkey => "PASSKEY",
+            Self::SyncedPasskey => "SYNCED_PASSKEY",
+        }
+    }
+
+    /// A passkey, device-bound or synced as its backup-eligible flag says.
+    pub fn passkey(backup_eligible: bool) -> Self {
+        if backup_eligible { Self::SyncedPasskey } else { Self::Passkey }
+    }
+
+    /// Its name in the `amr` claim.
+    fn amr(self) -> &'static str {
+        match self {
+            Self::Totp | Self::RecoveryCode => "otp",
+            Self::Passkey => "hwk",
+            Self::SyncedPasskey => "swk",
         }
     }
 }
@@ -213,6 +295,8 @@ impl FromSql<Text, Pg> for SecondFactor {
         match <String as FromSql<Text, Pg>>::from_sql(bytes)?.as_str() {
             "TOTP" => Ok(Self::Totp),
             "RECOVERY_CODE" => Ok(Self::RecoveryCode),
+            "PASSKEY" => Ok(Self::Passkey),
+            "SYNCED_PASSKEY" => Ok(Self::SyncedPasskey),
             other => Err(format!("unknown second factor {other:?}").into()),
         }
     }

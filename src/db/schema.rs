@@ -36,6 +36,37 @@ diesel::table! {
 }
 
 diesel::table! {
+    passkey_ceremonies (id) {
+        id -> Uuid,
+        kind -> Text,
+        user_id -> Nullable<Uuid>,
+        session_id -> Nullable<Uuid>,
+        username_key -> Nullable<Text>,
+        network -> Text,
+        state -> Jsonb,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    passkeys (id) {
+        id -> Uuid,
+        user_id -> Uuid,
+        credential_id -> Bytea,
+        credential -> Jsonb,
+        name -> Text,
+        backed_up -> Bool,
+        backup_eligible -> Bool,
+        transports -> Array<Text>,
+        sign_count -> Int8,
+        created_at -> Timestamptz,
+        last_used_at -> Nullable<Timestamptz>,
+        flagged_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
     rate_limit_events (id) {
         id -> Int8,
         bucket -> Text,
@@ -81,6 +112,7 @@ diesel::table! {
         mfa_at -> Nullable<Timestamptz>,
         mfa_method -> Nullable<Text>,
         refresh_tokens_since -> Nullable<Timestamptz>,
+        signed_in_with -> Text,
     }
 }
 
@@ -128,6 +160,9 @@ diesel::table! {
 }
 
 diesel::joinable!(email_tokens -> users (user_id));
+diesel::joinable!(passkey_ceremonies -> sessions (session_id));
+diesel::joinable!(passkey_ceremonies -> users (user_id));
+diesel::joinable!(passkeys -> users (user_id));
 diesel::joinable!(recovery_codes -> users (user_id));
 diesel::joinable!(refresh_tokens -> sessions (session_id));
 diesel::joinable!(sessions -> users (user_id));
@@ -136,6 +171,8 @@ diesel::joinable!(totp_factors -> users (user_id));
 diesel::allow_tables_to_appear_in_same_query!(
     email_tokens,
     outbox,
+    passkey_ceremonies,
+    passkeys,
     rate_limit_events,
     recovery_codes,
     refresh_tokens,

@@ -22,7 +22,7 @@ use crate::{
         self,
         change::Change,
         ids::UserId,
-        models::{Assurance, EmailToken, Purpose},
+        models::{EmailToken, Methods, Purpose},
         sessions::EndReason,
     },
     email_address::EmailAddress,
@@ -199,7 +199,7 @@ pub async fn reset_password(auth: &Auth, input: ResetInput, client: &Client) -> 
             Ok((user, session, refresh))
         })
         .await?;
-    sessions::grant(auth, user, session.id, refresh, Assurance::Aal1)
+    sessions::grant(auth, user, session.id, refresh, Methods::PASSWORD)
 }
 
 /// Sets `address` as the account's verified address; `EMAIL_TAKEN` if another

@@ -24,7 +24,7 @@ use crate::{
     db::{
         self,
         ids::UserId,
-        models::{Assurance, SecondFactor, TotpFactor, User},
+        models::{SecondFactor, TotpFactor, User},
         sessions::EndReason,
     },
     error::{AppError, AppResult},
@@ -97,7 +97,8 @@ pub async fn confirm(auth: &Auth, factors: &Factors, caller: &Caller, code: &Sec
     let (codes, stored) = new_codes(auth, factors, user_id).await?;
     let session_id = caller.session_id;
     let notice = caller.user.verified_address().filter(|_| auth.mail.enabled);
-    auth.changes
+    let methods = auth
+        .changes
         .run(async |c| {
             // The step is spent on the factor itself: the code that confirmed cannot also pass verifyMfa.
             if !db::factors::spend_step(c, pending.id, step).await? {
@@ -107,17 +108,16 @@ pub async fn confirm(auth: &Auth, factors: &Factors, caller: &Caller, code: &Sec
             db::factors::replace_codes(c, user_id, &stored).await?;
             // The session's refresh token stays: it was handed to this same, fully
             // authenticated client (the account had no factor to pass until now).
-            if db::factors::raise_session(c, session_id, SecondFactor::Totp, false).await?.is_none() {
+            let Some(session) = db::factors::raise_session(c, session_id, SecondFactor::Totp, false).await? else {
                 return Err(AppError::Unauthenticated(crate::auth::SESSION_ENDED));
-            }
+            };
             if let Some(address) = &notice {
                 auth.mail.queue_notice(c, address, Content::MfaEnabled).await?;
             }
-            Ok(())
+            Ok(session.methods())
         })
         .await?;
-    let access_token =
-        auth.tokens.issue(user_id, session_id, caller.user.role, Assurance::Aal2).map_err(AppError::internal)?;
+    let access_token = auth.tokens.issue(user_id, session_id, caller.user.role, methods).map_err(AppError::internal)?;
     Ok(Confirmed { codes, access_token })
 }
 
@@ -128,7 +128,7 @@ pub async fn verify(auth: &Auth, factors: &Factors, caller: &Caller, code: &Secr
     let method = counted_check(auth, factors, caller, code, true).await?;
     let policy = &auth.sessions;
     let session_id = caller.session_id;
-    let (token, left) = auth
+    let (token, left, methods) = auth
         .changes
         .run(async |c| {
             // Locks only the session row, as ending a session does (see `sessions`).
@@ -137,7 +137,6 @@ pub async fn verify(auth: &Auth, factors: &Factors, caller: &Caller, code: &Secr
             };
             let token = sessions::new_chain(c, policy, &session).await?;
             let left = match method {
-                SecondFactor::Totp => None,
                 SecondFactor::RecoveryCode => {
                     let left = db::factors::codes_left(c, user.id).await?;
                     if let Some(address) = user.verified_address().filter(|_| auth.mail.enabled) {
@@ -145,11 +144,12 @@ pub async fn verify(auth: &Auth, factors: &Factors, caller: &Caller, code: &Secr
                     }
                     Some(left)
                 }
+                _ => None,
             };
-            Ok((token, left))
+            Ok((token, left, session.methods()))
         })
         .await?;
-    let mut grant = sessions::grant(auth, user.clone(), session_id, token, Assurance::Aal2)?;
+    let mut grant = sessions::grant(auth, user.clone(), session_id, token, methods)?;
     grant.recovery_codes_left = left;
     Ok(grant)
 }

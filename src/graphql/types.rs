@@ -135,14 +135,14 @@ pub struct AuthPayload {
 impl AuthPayload {
     /// The payload for a grant; `refreshToken` is left out when the cookie carries it.
     pub fn new(grant: Grant, refresh_in_body: bool) -> Self {
-        let mfa_required = grant.mfa_required();
+        let (mfa_required, assurance) = (grant.mfa_required(), grant.assurance().into());
         Self {
             access_token: grant.access_token,
             refresh_token: refresh_in_body.then(|| grant.refresh_token.expose_secret().to_owned()),
             token_type: "Bearer".to_owned(),
             expires_in: i32::try_from(grant.expires_in).unwrap_or(i32::MAX),
             mfa_required,
-            assurance: grant.assurance.into(),
+            assurance,
             recovery_codes_left: grant.recovery_codes_left.map(|n| i32::try_from(n).unwrap_or(i32::MAX)),
             user: grant.user,
         }

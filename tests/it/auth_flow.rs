@@ -54,9 +54,8 @@ async fn the_access_token_is_a_standard_hs256_jwt() {
     let mut validation = Validation::new(Algorithm::HS256);
     validation.set_audience(&["authgraph"]);
     validation.set_issuer(&["authgraph"]);
-    let claims = decode::<Claims>(&auth.access, &DecodingKey::from_secret(SECRET.as_bytes()).unwrap(), &validation)
-        .unwrap()
-        .claims;
+    let claims =
+        decode::<Claims>(&auth.access, &DecodingKey::from_secret(SECRET.as_bytes()), &validation).unwrap().claims;
     assert_eq!(claims.sub.to_string(), auth.user_id);
     assert_eq!(claims.role, "USER");
     assert_eq!(claims.exp - claims.iat, 900);
@@ -163,10 +162,10 @@ async fn protected_fields_fail_alone_without_a_token() {
 async fn forged_and_malformed_tokens_are_unauthenticated() {
     let app = TestApp::new().await;
     let auth = app.signup("ada").await;
-    let other_key = jsonwebtoken::EncodingKey::from_secret(b"some-other-secret-some-other-secret").unwrap();
+    let other_key = jsonwebtoken::EncodingKey::from_secret(b"some-other-secret-some-other-secret");
     let mut header = jsonwebtoken::Header::new(Algorithm::HS256);
     header.typ = Some("at+jwt".into());
-    let claims = decode::<serde_json::Value>(&auth.access, &DecodingKey::from_secret(SECRET.as_bytes()).unwrap(), &{
+    let claims = decode::<serde_json::Value>(&auth.access, &DecodingKey::from_secret(SECRET.as_bytes()), &{
         let mut v = Validation::new(Algorithm::HS256);
         v.set_audience(&["authgraph"]);
         v
@@ -187,16 +186,12 @@ async fn forged_and_malformed_tokens_are_unauthenticated() {
     let mut jwt_typ = jsonwebtoken::Header::new(Algorithm::HS256);
     jwt_typ.typ = Some("JWT".into());
     let wrong_typ =
-        jsonwebtoken::encode(&jwt_typ, &claims, &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()).unwrap())
-            .unwrap();
+        jsonwebtoken::encode(&jwt_typ, &claims, &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes())).unwrap();
     let mut expired_claims = claims.clone();
     expired_claims["exp"] = json!(chrono::Utc::now().timestamp() - 60);
-    let expired = jsonwebtoken::encode(
-        &header,
-        &expired_claims,
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()).unwrap(),
-    )
-    .unwrap();
+    let expired =
+        jsonwebtoken::encode(&header, &expired_claims, &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()))
+            .unwrap();
     let truncated = auth.access[..auth.access.len() - 5].to_owned();
     for (label, token) in [
         ("wrong key", wrong_key.as_str()),
@@ -332,8 +327,7 @@ async fn an_expired_access_token_is_unauthenticated() {
     // exp is checked with 5 s of leeway for clock skew: wait until that has passed.
     let mut v = Validation::new(Algorithm::HS256);
     v.set_audience(&["authgraph"]);
-    let exp =
-        decode::<Claims>(&auth.access, &DecodingKey::from_secret(SECRET.as_bytes()).unwrap(), &v).unwrap().claims.exp;
+    let exp = decode::<Claims>(&auth.access, &DecodingKey::from_secret(SECRET.as_bytes()), &v).unwrap().claims.exp;
     while chrono::Utc::now().timestamp() <= exp + 5 {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -63,7 +63,7 @@ async fn init_refuses_bad_expired_and_ended_tokens_and_waits_for_init_only_so_lo
     let header = jsonwebtoken::decode_header(&ada.access).unwrap();
     let mut expired = claims(&ada.access);
     expired["exp"] = json!(chrono::Utc::now().timestamp() - 60);
-    let key = jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()).unwrap();
+    let key = jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes());
     let expired = jsonwebtoken::encode(&header, &expired, &key).unwrap();
     let mut ws = connect(&served.addr, None).await.unwrap();
     ws.init(Some(&expired)).await;

@@ -317,6 +317,7 @@ async fn db_schema_matches_migrations() {
                 "bool" => "Bool",
                 "inet" => "Inet",
                 "jsonb" => "Jsonb",
+                "_text" => "Array<Text>",
                 other => panic!("map the PostgreSQL type {other} in this test"),
             };
             let ty = if c.is_nullable == "YES" { format!("Nullable<{ty}>") } else { ty.to_owned() };

@@ -19,14 +19,14 @@ const ME: &str = "{ me { id } }";
 fn claims_of(token: &str) -> Value {
     let mut v = Validation::new(Algorithm::HS256);
     v.set_audience(&["authgraph"]);
-    jsonwebtoken::decode::<Value>(token, &DecodingKey::from_secret(SECRET.as_bytes()).unwrap(), &v).unwrap().claims
+    jsonwebtoken::decode::<Value>(token, &DecodingKey::from_secret(SECRET.as_bytes()), &v).unwrap().claims
 }
 
 fn sign(alg: Algorithm, typ: &str, kid: Option<&str>, claims: &Value, key: &[u8]) -> String {
     let mut header = Header::new(alg);
     header.typ = Some(typ.to_owned());
     header.kid = kid.map(str::to_owned);
-    jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(key).unwrap()).unwrap()
+    jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(key)).unwrap()
 }
 
 fn b64(v: &Value) -> String {

@@ -341,7 +341,7 @@ impl Client {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement, run by hand"]
 async fn revocation_window_across_instances() {
-    use authgraph::db::models::{Assurance, Role};
+    use authgraph::db::models::{Methods, Role};
     let a = TestApp::new().await;
     let b = a.sibling(|_| {});
     let (_on_a, _on_b) = (a.listening().await, b.listening().await);
@@ -355,7 +355,7 @@ async fn revocation_window_across_instances() {
         // A session of its own per try, opened as sign-in does, without the hash.
         let (session, _) =
             authgraph::auth::sessions::open(&mut conn, &a.state.auth.sessions, user_id, None).await.unwrap();
-        let token = a.state.auth.tokens.issue(user_id, session.id, Role::User, Assurance::Aal1).unwrap();
+        let token = a.state.auth.tokens.issue(user_id, session.id, Role::User, Methods::PASSWORD).unwrap();
         assert!(to_b.gql(&token, ME).await["data"]["me"].is_object());
         assert!(!b.state.events.cache.is_empty(), "B cached the session");
         let sent = Instant::now();
