@@ -31,7 +31,7 @@ impl AppState {
         let cache = Arc::new(SessionCache::new(config.session_cache_entries));
         let events = Arc::new(Hub::new(cache.clone()));
         let auth = Auth::new(&config, keys, pool, cache)?;
-        let factors = Factors::new(&config, &keys.factors);
+        let factors = Factors::new(&config, &keys.factors)?;
         crate::telemetry::handle();
         Ok(Arc::new(Self {
             auth,

@@ -55,6 +55,12 @@ pub mod code {
     pub const MFA_REQUIRED: &str = "MFA_REQUIRED";
     /// A TOTP or recovery code that is wrong, expired or already used.
     pub const INVALID_MFA_CODE: &str = "INVALID_MFA_CODE";
+    /// A passkey assertion or attestation that does not verify.
+    pub const INVALID_PASSKEY: &str = "INVALID_PASSKEY";
+    /// The authenticator already holds a passkey of this account.
+    pub const PASSKEY_EXISTS: &str = "PASSKEY_EXISTS";
+    /// Removing it would leave the account with no way to sign in.
+    pub const LAST_SIGN_IN_METHOD: &str = "LAST_SIGN_IN_METHOD";
 }
 
 /// Why a refresh token was refused; sent as `extensions.reason`.
@@ -118,6 +124,14 @@ pub enum AppError {
     MfaRequired,
     /// `INVALID_MFA_CODE`: a TOTP or recovery code that is wrong, expired or spent.
     InvalidMfaCode,
+    /// `INVALID_PASSKEY`: wrong origin or RP ID, an unknown, flagged or other
+    /// account's credential, a bad signature or counter, a challenge that is unknown,
+    /// used, expired or of another ceremony. One answer for all: the log says which.
+    InvalidPasskey(&'static str),
+    /// `PASSKEY_EXISTS`: this credential is registered to the account already.
+    PasskeyExists,
+    /// `LAST_SIGN_IN_METHOD`: removing it would leave the account no way to sign in.
+    LastSignInMethod,
     /// `INVALID_CREDENTIALS`: wrong username or password, one message for both.
     InvalidCredentials,
     /// `INVALID_REFRESH_TOKEN` with `extensions.reason`.
@@ -173,6 +187,9 @@ impl AppError {
             Self::InvalidCredentials => code::INVALID_CREDENTIALS,
             Self::MfaRequired => code::MFA_REQUIRED,
             Self::InvalidMfaCode => code::INVALID_MFA_CODE,
+            Self::InvalidPasskey(_) => code::INVALID_PASSKEY,
+            Self::PasskeyExists => code::PASSKEY_EXISTS,
+            Self::LastSignInMethod => code::LAST_SIGN_IN_METHOD,
             Self::InvalidRefreshToken(_) => code::INVALID_REFRESH_TOKEN,
             Self::Forbidden => code::FORBIDDEN,
             Self::BadUserInput { .. } => code::BAD_USER_INPUT,
@@ -201,8 +218,13 @@ impl AppError {
             Self::InvalidEmailToken(_) => "This link or code cannot be used; ask for a new message".into(),
             Self::Unauthenticated(_) => "Authentication required: send a valid access token".into(),
             Self::InvalidCredentials => "Invalid username or password".into(),
-            Self::MfaRequired => "This session must pass the second factor first: call verifyMfa".into(),
+            Self::MfaRequired => {
+                "This session must pass the second factor first: call verifyMfa or verifyPasskey".into()
+            }
             Self::InvalidMfaCode => "Invalid or already used code".into(),
+            Self::InvalidPasskey(_) => "The passkey could not be verified".into(),
+            Self::PasskeyExists => "This authenticator already holds a passkey of this account".into(),
+            Self::LastSignInMethod => "This is the account's last way to sign in".into(),
             Self::InvalidRefreshToken(_) => "Invalid refresh token".into(),
             Self::Forbidden => "Not allowed to act on this account".into(),
             Self::BadUserInput { message, .. } => message.clone(),
@@ -222,6 +244,7 @@ impl fmt::Debug for AppError {
             Self::Unauthenticated(reason) => write!(f, "UNAUTHENTICATED ({reason})"),
             Self::InvalidRefreshToken(reason) => write!(f, "INVALID_REFRESH_TOKEN ({})", reason.as_str()),
             Self::InvalidEmailToken(reason) => write!(f, "INVALID_EMAIL_TOKEN ({})", reason.as_str()),
+            Self::InvalidPasskey(reason) => write!(f, "INVALID_PASSKEY ({reason})"),
             Self::BadUserInput { field, message } => write!(f, "BAD_USER_INPUT ({field}: {message})"),
             Self::Unavailable(e) | Self::Internal(e) => write!(f, "{}: {e:#}", self.code()),
             other => f.write_str(other.code()),

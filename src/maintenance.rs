@@ -17,7 +17,8 @@ pub struct PruneReport {
 /// Deletes what no rule needs any more: sessions ended longer than SESSION_RETENTION
 /// ago (their refresh tokens go with them), rate-limit events older than the
 /// longest window, sign-in networks unused for 90 days (counted with the events), and
-/// email tokens and outbox rows that ended longer than SESSION_RETENTION ago.
+/// email tokens and outbox rows that ended longer than SESSION_RETENTION ago, and
+/// passkey ceremonies past their challenge's lifetime (counted with the events).
 pub async fn prune(pool: &DbPool, config: &Config) -> anyhow::Result<PruneReport> {
     let mut conn = pool.get().await?;
     let cutoff = Utc::now() - config.session_retention;
@@ -26,6 +27,7 @@ pub async fn prune(pool: &DbPool, config: &Config) -> anyhow::Result<PruneReport
     let mut rate_limit_events = db::rate_limit_events::prune(&mut conn, window).await?;
     let known_cutoff = Utc::now() - crate::auth::rate_limit::KNOWN_NETWORK_RETENTION;
     rate_limit_events += db::signin_addresses::prune(&mut conn, known_cutoff).await?;
+    rate_limit_events += db::passkeys::prune_ceremonies(&mut conn).await?;
     let mail = db::email_tokens::delete_ended_before(&mut conn, cutoff).await?
         + db::outbox::delete_finished_before(&mut conn, cutoff).await?;
     Ok(PruneReport { sessions, rate_limit_events, mail })

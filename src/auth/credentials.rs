@@ -76,7 +76,7 @@ pub async fn signup(auth: &Auth, input: SignupInput, client: &Client) -> AppResu
                     None => auth.mail.queue_token(c, user.id, Purpose::VerifyEmail, address).await?,
                 }
             }
-            let (session, token) = sessions::open(c, policy, user.id, user_agent).await?;
+            let (session, token) = sessions::open(c, policy, user.id, user_agent, Methods::PASSWORD).await?;
             Ok((user, session, token))
         })
         .await?;
@@ -121,7 +121,7 @@ pub async fn signin(auth: &Auth, username: &str, password: &SecretString, client
             if let Some(hash) = &upgraded {
                 db::users::set_password_hash(c, user_id, hash).await?;
             }
-            sessions::open(c, policy, user_id, user_agent).await
+            sessions::open(c, policy, user_id, user_agent, Methods::PASSWORD).await
         })
         .await?;
     sessions::grant(auth, user, session.id, token, Methods::PASSWORD)

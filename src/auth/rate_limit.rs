@@ -141,6 +141,27 @@ impl RateLimits {
         Ok(Attempt { events, known: network.map(|n| (account, n)) })
     }
 
+    /// Takes a passkey sign-in attempt from `ip`, counted as a password sign-in is: for
+    /// the account the assertion names (its username), or, when it names none, for
+    /// the client's network alone.
+    pub async fn take_passkey_signin(
+        &self,
+        conn: &mut AsyncPgConnection,
+        username: Option<&str>,
+        ip: Option<IpAddr>,
+    ) -> AppResult<Attempt> {
+        if let Some(username) = username {
+            return self.take_signin(conn, username, ip).await;
+        }
+        let Some(network) = self.network(ip).map(|n| n.to_string()) else {
+            return Ok(Attempt { events: Vec::new(), known: None });
+        };
+        let counter =
+            Counter { bucket: SIGNIN_IP, key: &network, limit: self.failures_per_ip, window: self.failure_window };
+        let events = take(conn, &[counter]).await?;
+        Ok(Attempt { events, known: None })
+    }
+
     /// A sign-in attempt that was right: forgives it and remembers the network.
     pub async fn signin_succeeded(&self, conn: &mut AsyncPgConnection, attempt: Attempt) -> AppResult<()> {
         self.forgive(conn, &attempt).await?;

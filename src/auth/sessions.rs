@@ -59,19 +59,29 @@ impl SessionPolicy {
 /// one. Inside a 10 s interval a real client rotates once or twice.
 const MAX_CHAIN_WALK: usize = 16;
 
-/// Opens a session for `user` inside the caller's transaction, and returns its first
-/// refresh token.
+/// Opens a session for `user`, proved by `methods` (a password, or a passkey),
+/// inside the caller's transaction, and returns its first refresh token.
 pub async fn open(
     conn: &mut AsyncPgConnection,
     policy: &SessionPolicy,
     user_id: UserId,
     user_agent: Option<&str>,
+    methods: Methods,
 ) -> AppResult<(Session, SecretString)> {
     let now = Utc::now();
     let max_expires_at = now + policy.max_age;
     let expires_at = policy.token_expiry(now, max_expires_at);
     let user_agent = user_agent.map(|ua| truncate(ua, 512));
-    let session = db::sessions::insert(conn, NewSession { user_id, expires_at, max_expires_at, user_agent }).await?;
+    let new = NewSession {
+        user_id,
+        expires_at,
+        max_expires_at,
+        user_agent,
+        signed_in_with: methods.first,
+        mfa_at: methods.second.map(|_| now),
+        mfa_method: methods.second,
+    };
+    let session = db::sessions::insert(conn, new).await?;
     let token = refresh_token::generate();
     store(conn, session.id, &token, None, expires_at).await?;
     Ok((session, token))

@@ -1,5 +1,6 @@
 //! Queries on `totp_factors` and `recovery_codes`, and the account's and sessions'
-//! second-factor columns. Each spend (a TOTP step, a recovery code) is one conditional
+//! second-factor columns (passkeys have `db::passkeys`; whether any factor is left is
+//! decided here, by `settle`). Each spend (a TOTP step, a recovery code) is one conditional
 //! UPDATE: of two concurrent requests with the same code, exactly one changes the row.
 
 use diesel::{dsl::now, prelude::*};
@@ -10,7 +11,7 @@ use super::{
     change::Change,
     ids::{SessionId, UserId},
     models::{RecoveryCode, SecondFactor, Session, TotpFactor},
-    schema::{recovery_codes, sessions, totp_factors, users},
+    schema::{passkeys, recovery_codes, sessions, totp_factors, users},
 };
 
 /// The account's confirmed factor, or its enrolment waiting for a first code.
@@ -80,12 +81,39 @@ pub async fn reseal(conn: &mut AsyncPgConnection, factor: Uuid, key_id: &str, se
         .await
 }
 
-/// Removes every factor and recovery code of the account and marks it as having none.
-/// Returns whether a factor was on.
-pub async fn remove(change: &mut Change<'_>, user_id: UserId) -> QueryResult<bool> {
-    change.touched(user_id);
+/// Removes every factor of the account (TOTP, passkeys) and its recovery codes, and
+/// marks it as having none: the operator's reset of a lost factor. Returns whether a
+/// factor was on.
+pub async fn remove_all(change: &mut Change<'_>, user_id: UserId) -> QueryResult<bool> {
     let conn: &mut AsyncPgConnection = change;
     diesel::delete(totp_factors::table.filter(totp_factors::user_id.eq(user_id))).execute(conn).await?;
+    diesel::delete(passkeys::table.filter(passkeys::user_id.eq(user_id))).execute(conn).await?;
+    settle(change, user_id).await
+}
+
+/// Removes the account's TOTP factor (and a waiting enrolment). Returns whether that
+/// left the account without a second factor (see `settle`).
+pub async fn remove_totp(change: &mut Change<'_>, user_id: UserId) -> QueryResult<bool> {
+    let conn: &mut AsyncPgConnection = change;
+    diesel::delete(totp_factors::table.filter(totp_factors::user_id.eq(user_id))).execute(conn).await?;
+    settle(change, user_id).await
+}
+
+/// After a factor was removed: if none is left (no confirmed TOTP, no passkey), the
+/// recovery codes go and the account is marked as having no second factor. Returns
+/// whether it was on until now. The caller has locked the account's row, so two
+/// removals cannot each see the other's factor still there.
+pub async fn settle(change: &mut Change<'_>, user_id: UserId) -> QueryResult<bool> {
+    change.touched(user_id);
+    let conn: &mut AsyncPgConnection = change;
+    let totp =
+        totp_factors::table.filter(totp_factors::user_id.eq(user_id)).filter(totp_factors::confirmed_at.is_not_null());
+    let passkey = passkeys::table.filter(passkeys::user_id.eq(user_id));
+    let left: bool =
+        diesel::select(diesel::dsl::exists(totp).or(diesel::dsl::exists(passkey))).get_result(conn).await?;
+    if left {
+        return Ok(false);
+    }
     diesel::delete(recovery_codes::table.filter(recovery_codes::user_id.eq(user_id))).execute(conn).await?;
     let was_on = diesel::update(users::table.find(user_id).filter(users::mfa_enabled_at.is_not_null()))
         .set((users::mfa_enabled_at.eq(None::<chrono::DateTime<chrono::Utc>>), users::updated_at.eq(now)))

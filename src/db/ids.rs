@@ -72,6 +72,14 @@ uuid_id!(
     /// A signed-in device (`sessions.id`, a token's `sid`).
     SessionId
 );
+uuid_id!(
+    /// A registered passkey (`passkeys.id`; not the authenticator's credential id).
+    PasskeyId
+);
+uuid_id!(
+    /// A passkey ceremony begun and not yet finished (`passkey_ceremonies.id`).
+    CeremonyId
+);
 
 /// The SHA-256 of a secret token (a refresh token, an email link token): what is
 /// stored and looked up, never the token itself. A type of its own, so a token's text cannot be passed where its hash is

@@ -14,6 +14,7 @@ pub mod ids;
 mod migrate;
 pub mod models;
 pub mod outbox;
+pub mod passkeys;
 pub mod rate_limit_events;
 pub mod refresh_tokens;
 pub mod schema;

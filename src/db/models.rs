@@ -15,8 +15,11 @@ use uuid::Uuid;
 use crate::email_address::EmailAddress;
 
 use super::{
-    ids::{SessionId, UserId},
-    schema::{email_tokens, outbox, recovery_codes, refresh_tokens, sessions, totp_factors, users},
+    ids::{CeremonyId, PasskeyId, SessionId, UserId},
+    schema::{
+        email_tokens, outbox, passkey_ceremonies, passkeys, recovery_codes, refresh_tokens, sessions, totp_factors,
+        users,
+    },
 };
 
 /// What an account may do. Only an operator's CLI can make an account ADMIN.
@@ -315,6 +318,63 @@ pub struct TotpFactor {
     pub last_step: Option<i64>,
 }
 
+/// A registered passkey. `credential` is webauthn-rs's record of it (public key,
+/// algorithm, flags); `sign_count` the authenticator's counter as last accepted.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = passkeys, check_for_backend(Pg))]
+pub struct PasskeyRow {
+    pub id: PasskeyId,
+    pub user_id: UserId,
+    pub credential_id: Vec<u8>,
+    pub credential: serde_json::Value,
+    pub name: String,
+    pub backed_up: bool,
+    pub backup_eligible: bool,
+    pub transports: Vec<String>,
+    pub sign_count: i64,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    /// When its counter went backwards (a cloned authenticator): refused since.
+    pub flagged_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = passkeys)]
+pub struct NewPasskey<'a> {
+    pub user_id: UserId,
+    pub credential_id: &'a [u8],
+    pub credential: &'a serde_json::Value,
+    pub name: &'a str,
+    pub backed_up: bool,
+    pub backup_eligible: bool,
+    pub transports: &'a [String],
+    pub sign_count: i64,
+}
+
+/// A passkey ceremony begun and not yet finished.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = passkey_ceremonies, check_for_backend(Pg))]
+pub struct Ceremony {
+    pub id: CeremonyId,
+    pub kind: String,
+    pub user_id: Option<UserId>,
+    pub session_id: Option<SessionId>,
+    pub username_key: Option<String>,
+    pub state: serde_json::Value,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = passkey_ceremonies)]
+pub struct NewCeremony<'a> {
+    pub kind: &'a str,
+    pub user_id: Option<UserId>,
+    pub session_id: Option<SessionId>,
+    pub username_key: Option<&'a str>,
+    pub network: &'a str,
+    pub state: &'a serde_json::Value,
+    pub expires_at: DateTime<Utc>,
+}
+
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = recovery_codes, check_for_backend(Pg))]
 pub struct RecoveryCode {
@@ -329,6 +389,10 @@ pub struct NewSession<'a> {
     pub expires_at: DateTime<Utc>,
     pub max_expires_at: DateTime<Utc>,
     pub user_agent: Option<&'a str>,
+    pub signed_in_with: FirstFactor,
+    /// Set (to the opening moment) for a session opened at AAL2: a passkey sign-in.
+    pub mfa_at: Option<DateTime<Utc>>,
+    pub mfa_method: Option<SecondFactor>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Identifiable)]

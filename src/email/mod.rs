@@ -195,7 +195,7 @@ pub async fn reset_password(auth: &Auth, input: ResetInput, client: &Client) -> 
             let user = db::users::find(c, user_id).await?.ok_or(AppError::NotFound)?;
             db::signin_addresses::forget_account(c, &rate_limit::account_key(&user.username)).await?;
             auth.mail.queue_notice(c, &address, Content::PasswordChanged).await?;
-            let (session, refresh) = sessions::open(c, policy, user_id, user_agent).await?;
+            let (session, refresh) = sessions::open(c, policy, user_id, user_agent, Methods::PASSWORD).await?;
             Ok((user, session, refresh))
         })
         .await?;

@@ -21,6 +21,7 @@ use crate::auth::{
 };
 use crate::{
     change::Changes,
+    db::change::Change,
     db::{
         self,
         ids::UserId,
@@ -154,11 +155,30 @@ pub async fn verify(auth: &Auth, factors: &Factors, caller: &Caller, code: &Secr
     Ok(grant)
 }
 
-/// `disableTotp`: a current TOTP code turns the factor off, removes the recovery codes
-/// and ends the account's other sessions. The guard has already asked for AAL2.
+/// `disableTotp`: a current TOTP code turns the factor off and ends the account's other
+/// sessions; with no passkey left, the recovery codes go too and the owner is told the
+/// account has no second factor. The guard has already asked for AAL2.
 pub async fn disable(auth: &Auth, factors: &Factors, caller: &Caller, code: &SecretString) -> AppResult<()> {
     counted_check(auth, factors, caller, code, false).await?;
-    remove_factor(&auth.changes, &auth.mail, &caller.user, Some(caller.session_id), EndReason::MfaDisabled).await?;
+    let (user, keep) = (&caller.user, Some(caller.session_id));
+    auth.changes
+        .run(async |c| {
+            db::users::lock(c, user.id).await?;
+            let off = db::factors::remove_totp(c, user.id).await?;
+            db::sessions::end_all(c, user.id, keep, EndReason::MfaDisabled).await?;
+            if off {
+                notify_off(&auth.mail, c, user).await?;
+            }
+            Ok(())
+        })
+        .await
+}
+
+/// Tells the owner (at a verified address) that the account has no second factor now.
+pub(crate) async fn notify_off(mail: &Mail, c: &mut Change<'_>, user: &User) -> AppResult<()> {
+    if let Some(address) = user.verified_address().filter(|_| mail.enabled) {
+        mail.queue_notice(c, &address, Content::MfaDisabled).await?;
+    }
     Ok(())
 }
 
@@ -192,26 +212,19 @@ pub async fn regenerate(auth: &Auth, factors: &Factors, caller: &Caller) -> AppR
 pub async fn reset_by_operator(changes: &Changes, mail: &Mail, username: &str) -> AppResult<(User, usize)> {
     let user = changes.run(async |c| db::users::find_by_username(c, username).await.map_err(Into::into)).await?;
     let user = user.ok_or(AppError::NotFound)?;
-    let ended = remove_factor(changes, mail, &user, None, EndReason::MfaReset).await?;
+    let ended = remove_factor(changes, mail, &user).await?;
     Ok((user, ended))
 }
 
-/// Removes the factor and the codes, ends the account's sessions but `keep`, and sends
+/// Removes every factor and the codes, ends every session of the account, and sends
 /// the notice, in one transaction. Returns how many sessions ended.
-async fn remove_factor(
-    changes: &Changes,
-    mail: &Mail,
-    user: &User,
-    keep: Option<db::ids::SessionId>,
-    reason: EndReason,
-) -> AppResult<usize> {
+async fn remove_factor(changes: &Changes, mail: &Mail, user: &User) -> AppResult<usize> {
     changes
         .run(async |c| {
-            db::factors::remove(c, user.id).await?;
-            let ended = db::sessions::end_all(c, user.id, keep, reason).await?;
-            if let Some(address) = user.verified_address().filter(|_| mail.enabled) {
-                mail.queue_notice(c, &address, Content::MfaDisabled).await?;
-            }
+            db::users::lock(c, user.id).await?;
+            db::factors::remove_all(c, user.id).await?;
+            let ended = db::sessions::end_all(c, user.id, None, EndReason::MfaReset).await?;
+            notify_off(mail, c, user).await?;
             Ok(ended)
         })
         .await

@@ -10,11 +10,13 @@ use crate::{
 };
 
 /// The protected fields an AAL1 session of an account with a second factor may call:
-/// enough to see who it is, end sessions and pass the factor. Every door reads this
+/// enough to see who it is, end sessions and pass the factor (a TOTP or recovery code,
+/// or a passkey). Every door reads this
 /// list through `caller`, the HTTP request's and each operation on a socket alike; the
 /// fields named here say so in their descriptions ("an AAL1 session may call it"), and
 /// a test holds the two together.
-pub const BEFORE_SECOND_FACTOR: &[&str] = &["me", "sessions", "logout", "verifyMfa"];
+pub const BEFORE_SECOND_FACTOR: &[&str] =
+    &["me", "sessions", "logout", "verifyMfa", "startPasskeyVerification", "verifyPasskey"];
 
 /// Lets a field resolve only for a caller with a valid access token of a live session
 /// that has the assurance the field needs (see `BEFORE_SECOND_FACTOR`); others get

@@ -1,4 +1,6 @@
-//! The GraphQL schema: thin resolvers over the `auth` and `users` services.
+//! The GraphQL schema: thin resolvers over the `auth`, `users`, `email` and `factors`
+//! services. The core's fields are in `query` and `mutation`; a capability's own
+//! (`passkeys`) are a type of their own, merged into the roots there.
 //!
 //! Resolver doc comments become the schema's descriptions. The schema's SDL is kept
 //! in `schema.graphql` at the repository root and compared by a test, so every
@@ -9,6 +11,7 @@ mod guard;
 pub mod limits;
 mod mutation;
 mod observe;
+mod passkeys;
 pub mod persisted;
 mod query;
 pub mod subscription;
@@ -36,7 +39,7 @@ pub type AppSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 pub fn schema(state: SharedState, limits: Arc<limits::Limits>) -> AppSchema {
     let config = &state.config;
     // Observe wraps everything after it, so it sees cached documents too.
-    let mut builder = Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
+    let mut builder = Schema::build(QueryRoot::default(), MutationRoot::default(), SubscriptionRoot)
         .extension(admission::Admission)
         .extension(observe::Observe)
         .extension(limits::OperationLimits::new(limits));
@@ -66,7 +69,7 @@ pub fn limits(config: &crate::config::Config) -> limits::Limits {
 
 /// The SDL written to `schema.graphql`.
 pub fn sdl() -> String {
-    Schema::build(QueryRoot, MutationRoot, SubscriptionRoot).finish().sdl()
+    Schema::build(QueryRoot::default(), MutationRoot::default(), SubscriptionRoot).finish().sdl()
 }
 
 fn state<'a>(ctx: &Context<'a>) -> &'a crate::app::AppState {

@@ -1,4 +1,4 @@
-use async_graphql::{Context, ID, Object};
+use async_graphql::{Context, ID, MergedObject, Object};
 
 use super::{
     auth_of, caller, factors_of,
@@ -17,12 +17,17 @@ use crate::{
     factors, users,
 };
 
+/// The mutations: the core's, then each capability's own, merged into one type.
+#[derive(MergedObject, Default)]
+#[graphql(name = "Mutation")]
+pub struct MutationRoot(CoreMutation, super::passkeys::PasskeyMutation);
+
 #[derive(Default)]
-pub struct MutationRoot;
+pub struct CoreMutation;
 
 /// Hands a grant to the client. The request records it (the edge writes the cookie from
 /// it in cookie mode); in cookie mode the payload's `refreshToken` is null.
-fn deliver(ctx: &Context<'_>, grant: auth::Grant) -> AuthPayload {
+pub(super) fn deliver(ctx: &Context<'_>, grant: auth::Grant) -> AuthPayload {
     // Only on a request's own RequestAuth, never on the shared anonymous one.
     if let Some(auth) = ctx.data_opt::<std::sync::Arc<crate::auth::RequestAuth>>() {
         auth.grant(grant.user.id, grant.refresh_token.clone());
@@ -30,8 +35,8 @@ fn deliver(ctx: &Context<'_>, grant: auth::Grant) -> AuthPayload {
     AuthPayload::new(grant, !state(ctx).config.refresh_token_cookie)
 }
 
-#[Object(name = "Mutation")]
-impl MutationRoot {
+#[Object]
+impl CoreMutation {
     /// Public. Creates the account and its first session.
     async fn signup(&self, ctx: &Context<'_>, input: SignupInput) -> AppResult<AuthPayload> {
         let input = credentials::SignupInput {

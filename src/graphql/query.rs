@@ -1,4 +1,4 @@
-use async_graphql::{Context, ID, Object};
+use async_graphql::{Context, ID, MergedObject, Object};
 
 use super::{
     auth_of, caller,
@@ -7,11 +7,16 @@ use super::{
 };
 use crate::{auth, db::models::User, error::AppResult, users};
 
-#[derive(Default)]
-pub struct QueryRoot;
+/// The queries: the core's, then each capability's own, merged into one type.
+#[derive(MergedObject, Default)]
+#[graphql(name = "Query")]
+pub struct QueryRoot(CoreQuery, super::passkeys::PasskeyQuery);
 
-#[Object(name = "Query")]
-impl QueryRoot {
+#[derive(Default)]
+pub struct CoreQuery;
+
+#[Object]
+impl CoreQuery {
     /// Public. All users, oldest first, cursor-paginated (first: 1..100, default 20).
     async fn users(&self, ctx: &Context<'_>, first: Option<i32>, after: Option<String>) -> AppResult<UserConnection> {
         let with_total = ctx.look_ahead().field("totalCount").exists();

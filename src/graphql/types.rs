@@ -109,6 +109,16 @@ impl User {
     async fn mfa_enabled(&self, ctx: &Context<'_>) -> Option<bool> {
         if super::may_see_private(ctx, self.id).await { Some(self.has_second_factor()) } else { None }
     }
+    /// Number of passkeys. Null unless the caller is this user or an ADMIN.
+    async fn passkey_count(&self, ctx: &Context<'_>) -> crate::error::AppResult<Option<i32>> {
+        if !super::may_see_private(ctx, self.id).await {
+            return Ok(None);
+        }
+        let id = self.id;
+        let count =
+            crate::db::read(&super::auth_of(ctx).pool, |conn| Box::pin(crate::db::passkeys::count(conn, id))).await?;
+        Ok(Some(i32::try_from(count).unwrap_or(i32::MAX)))
+    }
 }
 
 #[derive(SimpleObject)]

@@ -420,6 +420,8 @@ async fn an_admin_at_aal1_sees_no_private_fields_of_others() {
 fn protected_operations() -> BTreeMap<&'static str, (String, Value)> {
     // Another account's id, which no one has: nothing is changed by the calls that pass.
     let id = json!({ "id": authgraph::db::ids::UserId::random().to_string() });
+    let passkey = json!({ "c": authgraph::db::ids::UserId::random().to_string() });
+    let passkey_id = json!({ "id": authgraph::db::ids::UserId::random().to_string() });
     BTreeMap::from([
         ("me", ("{ me { id } }".to_owned(), json!({}))),
         ("sessions", ("{ sessions { id } }".to_owned(), json!({}))),
@@ -445,11 +447,27 @@ fn protected_operations() -> BTreeMap<&'static str, (String, Value)> {
         ("confirmTotp", ("mutation { confirmTotp(code: \"000000\") { codes } }".to_owned(), json!({}))),
         ("disableTotp", ("mutation { disableTotp(code: \"000000\") }".to_owned(), json!({}))),
         ("regenerateRecoveryCodes", ("mutation { regenerateRecoveryCodes { codes } }".to_owned(), json!({}))),
+        ("passkeys", ("{ passkeys { id } }".to_owned(), json!({}))),
+        ("startPasskeyRegistration", ("mutation { startPasskeyRegistration { challengeId } }".to_owned(), json!({}))),
+        (
+            "finishPasskeyRegistration",
+            (
+                "mutation($c: ID!) { finishPasskeyRegistration(challengeId: $c, credentialJson: \"{}\") { id } }".to_owned(),
+                passkey.clone(),
+            ),
+        ),
+        ("startPasskeyVerification", ("mutation { startPasskeyVerification { challengeId } }".to_owned(), json!({}))),
+        (
+            "verifyPasskey",
+            ("mutation($c: ID!) { verifyPasskey(challengeId: $c, credentialJson: \"{}\") { accessToken } }".to_owned(), passkey.clone()),
+        ),
+        ("renamePasskey", ("mutation($id: ID!) { renamePasskey(id: $id, name: \"X\") { id } }".to_owned(), passkey_id.clone())),
+        ("deletePasskey", ("mutation($id: ID!) { deletePasskey(id: $id) }".to_owned(), passkey_id)),
     ])
 }
 
 /// What an AAL1 session of an account with a factor may call.
-const AAL1_FIELDS: [&str; 4] = ["me", "sessions", "logout", "verifyMfa"];
+const AAL1_FIELDS: [&str; 6] = ["me", "sessions", "logout", "verifyMfa", "startPasskeyVerification", "verifyPasskey"];
 
 /// The server's one list is this one, and the schema says so on those fields alone.
 #[test]

@@ -19,6 +19,7 @@ mod foundation;
 mod graphql_over_http;
 mod mailboxes;
 mod operations;
+mod passkeys;
 mod production;
 mod proxy;
 mod realtime;

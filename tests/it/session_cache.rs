@@ -354,7 +354,9 @@ async fn revocation_window_across_instances() {
     for _ in 0..1000 {
         // A session of its own per try, opened as sign-in does, without the hash.
         let (session, _) =
-            authgraph::auth::sessions::open(&mut conn, &a.state.auth.sessions, user_id, None).await.unwrap();
+            authgraph::auth::sessions::open(&mut conn, &a.state.auth.sessions, user_id, None, Methods::PASSWORD)
+                .await
+                .unwrap();
         let token = a.state.auth.tokens.issue(user_id, session.id, Role::User, Methods::PASSWORD).unwrap();
         assert!(to_b.gql(&token, ME).await["data"]["me"].is_object());
         assert!(!b.state.events.cache.is_empty(), "B cached the session");

@@ -57,7 +57,7 @@ use self::{
 /// `tests/it/schema.rs` derives the same set from the schema (a secret among a
 /// mutation's arguments, tokens or recovery codes in its answer) and fails when the two
 /// differ, so a new such mutation cannot be left out.
-pub const AUTH_MUTATIONS: [&str; 11] = [
+pub const AUTH_MUTATIONS: [&str; 13] = [
     "signup",
     "signin",
     "refresh",
@@ -69,6 +69,8 @@ pub const AUTH_MUTATIONS: [&str; 11] = [
     "confirmTotp",
     "disableTotp",
     "regenerateRecoveryCodes",
+    "finishPasskeySignIn",
+    "verifyPasskey",
 ];
 
 /// Re-entries allowed on one introspection path: `__schema { types { fields { type … } } }`

@@ -22,6 +22,9 @@ for (const [mode, env] of [
     GRAPHQL_INTROSPECTION: 'true',
     // Production needs SMTP_URL while email is on; this audit sends no mail.
     EMAIL_ENABLED: 'false',
+    // Production needs the domain passkeys are bound to.
+    WEBAUTHN_RP_ID: 'example.com',
+    WEBAUTHN_ORIGINS: 'https://app.example.com',
   }],
 ]) {
   test(`graphql-http auditServer, ${mode}: no failures, no warnings`, async (t) => {

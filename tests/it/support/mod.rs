@@ -8,6 +8,7 @@
 //! `TEST_DATABASE_URL` (a superuser URL) to use an existing server instead; tests then
 //! create databases named `authgraph_test_*` on it.
 
+pub mod authenticator;
 pub mod auto_failover;
 pub mod process;
 mod request;
@@ -151,6 +152,9 @@ pub fn test_config(database_url: &str) -> Config {
     config.database_pool_size = 10;
     // Mail is off unless a test gives it an SMTP server (`mail_to`).
     config.email.enabled = false;
+    // A relying party production accepts too (tests/it/passkeys.rs uses it).
+    config.passkeys.rp_id = Some("example.com".to_owned());
+    config.passkeys.origins = "https://app.example.com".parse().expect("an origin");
     config
 }
 
