@@ -133,7 +133,8 @@ pub struct AuthPayload {
     pub expires_in: i32,
     pub user: User,
     /// True when the account has a second factor and this session has not passed it
-    /// yet: call verifyMfa. Until then only me, sessions, logout and verifyMfa answer.
+    /// yet: call verifyMfa (or verifyPasskey). Until then only me, sessions, logout,
+    /// verifyMfa, startPasskeyVerification and verifyPasskey answer.
     pub mfa_required: bool,
     /// What this session has reached; the access token's `aal` claim says the same.
     pub assurance: AssuranceValue,
