@@ -3,7 +3,7 @@
 //! deletions.
 //!
 //! What an anonymous caller can make the server do: `startPasskeySignIn` stores one
-//! ceremony row (its state, about 300 bytes) for `WEBAUTHN_CHALLENGE_TTL`, at most
+//! ceremony row (its state, a few hundred bytes) for `WEBAUTHN_CHALLENGE_TTL`, at most
 //! `WEBAUTHN_CEREMONIES_PER_IP` per client network (then `RATE_LIMITED`), and costs
 //! one small transaction; `finishPasskeySignIn` deletes that row (so a challenge is
 //! answered once, by exactly one of concurrent finishes), counts a sign-in attempt as
