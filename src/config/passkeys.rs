@@ -67,7 +67,10 @@ impl Config {
         }
         let err = |var: &'static str, msg: String| Err(ConfigError { var, msg });
         let production = self.is_production();
-        let cors_host = self.cors_origins.as_slice().first().and_then(|o| host_of(o.to_str().ok()?));
+        // A browser binds passkeys to a domain name, never to an IP address.
+        let is_ip = |host: &str| host.parse::<std::net::IpAddr>().is_ok();
+        let cors_host =
+            self.cors_origins.as_slice().first().and_then(|o| host_of(o.to_str().ok()?)).filter(|host| !is_ip(host));
         let rp_id = match (&passkeys.rp_id, cors_host) {
             (Some(id), _) => id.trim().to_ascii_lowercase(),
             (None, Some(host)) => host,
@@ -81,10 +84,10 @@ impl Config {
                 );
             }
         };
-        if rp_id.is_empty() || rp_id.contains(['/', ':', ' ']) {
+        if rp_id.is_empty() || rp_id.contains(['/', ':', ' ']) || is_ip(&rp_id) {
             return err("WEBAUTHN_RP_ID", format!("{rp_id:?} is not a domain like example.com"));
         }
-        if production && (rp_id == "localhost" || !rp_id.contains('.') || rp_id.parse::<std::net::IpAddr>().is_ok()) {
+        if production && (rp_id == "localhost" || !rp_id.contains('.')) {
             return err(
                 "WEBAUTHN_RP_ID",
                 format!("{rp_id:?} cannot hold passkeys in production: give the registrable domain users see"),
@@ -150,6 +153,16 @@ mod tests {
             (rp.rp_id.as_str(), rp.origins.as_slice(), rp.any_port),
             ("localhost", &["http://localhost".to_owned()][..], true)
         );
+    }
+
+    #[test]
+    fn an_ip_address_is_never_an_rp_id() {
+        let mut config = Config::defaults();
+        config.cors_origins = "http://127.0.0.1:5173".parse().unwrap();
+        let rp = config.webauthn().unwrap().unwrap();
+        assert_eq!((rp.rp_id.as_str(), rp.any_port), ("localhost", true), "development falls back to localhost");
+        config.passkeys.rp_id = Some("127.0.0.1".into());
+        assert_eq!(config.webauthn().unwrap_err().var, "WEBAUTHN_RP_ID");
     }
 
     #[test]
