@@ -35,6 +35,7 @@ use hyper_util::{
 use serde_json::{Value, json};
 
 mod events;
+mod passkeys;
 
 #[derive(Parser, Debug)]
 #[command(about = "Closed-loop benchmark of authgraph, with references measured in the same run")]
@@ -58,7 +59,7 @@ struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "floor,me,users,user,forged,refresh,signin,signin_many,signup,signin_with_me,signin_during_signups,mixed,mixed_256"
+        default_value = "floor,me,users,user,forged,refresh,signin,signin_many,signup,signin_with_me,signin_during_signups,mixed,mixed_256,passkey_signin"
     )]
     scenarios: Vec<String>,
     /// Distinct accounts for `signin_many`.
@@ -679,6 +680,13 @@ fn main() -> anyhow::Result<()> {
         }
         for name in &scenarios {
             eprintln!("running {name}");
+            if name == "passkey_signin" {
+                let (target, stats) = (bench.target.clone(), bench.proc_stats.as_ref());
+                let cpu = || stats.map(ProcStats::cpu_seconds);
+                let (warmup, duration) = (bench.args.warmup, bench.args.duration);
+                rows.push(passkeys::measure(target, bench.args.connections, warmup, duration, cpu).await?);
+                continue;
+            }
             rows.extend(bench.run(name).await?);
         }
         anyhow::Ok(())
@@ -724,6 +732,11 @@ fn main() -> anyhow::Result<()> {
     for r in &rows {
         let ratio = match r.kind {
             "signin" | "signup" => format!("{:.0}% of cores/verify", 100.0 * r.rps / signin_limit),
+            // Its CPU against one argon2id verification, the cost it replaces.
+            "passkey_signin" => r
+                .cpu_ms_per_req
+                .map(|c| format!("server CPU {:.2} verify", c / (verify_s * 1000.0)))
+                .unwrap_or_default(),
             "floor" => pg_tps.map(|t| format!("{:.0}% of pgbench", 100.0 * r.rps / t)).unwrap_or_default(),
             _ => match (pg_tps, floor) {
                 (Some(t), Some(f)) => {

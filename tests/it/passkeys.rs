@@ -301,3 +301,60 @@ async fn open_ceremonies_and_failed_passkey_sign_ins_are_limited_under_concurren
     let limited = answers.iter().filter(|a| error_code(a) == "RATE_LIMITED").count();
     assert_eq!((failed, limited), (3, 1), "{answers:?}");
 }
+
+#[tokio::test]
+async fn a_credential_registered_already_is_passkey_exists_for_its_owner_and_invalid_for_others() {
+    let app = app().await;
+    let ada = app.signup("ada").await;
+    let bob = app.signup("bob").await;
+    register(&app, &ada, &mut Device::new()).await;
+    register(&app, &bob, &mut Device::new()).await;
+    let mut conn: diesel_async::AsyncPgConnection =
+        <diesel_async::AsyncPgConnection as diesel_async::AsyncConnection>::establish(&app.database_url).await.unwrap();
+    // A browser that ignored excludeCredentials: the new credential's id is one the
+    // server holds already. (The software authenticator always makes new ids, so the
+    // stored one is made to match it.)
+    let aal2 = app.gql(None, REFRESH, json!({ "t": ada.refresh })).await;
+    let ada_now = aal2["data"]["refresh"]["accessToken"].as_str().unwrap().to_owned();
+    for (owner, expected) in [("ada", "PASSKEY_EXISTS"), ("bob", "INVALID_PASSKEY")] {
+        let (id, options) = start(&app, Some(&ada_now), START_REGISTRATION, json!({})).await;
+        let credential = Device::new().create(ORIGIN, &options).await;
+        let raw_id: Value = serde_json::from_str::<Value>(&credential).unwrap()["rawId"].clone();
+        let bytes = base64_url(raw_id.as_str().unwrap());
+        let sql = format!(
+            "WITH x AS (UPDATE passkeys SET credential_id = '\\x{bytes}' WHERE user_id = (SELECT id FROM users WHERE username = '{owner}') RETURNING 1) SELECT count(*) AS n FROM x"
+        );
+        assert_eq!(count(&mut conn, &sql).await, 1);
+        let res = app.gql(Some(&ada_now), FINISH_REGISTRATION, json!({ "c": id, "j": credential })).await;
+        expect_error(&res, expected);
+    }
+}
+
+/// The hex of a base64url (unpadded) text.
+fn base64_url(text: &str) -> String {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    URL_SAFE_NO_PAD.decode(text.trim_end_matches('=')).unwrap().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test]
+async fn development_accepts_localhost_on_any_port_and_nothing_else() {
+    let app = TestApp::with_config(|c| {
+        c.passkeys.rp_id = None;
+        c.passkeys.origins = authgraph::config::Origins::default();
+    })
+    .await;
+    let ada = app.signup("ada").await;
+    let mut device = Device::on_localhost();
+    let (id, options) = start(&app, Some(&ada.access), START_REGISTRATION, json!({})).await;
+    let options_value: Value = serde_json::from_str(&options).unwrap();
+    assert_eq!(options_value["rp"]["id"], "localhost");
+    let credential = device.create("http://localhost:5173", &options).await;
+    let registered = app.gql(Some(&ada.access), FINISH_REGISTRATION, json!({ "c": id, "j": credential })).await;
+    assert!(registered["data"]["finishPasskeyRegistration"].is_object(), "{registered}");
+    let (id, options) = start(&app, None, START_SIGN_IN, json!({})).await;
+    let credential = device.get("http://localhost:3000", &options, |_| {}).await;
+    assert!(finish_sign_in(&app, &id, &credential).await["data"]["finishPasskeySignIn"].is_object());
+    let (id, options) = start(&app, None, START_SIGN_IN, json!({})).await;
+    let credential = device.get("http://sub.localhost:3000", &options, |_| {}).await;
+    expect_error(&finish_sign_in(&app, &id, &credential).await, "INVALID_PASSKEY");
+}

@@ -52,6 +52,13 @@ impl Device {
         Self { client: Client::new(authenticator) }
     }
 
+    /// A device that also answers pages on `http://localhost` (a secure context, as
+    /// browsers treat it).
+    pub fn on_localhost() -> Self {
+        let authenticator = Authenticator::new(Aaguid::new_empty(), None, Verified, RustCryptoBackend);
+        Self { client: Client::new(authenticator).allows_insecure_localhost(true) }
+    }
+
     /// `navigator.credentials.create()` on `origin` with the server's `optionsJson`:
     /// the credential's JSON.
     pub async fn create(&mut self, origin: &str, options_json: &str) -> String {
