@@ -425,12 +425,13 @@ pub async fn delete(auth: &Auth, caller: &Caller, id: PasskeyId) -> AppResult<()
 }
 
 fn validate_name(name: &str) -> AppResult<String> {
-    let chars = name.chars().count();
-    if chars == 0 || chars > MAX_NAME_CHARS || name.chars().any(char::is_control) {
+    // An account name's rules (NFC, no control or invisible formatting characters),
+    // shorter: authenticators and lists show it on one line.
+    let name = validate::name(name)?;
+    if name.chars().count() > MAX_NAME_CHARS {
         return Err(AppError::bad_input("name", format!("A passkey's name is 1 to {MAX_NAME_CHARS} characters")));
     }
-    let _ = validate::name(name)?;
-    Ok(name.to_owned())
+    Ok(name)
 }
 
 /// The transports the browser reported, as WebAuthn spells them.
