@@ -358,3 +358,51 @@ async fn development_accepts_localhost_on_any_port_and_nothing_else() {
     let credential = device.get("http://sub.localhost:3000", &options, |_| {}).await;
     expect_error(&finish_sign_in(&app, &id, &credential).await, "INVALID_PASSKEY");
 }
+
+#[tokio::test]
+async fn totp_and_passkeys_coexist_and_the_codes_stay_while_a_factor_is_left() {
+    use authgraph::factors::totp;
+    const T0: u64 = 1_800_000_015;
+    let step = T0 / totp::STEP;
+    let app = app().await;
+    app.state.factors.clock.pin(T0);
+    let ada = app.signup("ada").await;
+    let enrolled = app.gql(Some(&ada.access), "mutation { enrollTotp { secret } }", json!({})).await;
+    let secret = totp::from_base32(enrolled["data"]["enrollTotp"]["secret"].as_str().unwrap()).unwrap();
+    let confirm = "mutation($c: String!) { confirmTotp(code: $c) { codes accessToken } }";
+    let confirmed = app.gql(Some(&ada.access), confirm, json!({ "c": totp::code_at(&secret, step) })).await;
+    let aal2 = confirmed["data"]["confirmTotp"]["accessToken"].as_str().unwrap().to_owned();
+    let recovery = confirmed["data"]["confirmTotp"]["codes"][0].as_str().unwrap().to_owned();
+
+    // A passkey beside TOTP (the session is AAL2: the account has a factor already).
+    let mut device = Device::new();
+    let (id, options) = start(&app, Some(&aal2), START_REGISTRATION, json!({})).await;
+    let credential = device.create(ORIGIN, &options).await;
+    let registered = app.gql(Some(&aal2), FINISH_REGISTRATION, json!({ "c": id, "j": credential })).await;
+    assert!(registered["data"]["finishPasskeyRegistration"].is_object(), "{registered}");
+
+    // TOTP off: the passkey is still a second factor, and the recovery codes stay.
+    let disabled = app
+        .gql(
+            Some(&aal2),
+            "mutation($c: String!) { disableTotp(code: $c) }",
+            json!({ "c": totp::code_at(&secret, step + 1) }),
+        )
+        .await;
+    assert_eq!(disabled["data"]["disableTotp"], true, "{disabled}");
+    let me = app.gql(Some(&aal2), "{ me { mfaEnabled passkeyCount } }", json!({})).await;
+    assert_eq!(me["data"]["me"], json!({ "mfaEnabled": true, "passkeyCount": 1 }), "{me}");
+    let res = app.gql(None, SIGNIN, json!({ "u": "ada", "p": PASSWORD })).await;
+    assert_eq!(res["data"]["signin"]["mfaRequired"], true, "{res}");
+    let aal1 = res["data"]["signin"]["accessToken"].as_str().unwrap();
+    let verify_mfa = "mutation($c: String!) { verifyMfa(code: $c) { assurance } }";
+    expect_error(
+        &app.gql(Some(aal1), verify_mfa, json!({ "c": totp::code_at(&secret, step + 2) })).await,
+        "INVALID_MFA_CODE",
+    );
+    let recovered = app.gql(Some(aal1), verify_mfa, json!({ "c": recovery })).await;
+    assert_eq!(
+        recovered["data"]["verifyMfa"]["assurance"], "AAL2",
+        "a recovery code recovers a lost passkey: {recovered}"
+    );
+}
