@@ -167,17 +167,18 @@ pub async fn disable(auth: &Auth, factors: &Factors, caller: &Caller, code: &Sec
             let off = db::factors::remove_totp(c, user.id).await?;
             db::sessions::end_all(c, user.id, keep, EndReason::MfaDisabled).await?;
             if off {
-                notify_off(&auth.mail, c, user).await?;
+                notify_off(&auth.mail, c, user, true).await?;
             }
             Ok(())
         })
         .await
 }
 
-/// Tells the owner (at a verified address) that the account has no second factor now.
-pub(crate) async fn notify_off(mail: &Mail, c: &mut Change<'_>, user: &User) -> AppResult<()> {
+/// Tells the owner (at a verified address) that the account has no second factor now,
+/// and whether its other sessions ended with it.
+pub(crate) async fn notify_off(mail: &Mail, c: &mut Change<'_>, user: &User, sessions_ended: bool) -> AppResult<()> {
     if let Some(address) = user.verified_address().filter(|_| mail.enabled) {
-        mail.queue_notice(c, &address, Content::MfaDisabled).await?;
+        mail.queue_notice(c, &address, Content::MfaDisabled { sessions_ended }).await?;
     }
     Ok(())
 }
@@ -224,7 +225,7 @@ async fn remove_factor(changes: &Changes, mail: &Mail, user: &User) -> AppResult
             db::users::lock(c, user.id).await?;
             db::factors::remove_all(c, user.id).await?;
             let ended = db::sessions::end_all(c, user.id, None, EndReason::MfaReset).await?;
-            notify_off(mail, c, user).await?;
+            notify_off(mail, c, user, true).await?;
             Ok(ended)
         })
         .await

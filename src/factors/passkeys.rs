@@ -7,8 +7,9 @@
 //! `WEBAUTHN_CEREMONIES_PER_IP` per client network (then `RATE_LIMITED`), and costs
 //! one small transaction; `finishPasskeySignIn` deletes that row (so a challenge is
 //! answered once, by exactly one of concurrent finishes), counts a sign-in attempt as
-//! a password sign-in does, atomically, before the signature check (one ECDSA or
-//! Ed25519 verification, no password hash), and forgives it when right. A username
+//! a password sign-in does, atomically, before the signature check (one ES256, ES384
+//! or RS256 verification, as the authenticator chose; no password hash), and forgives
+//! it when right. A username
 //! changes neither the answer nor the work: the options never list credentials (all
 //! of ours are discoverable), and the ceremony is bound to the account when there is
 //! one, to the name when there is none, so a finish fails the same way for both.
@@ -181,9 +182,9 @@ pub async fn finish_registration(
                 if db::factors::raise_session(c, session_id, method, false).await?.is_none() {
                     return Err(AppError::Unauthenticated(crate::auth::SESSION_ENDED));
                 }
-                if let Some(address) = user.verified_address().filter(|_| auth.mail.enabled) {
-                    auth.mail.queue_notice(c, &address, Content::MfaEnabled).await?;
-                }
+            }
+            if let Some(address) = user.verified_address().filter(|_| auth.mail.enabled) {
+                auth.mail.queue_notice(c, &address, Content::PasskeyAdded { first }).await?;
             }
             Ok(row)
         })
@@ -417,7 +418,7 @@ pub async fn delete(auth: &Auth, caller: &Caller, id: PasskeyId) -> AppResult<()
             // Every account has a password today, so no deletion can leave it without a
             // way in; LAST_SIGN_IN_METHOD is for accounts made without one.
             if db::factors::settle(c, user.id).await? {
-                flows::notify_off(&auth.mail, c, user).await?;
+                flows::notify_off(&auth.mail, c, user, false).await?;
             }
             Ok(())
         })

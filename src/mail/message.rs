@@ -18,8 +18,11 @@ pub enum Content<'a> {
     MfaEnabled,
     /// A recovery code was used to sign in; `left` remain.
     RecoveryCodeUsed { left: i64 },
-    /// The second factor was turned off (by the account, or by an operator).
-    MfaDisabled,
+    /// The second factor was turned off (by the account, or by an operator), the
+    /// account's other sessions ended or not.
+    MfaDisabled { sessions_ended: bool },
+    /// A passkey was registered; `first`: it is the account's first second factor.
+    PasskeyAdded { first: bool },
     /// To a verified address that someone just named at sign-up: the new account
     /// keeps it as an unverified claim, and the answer did not tell them it was taken.
     SignupWithYourAddress,
@@ -141,11 +144,26 @@ pub fn render(app: &str, content: &Content<'_>) -> Rendered {
             None,
             "If you have only one account, nothing changes for it.",
         ),
-        Content::MfaDisabled => (
+        Content::MfaDisabled { sessions_ended } => (
             format!("Two-step sign-in is off for your {app} account"),
             format!(
-                "The second factor of your {app} account was turned off, and its other sessions were \
-                 signed out. Sign-ins now ask for the password only."
+                "The second factor of your {app} account was turned off{}. Sign-ins now ask for the \
+                 password only.",
+                if *sessions_ended { ", and its other sessions were signed out" } else { "" }
+            ),
+            None,
+            NOT_YOU_CHANGED,
+        ),
+        Content::PasskeyAdded { first } => (
+            format!("A passkey was added to your {app} account"),
+            format!(
+                "A passkey was added to your {app} account: it signs in without the password.{}",
+                if *first {
+                    " It is also the account's second factor: sign-ins with the password now ask for a \
+                     passkey too."
+                } else {
+                    ""
+                }
             ),
             None,
             NOT_YOU_CHANGED,

@@ -406,3 +406,27 @@ async fn totp_and_passkeys_coexist_and_the_codes_stay_while_a_factor_is_left() {
         "a recovery code recovers a lost passkey: {recovered}"
     );
 }
+
+#[tokio::test]
+async fn the_owner_is_told_of_a_new_passkey_and_of_the_last_factor_going() {
+    let (app, smtp, _sender) = crate::support::mailing_app(relying_party).await;
+    let ada = app.signup("ada").await;
+    authgraph::users::set_email(&app.operator(), "ada", "ada@example.com", true).await.unwrap();
+    let mut device = Device::new();
+    register(&app, &ada, &mut device).await;
+    let added = smtp.wait_for("ada@example.com", 1).await.pop().unwrap();
+    assert!(added.subject().contains("A passkey was added"), "{}", added.subject());
+    assert!(added.text().contains("second factor"), "the first one is the second factor: {}", added.text());
+
+    let aal2 = app.gql(None, REFRESH, json!({ "t": ada.refresh })).await;
+    let token = aal2["data"]["refresh"]["accessToken"].as_str().unwrap().to_owned();
+    let listed = app.gql(Some(&token), "{ passkeys { id } }", json!({})).await;
+    let id = listed["data"]["passkeys"][0]["id"].clone();
+    let deleted = app.gql(Some(&token), "mutation($id: ID!) { deletePasskey(id: $id) }", json!({ "id": id })).await;
+    assert_eq!(deleted["data"]["deletePasskey"], true, "{deleted}");
+    let off = smtp.wait_for("ada@example.com", 2).await.pop().unwrap();
+    assert!(off.subject().contains("Two-step sign-in is off"), "{}", off.subject());
+    assert!(!off.text().contains("signed out"), "deletePasskey ends no session: {}", off.text());
+    // No session ended: the token that deleted it still works.
+    assert!(app.gql(Some(&token), "{ me { id } }", json!({})).await["data"]["me"].is_object());
+}
