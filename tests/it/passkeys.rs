@@ -430,3 +430,50 @@ async fn the_owner_is_told_of_a_new_passkey_and_of_the_last_factor_going() {
     // No session ended: the token that deleted it still works.
     assert!(app.gql(Some(&token), "{ me { id } }", json!({})).await["data"]["me"].is_object());
 }
+
+/// The next event of the hub, skipping `Resync`s; fails after 10 s.
+async fn next_event(sub: &mut authgraph::events::Subscription) -> authgraph::events::Event {
+    let wait = async {
+        loop {
+            if let authgraph::events::Signal::Event(event) = sub.next().await.expect("the hub is alive") {
+                return (*event).clone();
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), wait).await.expect("an event within 10 s")
+}
+
+#[tokio::test]
+async fn passkey_changes_are_account_events_and_their_use_is_not() {
+    use authgraph::events::EventKind::{AccountUpdated, SessionStarted};
+    let app = app().await;
+    let mut sub = app.state.events.subscribe();
+    let _listener = app.listening().await;
+    let ada = app.signup("ada").await;
+    assert_eq!(next_event(&mut sub).await.kind, SessionStarted);
+    let mut device = Device::new();
+    register(&app, &ada, &mut device).await;
+    // Then a password sign-in as a marker: the registration's events come before it.
+    app.signin("ada", PASSWORD).await;
+    let mut updates = 0;
+    loop {
+        match next_event(&mut sub).await.kind {
+            AccountUpdated => updates += 1,
+            SessionStarted => break,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(updates >= 1, "the registration is announced");
+    // A sign-in moves the counter and announces only its session.
+    let (id, credential) = assertion(&app, &mut device, None).await;
+    assert!(finish_sign_in(&app, &id, &credential).await["data"]["finishPasskeySignIn"].is_object());
+    assert_eq!(next_event(&mut sub).await.kind, SessionStarted);
+    let aal2 = app.gql(None, REFRESH, json!({ "t": ada.refresh })).await;
+    let token = aal2["data"]["refresh"]["accessToken"].as_str().unwrap().to_owned();
+    let id = app.gql(Some(&token), "{ passkeys { id } }", json!({})).await["data"]["passkeys"][0]["id"].clone();
+    app.gql(Some(&token), "mutation($id: ID!) { renamePasskey(id: $id, name: \"Phone\") { id } }", json!({ "id": id }))
+        .await;
+    assert_eq!(next_event(&mut sub).await.kind, AccountUpdated, "renamed");
+    app.gql(Some(&token), "mutation($id: ID!) { deletePasskey(id: $id) }", json!({ "id": id })).await;
+    assert_eq!(next_event(&mut sub).await.kind, AccountUpdated, "deleted");
+}
