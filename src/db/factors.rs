@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::{
     change::Change,
     ids::{SessionId, UserId},
-    models::{RecoveryCode, SecondFactor, Session, TotpFactor},
+    models::{FirstFactor, RecoveryCode, SecondFactor, Session, TotpFactor},
     schema::{passkeys, recovery_codes, sessions, totp_factors, users},
 };
 
@@ -180,7 +180,8 @@ pub async fn codes_left(conn: &mut AsyncPgConnection, user_id: UserId) -> QueryR
 /// `None` if the session has ended. With `new_refresh_token`, every refresh token the
 /// session was given until now stops rotating (`refresh_tokens_since`) and the caller
 /// issues a new one in the same transaction; without it (the session that just turned
-/// the factor on), the session's refresh token keeps working.
+/// the factor on), the session's refresh token keeps working. A session opened by a
+/// passkey passed both factors with it, and keeps that as its method.
 pub async fn raise_session(
     change: &mut Change<'_>,
     session_id: SessionId,
@@ -189,15 +190,19 @@ pub async fn raise_session(
 ) -> QueryResult<Option<Session>> {
     let conn: &mut AsyncPgConnection = change;
     let target = sessions::table.find(session_id).filter(super::sessions::live());
+    let opened_by: Option<FirstFactor> = target.select(sessions::signed_in_with).first(conn).await.optional()?;
     let raised = (sessions::mfa_at.eq(now), sessions::mfa_method.eq(method));
-    let query = if new_refresh_token {
-        diesel::update(target)
-            .set((raised, sessions::refresh_tokens_since.eq(now)))
-            .returning(Session::as_returning())
-            .get_result(conn)
-            .await
-    } else {
-        diesel::update(target).set(raised).returning(Session::as_returning()).get_result(conn).await
+    let query = match (opened_by == Some(FirstFactor::Passkey), new_refresh_token) {
+        (false, true) => {
+            let set = (raised, sessions::refresh_tokens_since.eq(now));
+            diesel::update(target).set(set).returning(Session::as_returning()).get_result(conn).await
+        }
+        (false, false) => diesel::update(target).set(raised).returning(Session::as_returning()).get_result(conn).await,
+        (true, true) => {
+            let set = sessions::refresh_tokens_since.eq(now);
+            diesel::update(target).set(set).returning(Session::as_returning()).get_result(conn).await
+        }
+        (true, false) => target.select(Session::as_select()).get_result(conn).await,
     };
     let raised = query.optional()?;
     if let Some(session) = &raised {

@@ -405,6 +405,20 @@ async fn totp_and_passkeys_coexist_and_the_codes_stay_while_a_factor_is_left() {
         recovered["data"]["verifyMfa"]["assurance"], "AAL2",
         "a recovery code recovers a lost passkey: {recovered}"
     );
+
+    // TOTP turned on again from a passkey session: the session keeps its passkey as its
+    // methods (a passkey sign-in passed both factors with it).
+    let (id, credential) = assertion(&app, &mut device, None).await;
+    let signed_in = finish_sign_in(&app, &id, &credential).await;
+    let session = &signed_in["data"]["finishPasskeySignIn"];
+    let access = session["accessToken"].as_str().unwrap();
+    let enrolled = app.gql(Some(access), "mutation { enrollTotp { secret } }", json!({})).await;
+    let secret = totp::from_base32(enrolled["data"]["enrollTotp"]["secret"].as_str().unwrap()).unwrap();
+    let confirmed = app.gql(Some(access), confirm, json!({ "c": totp::code_at(&secret, step) })).await;
+    let raised = confirmed["data"]["confirmTotp"]["accessToken"].as_str().unwrap();
+    assert_eq!(claims(raised)["amr"], json!(["swk", "user"]), "{confirmed}");
+    let refreshed = app.gql(None, REFRESH, json!({ "t": session["refreshToken"] })).await;
+    assert_eq!(claims(refreshed["data"]["refresh"]["accessToken"].as_str().unwrap())["amr"], json!(["swk", "user"]));
 }
 
 #[tokio::test]
