@@ -77,13 +77,13 @@ pub struct User {
     /// which is not loaded.
     pub email: Option<String>,
     pub email_verified_at: Option<DateTime<Utc>>,
-    /// When the second factor was turned on; `None` while it is off.
+    /// When the account's first second factor was turned on; `None` while none is.
     pub mfa_enabled_at: Option<DateTime<Utc>>,
 }
 
 impl User {
-    /// Whether a second factor is on: its sessions need it before anything but `me`,
-    /// `sessions`, `logout` and `verifyMfa`.
+    /// Whether a second factor is on (a TOTP factor, a passkey, or both): its password
+    /// sessions need it before anything but `graphql::BEFORE_SECOND_FACTOR`.
     pub fn has_second_factor(&self) -> bool {
         self.mfa_enabled_at.is_some()
     }
