@@ -38,7 +38,14 @@ pub struct Factors {
     pub clock: Clock,
     /// The WebAuthn relying party; `None` with PASSKEYS off.
     pub(crate) relying_party: Option<webauthn::RelyingParty>,
-    pub(crate) ceremonies: passkeys::CeremonyLimits,
+    pub(crate) ceremonies: CeremonyLimits,
+}
+
+/// How long passkey ceremonies live and how many may be open (`WEBAUTHN_*`).
+pub struct CeremonyLimits {
+    pub ttl: std::time::Duration,
+    pub per_network: u32,
+    pub per_account: u32,
 }
 
 impl Factors {
@@ -55,7 +62,7 @@ impl Factors {
             Some(settings) => Some(webauthn::RelyingParty::new(&settings, ttl)?),
             None => None,
         };
-        let ceremonies = passkeys::CeremonyLimits {
+        let ceremonies = CeremonyLimits {
             ttl,
             per_network: config.passkeys.ceremonies_per_ip,
             per_account: config.passkeys.ceremonies_per_account,

@@ -14,8 +14,6 @@
 //! of ours are discoverable), and the ceremony is bound to the account when there is
 //! one, to the name when there is none, so a finish fails the same way for both.
 
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
 
@@ -42,13 +40,6 @@ const VERIFICATION: &str = "VERIFICATION";
 
 /// The longest name an owner may give a passkey.
 const MAX_NAME_CHARS: usize = 64;
-
-/// How long ceremonies live and how many may be open (`WEBAUTHN_*`).
-pub struct CeremonyLimits {
-    pub ttl: Duration,
-    pub per_network: u32,
-    pub per_account: u32,
-}
 
 /// What a start hands the client.
 pub struct Challenge {

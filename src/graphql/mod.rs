@@ -117,6 +117,16 @@ async fn caller<'a>(ctx: &Context<'a>) -> AppResult<&'a Caller> {
     Ok(caller)
 }
 
+/// Hands a grant to the client. The request records it (the edge writes the cookie from
+/// it in cookie mode); in cookie mode the payload's `refreshToken` is null.
+fn deliver(ctx: &Context<'_>, grant: crate::auth::Grant) -> types::AuthPayload {
+    // Only on a request's own RequestAuth, never on the shared anonymous one.
+    if let Some(auth) = ctx.data_opt::<Arc<RequestAuth>>() {
+        auth.grant(grant.user.id, grant.refresh_token.clone());
+    }
+    types::AuthPayload::new(grant, !state(ctx).config.refresh_token_cookie)
+}
+
 /// Put into every operation by its door (`http`'s request, or `Admission` for each
 /// operation on a socket); absent only when a test executes the schema directly,
 /// which counts as anonymous.

@@ -1,9 +1,9 @@
 use async_graphql::{Context, ID, MergedObject, Object};
 
 use super::{
-    auth_of, caller, factors_of,
+    auth_of, caller, deliver, factors_of,
     guard::Protected,
-    request_auth, state,
+    request_auth,
     types::{
         AuthPayload, ChangeEmailInput, ChangePasswordInput, LogoutScopeValue, RecoveryCodes, ResetPasswordInput,
         SigninInput, SignupInput, TotpEnrollment, UpdateUserInput, VerifyEmailInput, secret,
@@ -24,16 +24,6 @@ pub struct MutationRoot(CoreMutation, super::passkeys::PasskeyMutation);
 
 #[derive(Default)]
 pub struct CoreMutation;
-
-/// Hands a grant to the client. The request records it (the edge writes the cookie from
-/// it in cookie mode); in cookie mode the payload's `refreshToken` is null.
-pub(super) fn deliver(ctx: &Context<'_>, grant: auth::Grant) -> AuthPayload {
-    // Only on a request's own RequestAuth, never on the shared anonymous one.
-    if let Some(auth) = ctx.data_opt::<std::sync::Arc<crate::auth::RequestAuth>>() {
-        auth.grant(grant.user.id, grant.refresh_token.clone());
-    }
-    AuthPayload::new(grant, !state(ctx).config.refresh_token_cookie)
-}
 
 #[Object]
 impl CoreMutation {

@@ -4,9 +4,8 @@
 use async_graphql::{Context, ID, Object, SimpleObject};
 
 use super::{
-    auth_of, caller, factors_of,
+    auth_of, caller, deliver, factors_of,
     guard::Protected,
-    mutation::deliver,
     request_auth,
     types::{AuthPayload, DateTimeUtc},
 };
