@@ -276,6 +276,27 @@ struct Row {
     peak_rss: Option<f64>,
 }
 
+impl Row {
+    /// A row of the latencies in `h`, recorded over `elapsed` seconds; the CPU and
+    /// memory columns empty, for the caller to fill.
+    fn of(name: String, kind: &'static str, h: &Histogram<u64>, elapsed: f64, errors: u64) -> Self {
+        let ms = |v: u64| v as f64 / 1000.0;
+        Row {
+            name,
+            kind,
+            rps: h.len() as f64 / elapsed,
+            p50: ms(h.value_at_quantile(0.5)),
+            p90: ms(h.value_at_quantile(0.9)),
+            p99: ms(h.value_at_quantile(0.99)),
+            max: ms(h.max()),
+            errors,
+            cpu_ms_per_req: None,
+            pg_cpu_ms_per_req: None,
+            peak_rss: None,
+        }
+    }
+}
+
 impl Bench {
     async fn seed(&mut self, count: usize) -> anyhow::Result<()> {
         let have = self.seeded.len();
@@ -429,21 +450,13 @@ impl Bench {
             eprintln!("{name}: {errors} errors, first: {e}");
         }
         let total: u64 = merged.values().map(Histogram::len).sum();
-        let ms = |v: u64| v as f64 / 1000.0;
         Ok(merged
             .iter()
             .map(|(kind, h)| Row {
-                name: format!("{name} ({connections})"),
-                kind,
-                rps: h.len() as f64 / elapsed,
-                p50: ms(h.value_at_quantile(0.5)),
-                p90: ms(h.value_at_quantile(0.9)),
-                p99: ms(h.value_at_quantile(0.99)),
-                max: ms(h.max()),
-                errors,
                 cpu_ms_per_req: cpu.map(|c| c * 1000.0 / total.max(1) as f64),
                 pg_cpu_ms_per_req: pg_cpu.map(|c| c * 1000.0 / total.max(1) as f64),
                 peak_rss,
+                ..Row::of(format!("{name} ({connections})"), kind, h, elapsed, errors)
             })
             .collect())
     }

@@ -117,22 +117,10 @@ pub async fn measure(
         all.add(&latency)?;
         errors += failed;
     }
-    let ms = |v: u64| v as f64 / 1000.0;
     let cpu_ms = match (before, after) {
         (Some(b), Some(a)) => Some((a - b) * 1000.0 / all.len().max(1) as f64),
         _ => None,
     };
-    Ok(Row {
-        name: format!("passkey_signin ({connections})"),
-        kind: "passkey_signin",
-        rps: all.len() as f64 / elapsed,
-        p50: ms(all.value_at_quantile(0.5)),
-        p90: ms(all.value_at_quantile(0.9)),
-        p99: ms(all.value_at_quantile(0.99)),
-        max: ms(all.max()),
-        errors,
-        cpu_ms_per_req: cpu_ms,
-        pg_cpu_ms_per_req: None,
-        peak_rss: None,
-    })
+    let name = format!("passkey_signin ({connections})");
+    Ok(Row { cpu_ms_per_req: cpu_ms, ..Row::of(name, "passkey_signin", &all, elapsed, errors) })
 }

@@ -15,6 +15,7 @@
 //! one, to the name when there is none, so a finish fails the same way for both.
 
 use chrono::{DateTime, Utc};
+use diesel_async::AsyncPgConnection;
 use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
 
 use super::{
@@ -87,9 +88,8 @@ async fn open(
 }
 
 /// Takes the ceremony `id` of `kind`, or `INVALID_PASSKEY`.
-async fn take(auth: &Auth, id: CeremonyId, kind: &str) -> AppResult<Ceremony> {
-    let mut conn = auth.pool.get().await?;
-    db::passkeys::take_ceremony(&mut conn, id, kind)
+async fn take(conn: &mut AsyncPgConnection, id: CeremonyId, kind: &str) -> AppResult<Ceremony> {
+    db::passkeys::take_ceremony(conn, id, kind)
         .await?
         .ok_or(AppError::InvalidPasskey("the challenge is unknown, used, expired or of another ceremony"))
 }
@@ -136,7 +136,7 @@ pub async fn finish_registration(
         Some(name) => validate_name(name)?,
         None => default_name(credential_json),
     };
-    let ceremony = take(auth, challenge, REGISTRATION).await?;
+    let ceremony = take(&mut *auth.pool.get().await?, challenge, REGISTRATION).await?;
     if ceremony.user_id != Some(caller.user.id) || ceremony.session_id != Some(caller.session_id) {
         return Err(AppError::InvalidPasskey("another session's registration"));
     }
@@ -228,23 +228,21 @@ pub async fn finish_sign_in(
 ) -> AppResult<Grant> {
     let rp = relying_party(factors)?;
     let credential: PublicKeyCredential = parse(credential_json)?;
-    let ceremony = take(auth, challenge, SIGN_IN).await?;
-    let (handle, credential_id) = rp.identify(&credential)?;
-    let (row, user) = {
+    // The ceremony, the credential, its account and the attempt, on one connection.
+    let (ceremony, handle, row, user, attempt) = {
         let mut conn = auth.pool.get().await?;
+        let ceremony = take(&mut conn, challenge, SIGN_IN).await?;
+        let (handle, credential_id) = rp.identify(&credential)?;
         let row = db::passkeys::find_by_credential(&mut conn, credential_id).await?;
         let user = match &row {
             Some(row) => db::users::find(&mut conn, row.user_id).await?,
             None => None,
         };
-        (row, user)
-    };
-    // Counted for the account the ceremony was begun for, else the one the credential
-    // names, else the client's network alone.
-    let counted = ceremony.username_key.clone().or_else(|| user.as_ref().map(|u| account_key(&u.username)));
-    let attempt = {
-        let mut conn = auth.pool.get().await?;
-        auth.rate_limits.take_passkey_signin(&mut conn, counted.as_deref(), client.ip).await?
+        // Counted for the account the ceremony was begun for, else the one the
+        // credential names, else the client's network alone.
+        let counted = ceremony.username_key.clone().or_else(|| user.as_ref().map(|u| account_key(&u.username)));
+        let attempt = auth.rate_limits.take_passkey_signin(&mut conn, counted.as_deref(), client.ip).await?;
+        (ceremony, handle, row, user, attempt)
     };
     let (Some(row), Some(user)) = (row, user) else {
         return Err(AppError::InvalidPasskey("an unknown credential"));
@@ -310,17 +308,16 @@ pub async fn verify(
     let rp = relying_party(factors)?;
     let credential: PublicKeyCredential = parse(credential_json)?;
     let user = &caller.user;
-    let attempt = {
+    // The attempt (counted first), the ceremony and the credential, on one connection.
+    let (attempt, ceremony, row) = {
         let mut conn = auth.pool.get().await?;
-        auth.rate_limits.take_mfa(&mut conn, user.id, caller.session_id).await?
-    };
-    let ceremony = take(auth, challenge, VERIFICATION).await?;
-    if ceremony.user_id != Some(user.id) || ceremony.session_id != Some(caller.session_id) {
-        return Err(AppError::InvalidPasskey("another session's verification"));
-    }
-    let row = {
-        let mut conn = auth.pool.get().await?;
-        db::passkeys::find_by_credential(&mut conn, credential.raw_id.as_ref()).await?
+        let attempt = auth.rate_limits.take_mfa(&mut conn, user.id, caller.session_id).await?;
+        let ceremony = take(&mut conn, challenge, VERIFICATION).await?;
+        if ceremony.user_id != Some(user.id) || ceremony.session_id != Some(caller.session_id) {
+            return Err(AppError::InvalidPasskey("another session's verification"));
+        }
+        let row = db::passkeys::find_by_credential(&mut conn, credential.raw_id.as_ref()).await?;
+        (attempt, ceremony, row)
     };
     let Some(row) = row.filter(|r| r.user_id == user.id) else {
         return Err(AppError::InvalidPasskey("not a credential of this account"));
