@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use crate::{
     auth::Auth, config::Config, db::DbPool, events::Hub, factors::Factors, secret::Keys, session_cache::SessionCache,
+    social::Social,
 };
 
 pub type SharedState = Arc<AppState>;
@@ -14,6 +15,8 @@ pub struct AppState {
     pub auth: Auth,
     /// The second factor's keys and clock (`factors`), beside `auth`.
     pub factors: Factors,
+    /// Sign-in with other providers (`social`), beside `auth` too.
+    pub social: Arc<Social>,
     pub config: Config,
     /// Session events from every instance, fed by `events::listener` (started by the
     /// server, or by a test).
@@ -32,10 +35,12 @@ impl AppState {
         let events = Arc::new(Hub::new(cache.clone()));
         let auth = Auth::new(&config, keys, pool, cache)?;
         let factors = Factors::new(&config, &keys.factors)?;
+        let social = Arc::new(Social::new(&config)?);
         crate::telemetry::handle();
         Ok(Arc::new(Self {
             auth,
             factors,
+            social,
             config,
             events,
             stopping: tokio::sync::watch::Sender::new(false),

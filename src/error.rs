@@ -61,6 +61,14 @@ pub mod code {
     pub const PASSKEY_EXISTS: &str = "PASSKEY_EXISTS";
     /// Removing it would leave the account with no way to sign in.
     pub const LAST_SIGN_IN_METHOD: &str = "LAST_SIGN_IN_METHOD";
+    /// A provider flow's state that is unknown, used, expired or of another flow.
+    pub const INVALID_OIDC_STATE: &str = "INVALID_OIDC_STATE";
+    /// The identity provider refused, or answered with something that does not verify.
+    pub const OIDC_PROVIDER_ERROR: &str = "OIDC_PROVIDER_ERROR";
+    /// An account owns the identity's verified address: sign in to it and link.
+    pub const ACCOUNT_EXISTS: &str = "ACCOUNT_EXISTS";
+    /// The identity is linked to another account.
+    pub const IDENTITY_TAKEN: &str = "IDENTITY_TAKEN";
 }
 
 /// Why a refresh token was refused; sent as `extensions.reason`.
@@ -132,6 +140,17 @@ pub enum AppError {
     PasskeyExists,
     /// `LAST_SIGN_IN_METHOD`: removing it would leave the account no way to sign in.
     LastSignInMethod,
+    /// `INVALID_OIDC_STATE`: a provider flow's state that is unknown, used, expired, or
+    /// of another flow, provider or account. The reason is for the log.
+    InvalidOidcState(&'static str),
+    /// `OIDC_PROVIDER_ERROR`: the provider refused the code, could not be reached, or
+    /// sent an answer that does not verify. The reason is for the log.
+    OidcProviderError(String),
+    /// `ACCOUNT_EXISTS`: an account owns the identity's verified address; its owner
+    /// signs in and links the identity.
+    AccountExists,
+    /// `IDENTITY_TAKEN`: the identity is linked to another account.
+    IdentityTaken,
     /// `INVALID_CREDENTIALS`: wrong username or password, one message for both.
     InvalidCredentials,
     /// `INVALID_REFRESH_TOKEN` with `extensions.reason`.
@@ -190,6 +209,10 @@ impl AppError {
             Self::InvalidPasskey(_) => code::INVALID_PASSKEY,
             Self::PasskeyExists => code::PASSKEY_EXISTS,
             Self::LastSignInMethod => code::LAST_SIGN_IN_METHOD,
+            Self::InvalidOidcState(_) => code::INVALID_OIDC_STATE,
+            Self::OidcProviderError(_) => code::OIDC_PROVIDER_ERROR,
+            Self::AccountExists => code::ACCOUNT_EXISTS,
+            Self::IdentityTaken => code::IDENTITY_TAKEN,
             Self::InvalidRefreshToken(_) => code::INVALID_REFRESH_TOKEN,
             Self::Forbidden => code::FORBIDDEN,
             Self::BadUserInput { .. } => code::BAD_USER_INPUT,
@@ -225,6 +248,12 @@ impl AppError {
             Self::InvalidPasskey(_) => "The passkey could not be verified".into(),
             Self::PasskeyExists => "This authenticator already holds a passkey of this account".into(),
             Self::LastSignInMethod => "This is the account's last way to sign in".into(),
+            Self::InvalidOidcState(_) => "This sign-in cannot be finished: start it again".into(),
+            Self::OidcProviderError(_) => "The identity provider refused the sign-in".into(),
+            Self::AccountExists => {
+                "An account already has this email address: sign in to it and link this identity".into()
+            }
+            Self::IdentityTaken => "This identity is linked to another account".into(),
             Self::InvalidRefreshToken(_) => "Invalid refresh token".into(),
             Self::Forbidden => "Not allowed to act on this account".into(),
             Self::BadUserInput { message, .. } => message.clone(),
@@ -245,6 +274,8 @@ impl fmt::Debug for AppError {
             Self::InvalidRefreshToken(reason) => write!(f, "INVALID_REFRESH_TOKEN ({})", reason.as_str()),
             Self::InvalidEmailToken(reason) => write!(f, "INVALID_EMAIL_TOKEN ({})", reason.as_str()),
             Self::InvalidPasskey(reason) => write!(f, "INVALID_PASSKEY ({reason})"),
+            Self::InvalidOidcState(reason) => write!(f, "INVALID_OIDC_STATE ({reason})"),
+            Self::OidcProviderError(reason) => write!(f, "OIDC_PROVIDER_ERROR ({reason})"),
             Self::BadUserInput { field, message } => write!(f, "BAD_USER_INPUT ({field}: {message})"),
             Self::Unavailable(e) | Self::Internal(e) => write!(f, "{}: {e:#}", self.code()),
             other => f.write_str(other.code()),
@@ -263,6 +294,10 @@ impl From<AppError> for async_graphql::Error {
             AppError::Internal(cause) => tracing::error!(error = format!("{cause:#}"), "internal error"),
             AppError::Unavailable(cause) => tracing::warn!(error = format!("{cause:#}"), "database unavailable"),
             AppError::Unauthenticated(reason) => tracing::debug!(reason, "unauthenticated"),
+            // The provider's side of a failed sign-in: what an operator needs to see.
+            AppError::OidcProviderError(reason) => {
+                tracing::warn!(reason = reason.as_str(), "identity provider refused")
+            }
             _ => {}
         }
         let retry_after = err.retry_after();

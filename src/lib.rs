@@ -4,7 +4,7 @@
 //! `http` (router, middleware, bearer token, the WebSocket door) → `graphql` (thin
 //! resolvers, the guard, each socket operation's admission) → the capabilities, each
 //! a folder of its flows: `users` (accounts), `email` (verification, reset, change of
-//! address), `factors` (TOTP, recovery codes) → `auth` (what they share: tokens,
+//! address), `factors` (TOTP, recovery codes, passkeys), `social` (other identity providers) → `auth` (what they share: tokens,
 //! sessions, admission, limits, password hashing) → `change` (where every change to
 //! accounts and sessions runs, and its effects after commit) → `events` (the LISTEN
 //! connection, the hub, live sessions' sockets), `session_cache` and `mail` (tokens,
@@ -35,5 +35,6 @@ pub mod net;
 pub mod secret;
 pub mod server;
 pub mod session_cache;
+pub mod social;
 pub mod telemetry;
 pub mod users;

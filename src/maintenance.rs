@@ -28,6 +28,7 @@ pub async fn prune(pool: &DbPool, config: &Config) -> anyhow::Result<PruneReport
     let known_cutoff = Utc::now() - crate::auth::rate_limit::KNOWN_NETWORK_RETENTION;
     rate_limit_events += db::signin_addresses::prune(&mut conn, known_cutoff).await?;
     rate_limit_events += db::passkeys::prune_ceremonies(&mut conn).await?;
+    rate_limit_events += db::identities::prune_flows(&mut conn).await?;
     let mail = db::email_tokens::delete_ended_before(&mut conn, cutoff).await?
         + db::outbox::delete_finished_before(&mut conn, cutoff).await?;
     Ok(PruneReport { sessions, rate_limit_events, mail })

@@ -69,12 +69,13 @@ impl Database {
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let config = cli.config;
+    let mut config = cli.config;
     if let Some(Command::Schema) = cli.command {
         print!("{}", graphql::sdl());
         return Ok(());
     }
     init_tracing(&config);
+    config.social.load_providers(|var| std::env::var(var).ok())?;
     config.validate()?;
     let database = match cli.command {
         Some(Command::Users(_) | Command::Sessions(_)) => Database::open_shared(&config).await?,
@@ -163,6 +164,7 @@ async fn serve(config: Config, database: &Database) -> anyhow::Result<()> {
         tokio::spawn(http::serve::serve(metrics_listener, metrics_router, connection_limits, stopped(stop_rx.clone())));
     }
     tracing::info!("listening on http://{}/graphql", listener.local_addr()?);
+    state.social.discover_in_background();
     let pruner = tokio::spawn(maintenance::prune_periodically(pool.clone(), state.config.clone()));
     let metrics_upkeep = tokio::spawn(crate::telemetry::upkeep_periodically());
     let listener_task =

@@ -1,8 +1,9 @@
 //! Checks of a secret the caller already knows, counted against the account's limit
 //! before the hash runs and forgiven when right or when nothing was checked: used by
-//! signin, changePassword and changeEmail alike.
+//! signin, changePassword and changeEmail alike. An account without a password
+//! (created through another provider) proves itself instead by a recent sign-in.
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 use super::{
     Auth, Caller,
@@ -10,7 +11,7 @@ use super::{
     rate_limit::Attempt,
 };
 use crate::{
-    db,
+    db::{self, models::FirstFactor},
     error::{AppError, AppResult},
 };
 
@@ -23,14 +24,37 @@ pub async fn verify_current_password(auth: &Auth, caller: &Caller, current: &Sec
         let attempt = auth.rate_limits.take_password_check(&mut conn, user_id).await?;
         (db::users::password_hash(&mut conn, user_id).await?, attempt)
     };
+    let Some(stored) = stored else {
+        // No password to give: an empty one stands for it within REAUTH_WINDOW of a
+        // sign-in through the account's provider or a passkey.
+        if current.expose_secret().is_empty() && recently_signed_in(auth, caller).await? {
+            let mut conn = auth.pool.get().await?;
+            return auth.rate_limits.forgive(&mut conn, &attempt).await;
+        }
+        return Err(AppError::InvalidCredentials);
+    };
     let ticket = Ticket { lane: Lane::Account, requester: Requester::Account(user_id) };
-    match auth.hasher.verify(ticket, current, stored.as_deref()).await {
+    match auth.hasher.verify(ticket, current, Some(&stored)).await {
         Ok(true) => {}
         Ok(false) => return Err(AppError::InvalidCredentials),
         Err(err) => return Err(forgiven(auth, attempt, err).await),
     }
     let mut conn = auth.pool.get().await?;
     auth.rate_limits.forgive(&mut conn, &attempt).await
+}
+
+/// Whether the caller's session was opened without a password (through another
+/// provider or a passkey) within REAUTH_WINDOW: what an account without a password
+/// shows in place of its current password.
+pub async fn recently_signed_in(auth: &Auth, caller: &Caller) -> AppResult<bool> {
+    let opened = {
+        let mut conn = auth.pool.get().await?;
+        db::sessions::opened(&mut conn, caller.session_id).await?
+    };
+    let window = chrono::Duration::from_std(auth.sessions.reauth_window).unwrap_or(chrono::Duration::MAX);
+    Ok(opened.is_some_and(|(at, how)| {
+        matches!(how, FirstFactor::Provider | FirstFactor::Passkey) && chrono::Utc::now() - at <= window
+    }))
 }
 
 /// Forgives an attempt that checked nothing (the hashing queue refused it, or hashing

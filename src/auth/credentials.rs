@@ -59,7 +59,7 @@ pub async fn signup(auth: &Auth, input: SignupInput, client: &Client) -> AppResu
             let new = NewUser {
                 name: &name,
                 username,
-                password_hash: &password_hash,
+                password_hash: Some(&password_hash),
                 email: email.as_ref().map(EmailAddress::as_str),
                 email_key: email.as_ref().map(EmailAddress::key),
             };
@@ -96,14 +96,16 @@ pub async fn signin(auth: &Auth, username: &str, password: &SecretString, client
     };
     // Do not hold a connection while hashing: the pool is smaller than the queue.
     drop(conn);
-    let stored = found.as_ref().map(|(_, hash)| hash.as_str());
+    // An account without a password (made through another provider) fails like an
+    // unknown one, after the same hash.
+    let stored = found.as_ref().and_then(|(_, hash)| hash.as_deref());
     let ticket = Ticket::new(Lane::Signin, auth.rate_limits.network(client.ip));
     let verified = match auth.hasher.verify(ticket, password, stored).await {
         Ok(verified) => verified,
         // Nothing was checked (the queue was full): not a failure of the client's.
         Err(err) => return Err(forgiven(auth, attempt, err).await),
     };
-    let (Some((user, stored_hash)), true) = (found, verified) else {
+    let (Some((user, Some(stored_hash))), true) = (found, verified) else {
         return Err(AppError::InvalidCredentials);
     };
 
@@ -135,6 +137,10 @@ pub async fn change_password(
     new: &SecretString,
 ) -> AppResult<()> {
     let user_id = caller.user.id;
+    let has_password = db::read(&auth.pool, |conn| Box::pin(db::users::has_password(conn, user_id))).await?;
+    if has_password == Some(false) {
+        return Err(AppError::bad_input("currentPassword", "This account has no password yet: use setPassword"));
+    }
     verify_current_password(auth, caller, current).await?;
     validate::password("newPassword", new)?;
     if new.expose_secret() == current.expose_secret() {

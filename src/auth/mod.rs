@@ -85,6 +85,7 @@ impl Auth {
             idle_ttl: config.refresh_token_ttl,
             max_age: config.session_max_age,
             reuse_interval: config.refresh_reuse_interval,
+            reauth_window: config.social.reauth_window,
         };
         let rate_limits = RateLimits::from_config(config);
         let mail = Arc::new(Mail::new(&config.email, keys)?);

@@ -150,9 +150,15 @@ impl RateLimits {
         username: Option<&str>,
         ip: Option<IpAddr>,
     ) -> AppResult<Attempt> {
-        if let Some(username) = username {
-            return self.take_signin(conn, username, ip).await;
+        match username {
+            Some(username) => self.take_signin(conn, username, ip).await,
+            None => self.take_network_signin(conn, ip).await,
         }
+    }
+
+    /// Takes a sign-in attempt that names no account yet (a passkey without a user
+    /// handle we know, another provider's identity): counted for the client's network.
+    pub async fn take_network_signin(&self, conn: &mut AsyncPgConnection, ip: Option<IpAddr>) -> AppResult<Attempt> {
         let Some(network) = self.network(ip).map(|n| n.to_string()) else {
             return Ok(Attempt { events: Vec::new(), known: None });
         };

@@ -45,6 +45,9 @@ pub struct SessionPolicy {
     pub max_age: Duration,
     /// An already rotated token still yields the current one for this long.
     pub reuse_interval: Duration,
+    /// An account without a password confirms a sensitive change by having signed in
+    /// (through its provider or a passkey) no longer ago than this (REAUTH_WINDOW).
+    pub reauth_window: Duration,
 }
 
 impl SessionPolicy {

@@ -11,6 +11,7 @@
 //! - `factors`: the second-factor group (sealing key, issuer, limits; `MFA_*`);
 //! - `passkeys`: the passkey group (relying party, origins, ceremonies; `WEBAUTHN_*`);
 //! - `realtime`: the subscriptions group (sockets, their limits);
+//! - `social`: sign-in with other providers (`OIDC_*`, `REAUTH_WINDOW`);
 //! - `validate`: the checks clap's types cannot make;
 //! - `values`: the parsers of durations, secrets, origins and address blocks.
 
@@ -19,6 +20,7 @@ mod email;
 mod factors;
 mod passkeys;
 mod realtime;
+mod social;
 mod validate;
 mod values;
 
@@ -33,6 +35,7 @@ pub use email::EmailConfig;
 pub use factors::FactorsConfig;
 pub use passkeys::{PasskeysConfig, Webauthn};
 pub use realtime::RealtimeConfig;
+pub use social::{Endpoints, ProviderSettings, SocialConfig};
 pub use validate::ConfigError;
 pub use values::{Origins, decode_seed, parse_duration};
 
@@ -314,6 +317,9 @@ pub struct Config {
 
     #[command(flatten)]
     pub realtime: RealtimeConfig,
+
+    #[command(flatten)]
+    pub social: SocialConfig,
 
     /// Log filter, e.g. `info` or `authgraph=debug,tower_http=info`.
     #[arg(long, env = "RUST_LOG", default_value = "info")]

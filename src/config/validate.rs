@@ -99,6 +99,7 @@ impl Config {
             return err("MFA_FAILURES_PER_SESSION", "and MFA_FAILURES_PER_ACCOUNT must be at least 1".into());
         }
         self.validate_email()?;
+        self.social.validate(self.is_production())?;
         self.webauthn().map(drop)
     }
 

@@ -80,6 +80,10 @@ uuid_id!(
     /// A passkey ceremony begun and not yet finished (`passkey_ceremonies.id`).
     CeremonyId
 );
+uuid_id!(
+    /// An identity at another provider linked to an account (`identities.id`).
+    IdentityId
+);
 
 /// The SHA-256 of a secret token (a refresh token, an email link token): what is
 /// stored and looked up, never the token itself. A type of its own, so a token's text cannot be passed where its hash is

@@ -10,6 +10,7 @@ mod errors;
 pub mod events;
 pub mod factors;
 mod failover;
+pub mod identities;
 pub mod ids;
 mod migrate;
 pub mod models;

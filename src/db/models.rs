@@ -15,10 +15,10 @@ use uuid::Uuid;
 use crate::email_address::EmailAddress;
 
 use super::{
-    ids::{CeremonyId, PasskeyId, SessionId, UserId},
+    ids::{CeremonyId, IdentityId, PasskeyId, SessionId, UserId},
     schema::{
-        email_tokens, outbox, passkey_ceremonies, passkeys, recovery_codes, refresh_tokens, sessions, totp_factors,
-        users,
+        email_tokens, identities, outbox, passkey_ceremonies, passkeys, provider_flows, recovery_codes, refresh_tokens,
+        sessions, totp_factors, users,
     },
 };
 
@@ -111,7 +111,8 @@ impl User {
 pub struct NewUser<'a> {
     pub name: &'a str,
     pub username: &'a str,
-    pub password_hash: &'a str,
+    /// `None` for an account created through another provider.
+    pub password_hash: Option<&'a str>,
     pub email: Option<&'a str>,
     pub email_key: Option<&'a str>,
 }
@@ -183,6 +184,9 @@ impl Methods {
         let names: Vec<&str> = match self.first {
             FirstFactor::Password => std::iter::once("pwd").chain(second).collect(),
             FirstFactor::Passkey => vec![second.unwrap_or("swk"), "user"],
+            // No RFC 8176 name covers "another provider authenticated the user"; `fed`
+            // (federated) says it, and a second factor follows as for a password.
+            FirstFactor::Provider => std::iter::once("fed").chain(second).collect(),
         };
         names.into_iter().map(str::to_owned).collect()
     }
@@ -194,6 +198,8 @@ impl Methods {
 pub enum FirstFactor {
     Password,
     Passkey,
+    /// Another identity provider (OpenID Connect, OAuth 2.0): AAL1, like a password.
+    Provider,
 }
 
 impl FirstFactor {
@@ -201,6 +207,7 @@ impl FirstFactor {
         match self {
             Self::Password => "PASSWORD",
             Self::Passkey => "PASSKEY",
+            Self::Provider => "PROVIDER",
         }
     }
 }
@@ -216,6 +223,7 @@ impl FromSql<Text, Pg> for FirstFactor {
         match <String as FromSql<Text, Pg>>::from_sql(bytes)?.as_str() {
             "PASSWORD" => Ok(Self::Password),
             "PASSKEY" => Ok(Self::Passkey),
+            "PROVIDER" => Ok(Self::Provider),
             other => Err(format!("unknown sign-in method {other:?}").into()),
         }
     }
@@ -372,6 +380,61 @@ pub struct NewCeremony<'a> {
     pub username_key: Option<&'a str>,
     pub network: &'a str,
     pub state: &'a serde_json::Value,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// An identity at another provider, linked to an account.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = identities, check_for_backend(Pg))]
+pub struct IdentityRow {
+    pub id: IdentityId,
+    pub user_id: UserId,
+    /// The configured provider's id (`OIDC_PROVIDERS`).
+    pub provider: String,
+    /// The provider's stable id for the person.
+    pub subject: String,
+    pub email: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = identities)]
+pub struct NewIdentity<'a> {
+    pub user_id: UserId,
+    pub provider: &'a str,
+    pub subject: &'a str,
+    pub email: Option<&'a str>,
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+/// A provider flow begun: what its finish needs that must not come from the browser.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = provider_flows, check_for_backend(Pg))]
+pub struct ProviderFlow {
+    /// `SIGN_IN` or `LINK`.
+    pub flow: String,
+    pub provider: String,
+    pub redirect_uri: String,
+    pub nonce: String,
+    pub pkce_verifier: String,
+    /// For a link: the account and session that began it.
+    pub user_id: Option<UserId>,
+    pub session_id: Option<SessionId>,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = provider_flows)]
+pub struct NewProviderFlow<'a> {
+    pub state_hash: &'a [u8],
+    pub flow: &'a str,
+    pub provider: &'a str,
+    pub redirect_uri: &'a str,
+    pub nonce: &'a str,
+    pub pkce_verifier: &'a str,
+    pub user_id: Option<UserId>,
+    pub session_id: Option<SessionId>,
+    pub network: &'a str,
     pub expires_at: DateTime<Utc>,
 }
 

@@ -18,6 +18,18 @@ diesel::table! {
 }
 
 diesel::table! {
+    identities (id) {
+        id -> Uuid,
+        user_id -> Uuid,
+        provider -> Text,
+        subject -> Text,
+        email -> Nullable<Text>,
+        created_at -> Timestamptz,
+        last_used_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
     outbox (id) {
         id -> Int8,
         kind -> Text,
@@ -63,6 +75,23 @@ diesel::table! {
         created_at -> Timestamptz,
         last_used_at -> Nullable<Timestamptz>,
         flagged_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    provider_flows (id) {
+        id -> Uuid,
+        state_hash -> Bytea,
+        flow -> Text,
+        provider -> Text,
+        redirect_uri -> Text,
+        nonce -> Text,
+        pkce_verifier -> Text,
+        user_id -> Nullable<Uuid>,
+        session_id -> Nullable<Uuid>,
+        network -> Text,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
     }
 }
 
@@ -148,7 +177,7 @@ diesel::table! {
         id -> Uuid,
         name -> Text,
         username -> Text,
-        password_hash -> Text,
+        password_hash -> Nullable<Text>,
         role -> Text,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
@@ -160,9 +189,12 @@ diesel::table! {
 }
 
 diesel::joinable!(email_tokens -> users (user_id));
+diesel::joinable!(identities -> users (user_id));
 diesel::joinable!(passkey_ceremonies -> sessions (session_id));
 diesel::joinable!(passkey_ceremonies -> users (user_id));
 diesel::joinable!(passkeys -> users (user_id));
+diesel::joinable!(provider_flows -> sessions (session_id));
+diesel::joinable!(provider_flows -> users (user_id));
 diesel::joinable!(recovery_codes -> users (user_id));
 diesel::joinable!(refresh_tokens -> sessions (session_id));
 diesel::joinable!(sessions -> users (user_id));
@@ -170,9 +202,11 @@ diesel::joinable!(totp_factors -> users (user_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     email_tokens,
+    identities,
     outbox,
     passkey_ceremonies,
     passkeys,
+    provider_flows,
     rate_limit_events,
     recovery_codes,
     refresh_tokens,

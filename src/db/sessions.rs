@@ -46,6 +46,21 @@ pub async fn insert(conn: &mut AsyncPgConnection, new: NewSession<'_>) -> QueryR
 }
 
 /// The user's sessions that can still be refreshed, newest first.
+/// When the live session `id` was opened, and how: what a re-authentication window
+/// is measured from.
+pub async fn opened(
+    conn: &mut AsyncPgConnection,
+    id: SessionId,
+) -> QueryResult<Option<(DateTime<Utc>, super::models::FirstFactor)>> {
+    sessions::table
+        .find(id)
+        .filter(live())
+        .select((sessions::created_at, sessions::signed_in_with))
+        .first(conn)
+        .await
+        .optional()
+}
+
 pub async fn list_live(conn: &mut AsyncPgConnection, user_id: UserId) -> QueryResult<Vec<Session>> {
     sessions::table
         .filter(sessions::user_id.eq(user_id))

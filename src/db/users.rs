@@ -23,8 +23,12 @@ pub async fn find(conn: &mut AsyncPgConnection, id: UserId) -> QueryResult<Optio
     users::table.find(id).select(User::as_select()).first(conn).await.optional()
 }
 
-/// The account and its password hash, by username in any case.
-pub async fn find_credentials(conn: &mut AsyncPgConnection, username: &str) -> QueryResult<Option<(User, String)>> {
+/// The account and its password hash (`None`: created through another provider and
+/// no password set), by username in any case.
+pub async fn find_credentials(
+    conn: &mut AsyncPgConnection,
+    username: &str,
+) -> QueryResult<Option<(User, Option<String>)>> {
     users::table
         .filter(lower(users::username).eq(username.to_lowercase()))
         .select((User::as_select(), users::password_hash))
@@ -40,8 +44,16 @@ pub async fn lock(conn: &mut AsyncPgConnection, id: UserId) -> QueryResult<Optio
     users::table.find(id).select(users::id).for_no_key_update().first(conn).await.optional()
 }
 
+/// The account's password hash; `None` for an unknown account or one without a password.
 pub async fn password_hash(conn: &mut AsyncPgConnection, id: UserId) -> QueryResult<Option<String>> {
-    users::table.find(id).select(users::password_hash).first(conn).await.optional()
+    let found: Option<Option<String>> =
+        users::table.find(id).select(users::password_hash).first(conn).await.optional()?;
+    Ok(found.flatten())
+}
+
+/// Whether the account has a password (`None` for an unknown account).
+pub async fn has_password(conn: &mut AsyncPgConnection, id: UserId) -> QueryResult<Option<bool>> {
+    users::table.find(id).select(users::password_hash.is_not_null()).first(conn).await.optional()
 }
 
 /// The user of a live session and the session's assurance: the guard's one query per
@@ -108,6 +120,18 @@ pub async fn set_password_hash(change: &mut Change<'_>, id: UserId, hash: &str) 
         .set((users::password_hash.eq(hash), users::updated_at.eq(now)))
         .execute(conn)
         .await
+}
+
+/// Sets the password of an account that has none; false when it has one (a
+/// concurrent setPassword won), which is left as it was.
+pub async fn set_first_password(change: &mut Change<'_>, id: UserId, hash: &str) -> QueryResult<bool> {
+    change.touched(id);
+    let conn: &mut AsyncPgConnection = change;
+    let n = diesel::update(users::table.find(id).filter(users::password_hash.is_null()))
+        .set((users::password_hash.eq(hash), users::updated_at.eq(now)))
+        .execute(conn)
+        .await?;
+    Ok(n > 0)
 }
 
 pub async fn set_role(change: &mut Change<'_>, username: &str, role: Role) -> QueryResult<Option<User>> {

@@ -394,7 +394,8 @@ pub async fn rename(auth: &Auth, caller: &Caller, id: PasskeyId, name: &str) -> 
 }
 
 /// `deletePasskey`: ends no session. The account's last factor going turns the second
-/// factor off (its recovery codes go) and tells the owner.
+/// factor off (its recovery codes go) and tells the owner. `LAST_SIGN_IN_METHOD` when
+/// it is the account's last way to sign in (no password, no linked identity).
 pub async fn delete(auth: &Auth, caller: &Caller, id: PasskeyId) -> AppResult<()> {
     let user = &caller.user;
     auth.changes
@@ -403,8 +404,11 @@ pub async fn delete(auth: &Auth, caller: &Caller, id: PasskeyId) -> AppResult<()
             if !db::passkeys::delete(c, user.id, id).await? {
                 return Err(AppError::NotFound);
             }
-            // Every account has a password today, so no deletion can leave it without a
-            // way in; LAST_SIGN_IN_METHOD is for accounts made without one.
+            // An account made through another provider may have no password: its
+            // last passkey stays while no identity is linked either.
+            if db::identities::ways_in(c, user.id).await? == 0 {
+                return Err(AppError::LastSignInMethod);
+            }
             if db::factors::settle(c, user.id).await? {
                 flows::notify_off(&auth.mail, c, user, false).await?;
             }

@@ -14,6 +14,7 @@ mod observe;
 mod passkeys;
 pub mod persisted;
 mod query;
+mod social;
 pub mod subscription;
 pub mod types;
 
@@ -82,6 +83,10 @@ fn auth_of<'a>(ctx: &Context<'a>) -> &'a Auth {
 
 fn factors_of<'a>(ctx: &Context<'a>) -> &'a crate::factors::Factors {
     &state(ctx).factors
+}
+
+fn social_of<'a>(ctx: &Context<'a>) -> &'a crate::social::Social {
+    &state(ctx).social
 }
 
 /// Whether the caller may see the private fields of account `owner`: its owner (also

@@ -20,7 +20,7 @@ use crate::{
 /// The mutations: the core's, then each capability's own, merged into one type.
 #[derive(MergedObject, Default)]
 #[graphql(name = "Mutation")]
-pub struct MutationRoot(CoreMutation, super::passkeys::PasskeyMutation);
+pub struct MutationRoot(CoreMutation, super::passkeys::PasskeyMutation, super::social::SocialMutation);
 
 #[derive(Default)]
 pub struct CoreMutation;

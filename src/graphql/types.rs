@@ -119,6 +119,14 @@ impl User {
             crate::db::read(&super::auth_of(ctx).pool, |conn| Box::pin(crate::db::passkeys::count(conn, id))).await?;
         Ok(Some(i32::try_from(count).unwrap_or(i32::MAX)))
     }
+    /// Whether the account has a password (false: created through another provider,
+    /// see setPassword). Null unless the caller is this user or an ADMIN.
+    async fn has_password(&self, ctx: &Context<'_>) -> crate::error::AppResult<Option<bool>> {
+        if !super::may_see_private(ctx, self.id).await {
+            return Ok(None);
+        }
+        crate::social::flows::has_password(super::auth_of(ctx), self.id).await.map(Some)
+    }
 }
 
 #[derive(SimpleObject)]

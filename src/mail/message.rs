@@ -14,6 +14,8 @@ pub enum Content<'a> {
     EmailChanging { new_address: &'a str },
     /// The password was changed (or reset) and other sessions were ended.
     PasswordChanged,
+    /// An account created through another provider was given a password.
+    PasswordSet,
     /// A second factor was turned on.
     MfaEnabled,
     /// A recovery code was used to sign in; `left` remain.
@@ -23,6 +25,9 @@ pub enum Content<'a> {
     MfaDisabled { sessions_ended: bool },
     /// A passkey was registered; `first`: it is the account's first second factor.
     PasskeyAdded { first: bool },
+    /// An identity at another provider (`provider`, its display name) was linked: it
+    /// signs in to the account from now on.
+    IdentityLinked { provider: &'a str },
     /// To a verified address that someone just named at sign-up: the new account
     /// keeps it as an unverified claim, and the answer did not tell them it was taken.
     SignupWithYourAddress,
@@ -103,6 +108,12 @@ pub fn render(app: &str, content: &Content<'_>) -> Rendered {
             None,
             NOT_YOU_CHANGED,
         ),
+        Content::PasswordSet => (
+            format!("Your {app} account has a password now"),
+            format!("A password was set on your {app} account: it signs in with your username and it from now on."),
+            None,
+            NOT_YOU_CHANGED,
+        ),
         Content::MfaEnabled => (
             format!("Two-step sign-in is on for your {app} account"),
             format!(
@@ -164,6 +175,15 @@ pub fn render(app: &str, content: &Content<'_>) -> Rendered {
                 } else {
                     ""
                 }
+            ),
+            None,
+            NOT_YOU_CHANGED,
+        ),
+        Content::IdentityLinked { provider } => (
+            format!("{provider} sign-in was linked to your {app} account"),
+            format!(
+                "A {provider} account was linked to your {app} account: \"Continue with {provider}\" signs in to \
+                 it from now on. Unlink it under your account's sign-in methods if you do not know it."
             ),
             None,
             NOT_YOU_CHANGED,

@@ -462,7 +462,15 @@ fn protected_operations() -> BTreeMap<&'static str, (String, Value)> {
             ("mutation($c: ID!) { verifyPasskey(challengeId: $c, credentialJson: \"{}\") { accessToken } }".to_owned(), passkey.clone()),
         ),
         ("renamePasskey", ("mutation($id: ID!) { renamePasskey(id: $id, name: \"X\") { id } }".to_owned(), passkey_id.clone())),
-        ("deletePasskey", ("mutation($id: ID!) { deletePasskey(id: $id) }".to_owned(), passkey_id)),
+        ("deletePasskey", ("mutation($id: ID!) { deletePasskey(id: $id) }".to_owned(), passkey_id.clone())),
+        ("linkedIdentities", ("{ linkedIdentities { id } }".to_owned(), json!({}))),
+        (
+            "startIdentityLink",
+            ("mutation { startIdentityLink(provider: \"none\", redirectUri: \"https://x.example\") { state } }".to_owned(), json!({})),
+        ),
+        ("finishIdentityLink", ("mutation { finishIdentityLink(state: \"s\", code: \"c\") { id } }".to_owned(), json!({}))),
+        ("unlinkIdentity", ("mutation($id: ID!) { unlinkIdentity(id: $id) }".to_owned(), passkey_id)),
+        ("setPassword", ("mutation { setPassword(newPassword: \"x\") }".to_owned(), json!({}))),
     ])
 }
 

@@ -29,5 +29,6 @@ mod security;
 mod server_process;
 mod session_cache;
 mod session_races;
+mod social;
 mod socket_door;
 mod users;

@@ -18,7 +18,7 @@ async fn seed(app: &TestApp, n: usize) -> Vec<String> {
         let username = format!("user{i:03}");
         let user = db::users::insert(
             &mut conn,
-            NewUser { name: "Seed", username: &username, password_hash: "x", email: None, email_key: None },
+            NewUser { name: "Seed", username: &username, password_hash: Some("x"), email: None, email_key: None },
         )
         .await
         .unwrap();

@@ -51,13 +51,13 @@ use self::{
 };
 
 /// Every mutation that checks a secret (a password, a refresh token, an emailed token
-/// or code, a TOTP or recovery code), sets a password, or mints tokens or recovery
-/// codes: at most one per HTTP request, counting aliases and every operation of a
+/// or code, a TOTP or recovery code, a provider's code), sets a password, or mints
+/// tokens or recovery codes: at most one per HTTP request, counting aliases and every operation of a
 /// batch, so that one request costs at most one password-grade hash and one guess.
 /// `tests/it/schema.rs` derives the same set from the schema (a secret among a
 /// mutation's arguments, tokens or recovery codes in its answer) and fails when the two
 /// differ, so a new such mutation cannot be left out.
-pub const AUTH_MUTATIONS: [&str; 13] = [
+pub const AUTH_MUTATIONS: [&str; 16] = [
     "signup",
     "signin",
     "refresh",
@@ -71,6 +71,9 @@ pub const AUTH_MUTATIONS: [&str; 13] = [
     "regenerateRecoveryCodes",
     "finishPasskeySignIn",
     "verifyPasskey",
+    "finishSocialSignIn",
+    "finishIdentityLink",
+    "setPassword",
 ];
 
 /// Re-entries allowed on one introspection path: `__schema { types { fields { type … } } }`

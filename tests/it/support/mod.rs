@@ -11,6 +11,7 @@
 pub mod authenticator;
 pub mod auto_failover;
 pub mod process;
+pub mod providers;
 mod request;
 pub mod smtp;
 pub mod tls_cluster;
