@@ -435,6 +435,57 @@ async fn anonymous_starts_are_bounded_per_network() {
     assert_eq!(count(&mut conn, "SELECT count(*) AS n FROM provider_flows").await, 6);
 }
 
+#[tokio::test]
+async fn a_link_is_announced_and_mailed_to_the_owner() {
+    use authgraph::events::{EventKind::AccountUpdated, Signal};
+    let provider = OpenIdProvider::shared().settings("acme", &APP);
+    let (app, smtp, _sender) = crate::support::mailing_app(with(vec![provider])).await;
+    let mut sub = app.state.events.subscribe();
+    let _listener = app.listening().await;
+    let grace = app.signup("grace").await;
+    verify_address(&app, "grace", "grace@example.com").await;
+    let url = start(&app, Some(&grace.access), "acme").await;
+    let back = login(&url, "grace-subject|grace@example.com|true").await;
+    let linked = app.gql(Some(&grace.access), FINISH_LINK, json!({ "s": back.state, "c": back.code })).await;
+    assert!(linked["data"]["finishIdentityLink"].is_object(), "{linked}");
+    let announced = async {
+        loop {
+            if let Signal::Event(event) = sub.next().await.expect("the hub is alive")
+                && event.kind == AccountUpdated
+                && event.user.to_string() == grace.user_id
+            {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), announced).await.expect("ACCOUNT_UPDATED for the link");
+    let told = smtp.wait_for("grace@example.com", 1).await.pop().unwrap();
+    assert_eq!(told.subject(), "Acme sign-in was linked to your Acme account");
+}
+
+#[tokio::test]
+async fn an_account_without_a_password_confirms_by_a_recent_provider_sign_in() {
+    let provider = OpenIdProvider::shared().settings("acme", &APP);
+    let (app, smtp, _sender) = crate::support::mailing_app(with(vec![provider])).await;
+    let ada = auth_of(&sign_in(&app, ADA).await);
+    let change = "mutation($p: String!, $e: String!) { changeEmail(input: { currentPassword: $p, newEmail: $e }) }";
+    // Not a password it has: refused.
+    let res = app.gql(Some(&ada.access), change, json!({ "p": PASSWORD, "e": "ada@new.example" })).await;
+    expect_error(&res, "INVALID_CREDENTIALS");
+    // An empty one, from a session opened through the provider just now.
+    let res = app.gql(Some(&ada.access), change, json!({ "p": "", "e": "ada@new.example" })).await;
+    assert_eq!(res["data"]["changeEmail"], true, "{res}");
+    smtp.wait_for("ada@new.example", 1).await;
+    // Out of REAUTH_WINDOW: sign in with the provider again first.
+    sql(&app, "UPDATE sessions SET created_at = now() - interval '11 minutes'").await;
+    let res = app.gql(Some(&ada.access), change, json!({ "p": "", "e": "ada@other.example" })).await;
+    expect_error(&res, "INVALID_CREDENTIALS");
+    // A password account's empty password is just wrong.
+    let bob = app.signup("bob").await;
+    let res = app.gql(Some(&bob.access), change, json!({ "p": "", "e": "bob@new.example" })).await;
+    expect_error(&res, "INVALID_CREDENTIALS");
+}
+
 /// What a sign-in adds on top of the provider, measured (not a pass/fail timing):
 /// `cargo test --release --test it social::measure -- --ignored --nocapture`. The
 /// finish's latency against oidc-provider (its token endpoint signs an RS256 ID token
