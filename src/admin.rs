@@ -78,13 +78,44 @@ pub async fn users_command(pool: &DbPool, config: &Config, cmd: UsersCommand) ->
     Ok(())
 }
 
+/// The origin of the command line's changes: the operator, by their OS user.
+pub fn operator() -> crate::db::change::Origin {
+    let name = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "operator".to_owned());
+    crate::db::change::Origin { operator: Some(name), ..Default::default() }
+}
+
+/// `authgraph audit …`.
+pub async fn audit_command(pool: &DbPool, config: &Config, cmd: crate::config::AuditCommand) -> anyhow::Result<()> {
+    match cmd {
+        crate::config::AuditCommand::Verify { last } => {
+            let keys = crate::audit::ChainKeys::new(&crate::secret::resolve(config)?.audit);
+            let linked = crate::audit::chain::chain_pending(pool, &keys).await?;
+            let status = crate::audit::chain::verify(pool, &keys, last).await?;
+            match status.first_broken_id {
+                None => println!(
+                    "intact: {} events verified ({linked} linked now, {} waiting)",
+                    status.checked, status.pending
+                ),
+                Some(id) => {
+                    println!("BROKEN: event {id} does not verify ({} events checked)", status.checked);
+                    std::process::exit(1);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 pub async fn sessions_command(pool: &DbPool, config: &Config, cmd: SessionsCommand) -> anyhow::Result<()> {
     match cmd {
         SessionsCommand::Prune => {
             let report = crate::maintenance::prune(pool, config).await?;
             println!(
-                "deleted {} ended sessions (with their refresh tokens), {} rate-limit events, and {} ended email tokens and outbox rows",
-                report.sessions, report.rate_limit_events, report.mail
+                "deleted {} ended sessions (with their refresh tokens), {} rate-limit events, {} ended email tokens and outbox rows, and {} audit events past AUDIT_RETENTION",
+                report.sessions, report.rate_limit_events, report.mail, report.audit_events
             );
         }
     }

@@ -17,6 +17,8 @@ pub struct AppState {
     pub factors: Factors,
     /// Sign-in with other providers (`social`), beside `auth` too.
     pub social: Arc<Social>,
+    /// The audit chain's keys (`audit`).
+    pub audit: Arc<crate::audit::ChainKeys>,
     pub config: Config,
     /// Session events from every instance, fed by `events::listener` (started by the
     /// server, or by a test).
@@ -36,11 +38,13 @@ impl AppState {
         let auth = Auth::new(&config, keys, pool, cache)?;
         let factors = Factors::new(&config, &keys.factors)?;
         let social = Arc::new(Social::new(&config)?);
+        let audit = Arc::new(crate::audit::ChainKeys::new(&keys.audit));
         crate::telemetry::handle();
         Ok(Arc::new(Self {
             auth,
             factors,
             social,
+            audit,
             config,
             events,
             stopping: tokio::sync::watch::Sender::new(false),

@@ -14,7 +14,7 @@ use diesel_async::AsyncConnection;
 use crate::{
     db::{
         DbPool,
-        change::{Change, Effects},
+        change::{Change, Effects, Origin},
     },
     error::{AppError, AppResult},
     mail::Mail,
@@ -64,7 +64,11 @@ impl Changes {
         let outcome = match self.pool.get().await {
             Ok(mut conn) => {
                 let effects = &mut effects;
+                let origin = Origin::current();
                 conn.transaction::<_, AppError, _>(async |conn| {
+                    if let Some(origin) = &origin {
+                        origin.apply(conn).await?;
+                    }
                     let mut change = Change::new(conn, effects);
                     body(&mut change).await
                 })

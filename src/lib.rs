@@ -12,10 +12,11 @@
 //! PostgreSQL, either the one in `DATABASE_URL` or a private cluster started by
 //! `embedded_postgres`. `server` wires them together for the binary. Leaves that any
 //! layer may use: `email_address` (the one parser of addresses), `net`, `secret`,
-//! `error`, `config`.
+//! `error`, `config`. `audit` chains and verifies the trail the database's triggers write.
 
 pub mod admin;
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod change;
 pub mod config;

@@ -81,6 +81,8 @@ pub struct Keys {
     pub refresh: KeyChain,
     /// Seal second-factor secrets and key the lookup of recovery codes.
     pub factors: KeyChain,
+    /// Link the audit trail's rows.
+    pub audit: KeyChain,
 }
 
 fn bytes(b: &[u8]) -> KeyBytes {
@@ -93,10 +95,12 @@ fn bytes(b: &[u8]) -> KeyBytes {
 pub fn resolve(config: &Config) -> anyhow::Result<Keys> {
     let refresh = (&config.refresh_token_key, &config.refresh_token_key_previous);
     let mfa = (&config.factors.encryption_key, &config.factors.encryption_key_previous);
+    let audit = (&config.audit_chain_key, &config.audit_chain_key_previous);
     Ok(Keys {
         jwt: resolve_jwt(config)?,
         refresh: resolve_chain(config, "REFRESH_TOKEN_KEY", "refresh_token_key", refresh)?,
         factors: resolve_chain(config, "MFA_ENCRYPTION_KEY", "mfa_encryption_key", mfa)?,
+        audit: resolve_chain(config, "AUDIT_CHAIN_KEY", "audit_chain_key", audit)?,
     })
 }
 

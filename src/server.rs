@@ -78,14 +78,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     config.social.load_providers(|var| std::env::var(var).ok())?;
     config.validate()?;
     let database = match cli.command {
-        Some(Command::Users(_) | Command::Sessions(_)) => Database::open_shared(&config).await?,
+        Some(Command::Users(_) | Command::Sessions(_) | Command::Audit(_)) => Database::open_shared(&config).await?,
         _ => Database::open(&config).await?,
     };
     let result = match cli.command {
         None | Some(Command::Serve) => serve(config, &database).await,
         Some(Command::Migrate) => migrate(&database.url).await.map(|_| ()),
         Some(Command::Users(cmd)) => match admin_pool(&config, &database.url).await {
-            Ok(pool) => admin::users_command(&pool, &config, cmd).await,
+            // The operator's changes name them in the audit trail.
+            Ok(pool) => db::change::ORIGIN.scope(admin::operator(), admin::users_command(&pool, &config, cmd)).await,
+            Err(err) => Err(err),
+        },
+        Some(Command::Audit(cmd)) => match admin_pool(&config, &database.url).await {
+            Ok(pool) => admin::audit_command(&pool, &config, cmd).await,
             Err(err) => Err(err),
         },
         Some(Command::Sessions(cmd)) => match admin_pool(&config, &database.url).await {
@@ -165,6 +170,7 @@ async fn serve(config: Config, database: &Database) -> anyhow::Result<()> {
     }
     tracing::info!("listening on http://{}/graphql", listener.local_addr()?);
     state.social.discover_in_background();
+    let chainer = tokio::spawn(crate::audit::chain::run(pool.clone(), state.audit.clone(), stop_rx.clone()));
     let pruner = tokio::spawn(maintenance::prune_periodically(pool.clone(), state.config.clone()));
     let metrics_upkeep = tokio::spawn(crate::telemetry::upkeep_periodically());
     let listener_task =
@@ -209,6 +215,9 @@ async fn serve(config: Config, database: &Database) -> anyhow::Result<()> {
     pruner.abort();
     metrics_upkeep.abort();
     listener_task.abort();
+    // It links what was written before the stop; later rows wait for any instance's
+    // chainer (a peer's, or this one's next start).
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), chainer).await;
     if let Some(sender) = sender {
         // It stops between messages; one in the middle of an SMTP conversation is
         // given a moment, and is otherwise sent again after its lease.

@@ -13,6 +13,7 @@ use crate::{
         self,
         models::{Methods, NewUser, Purpose},
         sessions::EndReason,
+        users::PasswordWrite,
     },
     email_address::EmailAddress,
     error::{AppError, AppResult},
@@ -105,7 +106,19 @@ pub async fn signin(auth: &Auth, username: &str, password: &SecretString, client
         // Nothing was checked (the queue was full): not a failure of the client's.
         Err(err) => return Err(forgiven(auth, attempt, err).await),
     };
-    let (Some((user, Some(stored_hash))), true) = (found, verified) else {
+    let (Some((user, Some(stored_hash))), true) = (found.clone(), verified) else {
+        // A guess that reached the hash is in the audit trail (the limits bound how
+        // many); one the limits refused before it is only counted by them.
+        let network = auth.rate_limits.network(client.ip).map(|n| n.to_string());
+        let failed = db::audit::FailedSignin {
+            subject: found.as_ref().map(|(user, _)| user.id),
+            username,
+            network: network.as_deref(),
+            user_agent: client.user_agent.as_deref(),
+            reason: if found.is_some() { "WRONG_PASSWORD" } else { "UNKNOWN_ACCOUNT" },
+        };
+        let mut conn = auth.pool.get().await?;
+        db::audit::signin_failed(&mut conn, failed).await?;
         return Err(AppError::InvalidCredentials);
     };
 
@@ -121,7 +134,7 @@ pub async fn signin(auth: &Auth, username: &str, password: &SecretString, client
         .changes
         .run(async |c| {
             if let Some(hash) = &upgraded {
-                db::users::set_password_hash(c, user_id, hash).await?;
+                db::users::set_password_hash(c, user_id, hash, PasswordWrite::Rehash).await?;
             }
             sessions::open(c, policy, user_id, user_agent, Methods::PASSWORD).await
         })
@@ -151,7 +164,7 @@ pub async fn change_password(
     let keep = caller.session_id;
     auth.changes
         .run(async |c| {
-            db::users::set_password_hash(c, user_id, &hash).await?;
+            db::users::set_password_hash(c, user_id, &hash, PasswordWrite::Changed).await?;
             db::events::password_changed(c, user_id, Some(keep)).await?;
             db::sessions::end_all(c, user_id, Some(keep), EndReason::PasswordChanged).await?;
             // Networks that knew the old password are strangers again.

@@ -30,6 +30,20 @@ pub enum Command {
     /// Manage sessions.
     #[command(subcommand)]
     Sessions(SessionsCommand),
+    /// The audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Link the events not chained yet, then verify the chain (every kept event, or the
+    /// newest --last): exits 1 and names the first event whose HMAC or link does not
+    /// verify. Needs AUDIT_CHAIN_KEY (and AUDIT_CHAIN_KEY_PREVIOUS).
+    Verify {
+        #[arg(long)]
+        last: Option<i64>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -30,7 +30,7 @@ use clap::{Args, Parser, ValueEnum};
 use secrecy::{ExposeSecret, SecretString};
 
 pub use crate::net::IpBlocks;
-pub use cli::{Cli, Command, RoleArg, SessionsCommand, UsersCommand};
+pub use cli::{AuditCommand, Cli, Command, RoleArg, SessionsCommand, UsersCommand};
 pub use email::EmailConfig;
 pub use factors::FactorsConfig;
 pub use passkeys::{PasskeysConfig, Webauthn};
@@ -87,6 +87,21 @@ pub struct Config {
     /// still finds a successor derived with one of them.
     #[arg(long, env = "REFRESH_TOKEN_KEY_PREVIOUS", value_delimiter = ',', value_parser = values::parse_secret, hide_env_values = true)]
     pub refresh_token_key_previous: Vec<SecretString>,
+
+    /// The key of the audit trail's HMAC chain (its UTF-8 bytes, at least 32), kept
+    /// outside the database: without it, rows cannot be changed, deleted, inserted or
+    /// re-chained unnoticed. Generated in development; required in production.
+    #[arg(long, env = "AUDIT_CHAIN_KEY", value_parser = values::parse_secret, hide_env_values = true)]
+    pub audit_chain_key: Option<SecretString>,
+
+    /// Earlier audit chain keys, comma-separated: the rows they linked still verify.
+    #[arg(long, env = "AUDIT_CHAIN_KEY_PREVIOUS", value_delimiter = ',', value_parser = values::parse_secret, hide_env_values = true)]
+    pub audit_chain_key_previous: Vec<SecretString>,
+
+    /// How long audit events are kept; pruning deletes older ones from the oldest end,
+    /// and the chain stays checkable from the first kept event.
+    #[arg(long, env = "AUDIT_RETENTION", default_value = "400d", value_parser = values::parse_duration)]
+    pub audit_retention: Duration,
 
     #[arg(long, env = "JWT_ISSUER", default_value = "authgraph")]
     pub jwt_issuer: String,

@@ -95,6 +95,7 @@ impl Config {
         }
         self.production_key("REFRESH_TOKEN_KEY", &self.refresh_token_key, "not the JWT key")?;
         self.production_key("MFA_ENCRYPTION_KEY", &self.factors.encryption_key, "a key of its own")?;
+        self.production_key("AUDIT_CHAIN_KEY", &self.audit_chain_key, "a key of its own")?;
         if self.factors.failures_per_session == 0 || self.factors.failures_per_account == 0 {
             return err("MFA_FAILURES_PER_SESSION", "and MFA_FAILURES_PER_ACCOUNT must be at least 1".into());
         }
@@ -187,6 +188,8 @@ mod tests {
         config.factors.encryption_key = Some("short".to_owned().into());
         assert_eq!(config.validate().unwrap_err().var, "MFA_ENCRYPTION_KEY");
         config.factors.encryption_key = Some("m".repeat(32).into());
+        assert_eq!(config.validate().unwrap_err().var, "AUDIT_CHAIN_KEY");
+        config.audit_chain_key = Some("a".repeat(32).into());
         assert_eq!(config.validate().unwrap_err().var, "SMTP_URL", "email needs a mail server in production");
         config.email.smtp_url = Some("smtp://mail.internal:587".to_owned().into());
         assert_eq!(config.validate().unwrap_err().var, "WEBAUTHN_RP_ID", "passkeys need a domain in production");
@@ -206,6 +209,7 @@ mod tests {
         config.jwt_signing_key = Some("A".repeat(43).into());
         config.refresh_token_key = Some("r".repeat(32).into());
         config.factors.encryption_key = Some("m".repeat(32).into());
+        config.audit_chain_key = Some("a".repeat(32).into());
         config.email.enabled = false;
         config.passkeys.enabled = false;
         config.validate().unwrap();

@@ -6,15 +6,70 @@
 //! must wake. A `Change` exists only inside `crate::change::Changes::run`, which runs
 //! the transaction and then carries out what was noted, in one place: so a flow cannot
 //! make such a change and forget its consequences, and a new flow adds no cache or
-//! mail call of its own. It is also where a change may add rows to its own
-//! transaction (the audit trail's, later): a `Change` holds the transaction's
-//! connection, and everything noted on it is known before the commit.
+//! mail call of its own.
+//!
+//! The audit trail's rows are written by triggers in the same transaction (see the
+//! migration `audit_trail`); what they say of the request that made the change (its
+//! network, user agent, acting account, operator, reason) comes from the `Origin` the
+//! door put in scope, which `Changes::run` hands the transaction first.
 
 use std::collections::BTreeSet;
 
-use diesel_async::AsyncPgConnection;
+use diesel::{
+    QueryResult, sql_query,
+    sql_types::{Nullable, Text},
+};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use super::ids::UserId;
+
+/// Where a change comes from, as its audit rows name it. The door that admits a
+/// request (an HTTP request, an operation on a socket, the command line) puts one in
+/// scope for the request's work (`ORIGIN.scope`); a change made outside any is
+/// recorded without it.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    /// The client's network as the limits count it.
+    pub network: Option<String>,
+    pub user_agent: Option<String>,
+    /// The account acting on another's (an admin); by default the subject acts.
+    pub actor: Option<UserId>,
+    /// The operator of the command line (their OS user).
+    pub operator: Option<String>,
+    /// Why, as the acting admin or operator said.
+    pub reason: Option<String>,
+}
+
+tokio::task_local! {
+    /// The origin of the request being served (see `Origin`).
+    pub static ORIGIN: Origin;
+}
+
+impl Origin {
+    /// The origin in scope, if a door set one.
+    pub fn current() -> Option<Self> {
+        ORIGIN.try_with(Clone::clone).ok()
+    }
+
+    /// Names this origin to the current transaction, for its audit rows.
+    pub async fn apply(&self, conn: &mut AsyncPgConnection) -> QueryResult<()> {
+        sql_query(
+            "SELECT set_config('authgraph.network', coalesce($1, ''), true), \
+                    set_config('authgraph.user_agent', coalesce(left($2, 512), ''), true), \
+                    set_config('authgraph.actor', coalesce($3, ''), true), \
+                    set_config('authgraph.operator', coalesce($4, ''), true), \
+                    set_config('authgraph.reason', coalesce(left($5, 1000), ''), true)",
+        )
+        .bind::<Nullable<Text>, _>(self.network.as_deref())
+        .bind::<Nullable<Text>, _>(self.user_agent.as_deref())
+        .bind::<Nullable<Text>, _>(self.actor.map(|a| a.to_string()))
+        .bind::<Nullable<Text>, _>(self.operator.as_deref())
+        .bind::<Nullable<Text>, _>(self.reason.as_deref())
+        .execute(conn)
+        .await
+        .map(drop)
+    }
+}
 
 /// What a committed change asks of this instance.
 #[derive(Debug, Default, PartialEq, Eq)]

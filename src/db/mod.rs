@@ -4,6 +4,7 @@
 //! run several of them in one transaction. Diesel with diesel-async talks to
 //! PostgreSQL through tokio-postgres: no libpq at build or run time.
 
+pub mod audit;
 pub mod change;
 pub mod email_tokens;
 mod errors;

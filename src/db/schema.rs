@@ -2,6 +2,24 @@
 // Do not edit: change a migration, then run that test with UPDATE_SNAPSHOTS=1.
 
 diesel::table! {
+    audit_events (id) {
+        id -> Int8,
+        at -> Timestamptz,
+        kind -> Text,
+        actor_id -> Nullable<Uuid>,
+        subject_id -> Nullable<Uuid>,
+        session_id -> Nullable<Uuid>,
+        network -> Nullable<Text>,
+        user_agent -> Nullable<Text>,
+        detail -> Jsonb,
+        chain_seq -> Nullable<Int8>,
+        key_id -> Nullable<Text>,
+        prev_hmac -> Nullable<Bytea>,
+        hmac -> Nullable<Bytea>,
+    }
+}
+
+diesel::table! {
     email_tokens (id) {
         id -> Uuid,
         user_id -> Uuid,
@@ -201,6 +219,7 @@ diesel::joinable!(sessions -> users (user_id));
 diesel::joinable!(totp_factors -> users (user_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
+    audit_events,
     email_tokens,
     identities,
     outbox,

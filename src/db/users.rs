@@ -113,9 +113,37 @@ pub async fn update(change: &mut Change<'_>, id: UserId, changes: UserChanges<'_
         .optional()
 }
 
-pub async fn set_password_hash(change: &mut Change<'_>, id: UserId, hash: &str) -> QueryResult<usize> {
+/// Why a password hash is written: the audit trail records a change or a reset, and
+/// nothing for a sign-in that only re-hashes the same password under new parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordWrite {
+    Changed,
+    Reset,
+    Rehash,
+}
+
+impl PasswordWrite {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Changed => "CHANGED",
+            Self::Reset => "RESET",
+            Self::Rehash => "REHASH",
+        }
+    }
+}
+
+pub async fn set_password_hash(
+    change: &mut Change<'_>,
+    id: UserId,
+    hash: &str,
+    why: PasswordWrite,
+) -> QueryResult<usize> {
     change.touched(id);
     let conn: &mut AsyncPgConnection = change;
+    diesel::sql_query("SELECT set_config('authgraph.password', $1, true)")
+        .bind::<diesel::sql_types::Text, _>(why.as_str())
+        .execute(conn)
+        .await?;
     diesel::update(users::table.find(id))
         .set((users::password_hash.eq(hash), users::updated_at.eq(now)))
         .execute(conn)

@@ -183,7 +183,7 @@ pub async fn reset_password(auth: &Auth, input: ResetInput, client: &Client) -> 
         .run(async |c| {
             relock(auth, c, &token).await?;
             db::email_tokens::mark_used(c, token.id).await?;
-            db::users::set_password_hash(c, user_id, &hash).await?;
+            db::users::set_password_hash(c, user_id, &hash, db::users::PasswordWrite::Reset).await?;
             db::events::password_changed(c, user_id, None).await?;
             let before = db::users::find(c, user_id).await?.ok_or(AppError::NotFound)?;
             // The message reached the account's address, which is thereby verified; a

@@ -10,16 +10,24 @@
 //! which async-graphql reads before the session's; the guard then checks the session,
 //! the role and the second factor as they are now, from the session cache where it
 //! can answer, as for an HTTP request.
+//!
+//! The same door names where each operation comes from (`db::change::Origin`: the
+//! client's network and user agent) for the audit rows of the changes it makes, on
+//! both transports.
 
 use std::sync::Arc;
 
 use async_graphql::{
-    Request, ServerResult,
-    extensions::{Extension, ExtensionContext, ExtensionFactory, NextPrepareRequest},
+    Request, Response, ServerResult,
+    extensions::{Extension, ExtensionContext, ExtensionFactory, NextExecute, NextPrepareRequest},
 };
 
 use super::subscription::SocketSession;
-use crate::auth::RequestAuth;
+use crate::{
+    app::SharedState,
+    auth::RequestAuth,
+    db::change::{ORIGIN, Origin},
+};
 
 pub struct Admission;
 
@@ -44,5 +52,22 @@ impl Extension for Admission {
             _ => request,
         };
         next.run(ctx, request).await
+    }
+
+    async fn execute(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        operation_name: Option<&str>,
+        next: NextExecute<'_>,
+    ) -> Response {
+        let origin = match (ctx.data_opt::<Arc<RequestAuth>>(), ctx.data_opt::<SharedState>()) {
+            (Some(auth), Some(state)) => Origin {
+                network: state.auth.rate_limits.network(auth.client.ip).map(|n| n.to_string()),
+                user_agent: auth.client.user_agent.clone(),
+                ..Origin::default()
+            },
+            _ => Origin::default(),
+        };
+        ORIGIN.scope(origin, next.run(ctx, operation_name)).await
     }
 }

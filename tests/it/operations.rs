@@ -177,7 +177,7 @@ async fn kill_9_during_a_signup_storm_loses_no_acknowledged_account() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_on_one_database_behave_as_one() {
     let dir = tempfile::tempdir().unwrap();
-    let [secret, refresh_key, mfa_key] = crate::support::process::SHARED_KEYS;
+    let [secret, refresh_key, mfa_key, _audit_key] = crate::support::process::SHARED_KEYS;
     // Ada signs in from this address below, so it is a known one: the per-address
     // limit is the one that counts there.
     let limits = ("SIGNIN_FAILURES_PER_ACCOUNT_ADDRESS", "3");

@@ -19,6 +19,7 @@ for (const [mode, env] of [
     JWT_ACCESS_SECRET: 'x'.repeat(64),
     REFRESH_TOKEN_KEY: 'r'.repeat(64),
     MFA_ENCRYPTION_KEY: 'm'.repeat(64),
+    AUDIT_CHAIN_KEY: 'a'.repeat(64),
     GRAPHQL_INTROSPECTION: 'true',
     // Production needs SMTP_URL while email is on; this audit sends no mail.
     EMAIL_ENABLED: 'false',

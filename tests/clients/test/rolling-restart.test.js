@@ -19,6 +19,7 @@ const SHARED = {
   JWT_ACCESS_SECRET: 'shared-secret-shared-secret-shared!!',
   REFRESH_TOKEN_KEY: 'shared-refresh-key-shared-refresh-key',
   MFA_ENCRYPTION_KEY: 'shared-mfa-key-shared-mfa-key-shared-mfa',
+  AUDIT_CHAIN_KEY: 'shared-audit-key-shared-audit-key-shared',
 };
 
 let staying;

@@ -50,6 +50,7 @@ pub const SECRET: &str = "test-secret-test-secret-test-secret!";
 pub const REFRESH_KEY: &str = "test-refresh-key-test-refresh-key!!";
 /// The second-factor sealing key of every test app.
 pub const MFA_KEY: &str = "test-mfa-key-test-mfa-key-test-mfa-key!!";
+pub const AUDIT_KEY: &str = "test-audit-key-test-audit-key-test-audit!!";
 /// A password that passes validation.
 pub const PASSWORD: &str = "correct horse battery staple";
 
@@ -149,6 +150,7 @@ pub fn test_config(database_url: &str) -> Config {
     config.jwt_access_secret = Some(SecretString::from(SECRET));
     config.refresh_token_key = Some(SecretString::from(REFRESH_KEY));
     config.factors.encryption_key = Some(SecretString::from(MFA_KEY));
+    config.audit_chain_key = Some(SecretString::from(AUDIT_KEY));
     config.database_url = Some(SecretString::from(database_url.to_owned()));
     config.database_pool_size = 10;
     // Mail is off unless a test gives it an SMTP server (`mail_to`).

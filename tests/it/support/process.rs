@@ -20,10 +20,11 @@ pub struct Server {
 /// The keys every instance of one deployment shares (tokens signed by one are accepted
 /// by the others, and TOTP secrets sealed by one open on the others), for tests that
 /// run several processes on one database.
-pub const SHARED_KEYS: [(&str, &str); 3] = [
+pub const SHARED_KEYS: [(&str, &str); 4] = [
     ("JWT_ACCESS_SECRET", "shared-secret-shared-secret-shared!!"),
     ("REFRESH_TOKEN_KEY", "shared-refresh-key-shared-refresh-key"),
     ("MFA_ENCRYPTION_KEY", "shared-mfa-key-shared-mfa-key-shared-mfa"),
+    ("AUDIT_CHAIN_KEY", "shared-audit-key-shared-audit-key-shared"),
 ];
 
 /// The binary with a clean environment: only what the test sets.

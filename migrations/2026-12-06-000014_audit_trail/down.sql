@@ -1,0 +1,13 @@
+DROP TRIGGER identities_audited ON identities;
+DROP TRIGGER passkeys_audited ON passkeys;
+DROP TRIGGER totp_factors_audited_remove ON totp_factors;
+DROP TRIGGER totp_factors_audited_confirm ON totp_factors;
+DROP FUNCTION credentials_audit();
+DROP TRIGGER sessions_audited_end ON sessions;
+DROP TRIGGER sessions_audited_start ON sessions;
+DROP FUNCTION sessions_audit();
+DROP TRIGGER users_audited ON users;
+DROP FUNCTION users_audit();
+DROP FUNCTION authgraph_audit(text, uuid, uuid, jsonb, boolean);
+DROP TABLE audit_events;
+DROP FUNCTION audit_events_guard();
