@@ -10,20 +10,16 @@ use std::{
 use async_graphql::Data;
 use tokio::{sync::mpsc, time::Instant};
 
-use super::{close::Close, input::Tracked};
+use super::{
+    close::Close,
+    tracked::{Admitted, Tracked},
+};
 use crate::{
     auth::{Client, Credentials},
     error::AppError,
-    events::sockets::Registration,
     graphql::subscription::SocketSession,
     http::{Http, bearer},
 };
-
-/// What `connection_init` established, for the loop.
-pub(super) struct Admitted {
-    pub(super) expires_at: Instant,
-    pub(super) registration: Registration,
-}
 
 /// The protocol's `connection_init` callback: admits the socket, noting the outcome
 /// where the loop reads it (and, for a refusal, the close that replaces the protocol's

@@ -3,30 +3,16 @@
 //! `WS_MAX_SUBSCRIPTIONS_PER_SOCKET` at once, nothing but the protocol's JSON), and a
 //! read that fails ends the input with the close it calls for.
 
-use std::{
-    collections::HashSet,
-    sync::{Arc, Mutex},
-};
+use std::sync::{Arc, Mutex};
 
 use axum::extract::ws::{Message, WebSocket};
 use futures_util::{Stream, StreamExt, stream::SplitStream};
 use tokio::sync::mpsc;
 
 use super::{
-    admit::Admitted,
     close::{Close, read_failure},
+    tracked::Tracked,
 };
-
-/// The socket's side of the protocol, shared by the input filter, the init callback
-/// and the loop.
-#[derive(Default)]
-pub(super) struct Tracked {
-    pub(super) initialised: bool,
-    pub(super) active: HashSet<String>,
-    pub(super) admitted: Option<Admitted>,
-    /// Why init failed, to replace the protocol's generic close code.
-    pub(super) refused: Option<Close>,
-}
 
 /// The client's messages that pass, in order. A refusal or a failed read is sent on
 /// `violations` (the loop closes the socket with it) and ends nothing by itself.

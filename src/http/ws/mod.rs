@@ -31,6 +31,7 @@
 mod admit;
 mod close;
 mod input;
+mod tracked;
 
 use std::{
     net::IpAddr,
@@ -53,7 +54,8 @@ use tokio::{
 use super::{Http, serve::ConnectionPermit};
 use crate::{auth::Client, error::code};
 use close::{Close, break_with};
-use input::{Tracked, finished_id};
+use input::finished_id;
+use tracked::Tracked;
 
 /// The one subprotocol spoken.
 const PROTOCOL: &str = "graphql-transport-ws";
