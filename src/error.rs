@@ -130,6 +130,9 @@ pub enum AppError {
     /// with a second factor, on a field that is not one of
     /// `graphql::BEFORE_SECOND_FACTOR`.
     MfaRequired,
+    /// `MFA_REQUIRED` with `extensions.reason` `ENROLL`: an ADMIN whose account has no
+    /// second factor, on an admin power that needs AAL2 (`ADMIN_REQUIRE_AAL2`).
+    MfaEnrollRequired,
     /// `INVALID_MFA_CODE`: a TOTP or recovery code that is wrong, expired or spent.
     InvalidMfaCode,
     /// `INVALID_PASSKEY`: wrong origin or RP ID, an unknown, flagged or other
@@ -204,7 +207,7 @@ impl AppError {
             Self::InvalidEmailToken(_) => code::INVALID_EMAIL_TOKEN,
             Self::Unauthenticated(_) => code::UNAUTHENTICATED,
             Self::InvalidCredentials => code::INVALID_CREDENTIALS,
-            Self::MfaRequired => code::MFA_REQUIRED,
+            Self::MfaRequired | Self::MfaEnrollRequired => code::MFA_REQUIRED,
             Self::InvalidMfaCode => code::INVALID_MFA_CODE,
             Self::InvalidPasskey(_) => code::INVALID_PASSKEY,
             Self::PasskeyExists => code::PASSKEY_EXISTS,
@@ -241,6 +244,9 @@ impl AppError {
             Self::InvalidEmailToken(_) => "This link or code cannot be used; ask for a new message".into(),
             Self::Unauthenticated(_) => "Authentication required: send a valid access token".into(),
             Self::InvalidCredentials => "Invalid username or password".into(),
+            Self::MfaEnrollRequired => {
+                "Admin powers need a second factor: enrol one (enrollTotp or a passkey), then verify".into()
+            }
             Self::MfaRequired => {
                 "This session must pass the second factor first: call verifyMfa or verifyPasskey".into()
             }
@@ -308,6 +314,7 @@ impl From<AppError> for async_graphql::Error {
                 AppError::InvalidEmailToken(reason) => ext.set("reason", reason.as_str()),
                 // Pass the factor this session has not passed yet.
                 AppError::MfaRequired => ext.set("reason", "VERIFY"),
+                AppError::MfaEnrollRequired => ext.set("reason", "ENROLL"),
                 AppError::BadUserInput { field, .. } => ext.set("field", *field),
                 _ => {}
             }

@@ -64,6 +64,8 @@ pub struct Auth {
     pub cache: Arc<SessionCache>,
     /// Where every change to accounts and sessions runs (see `crate::change`).
     pub changes: Changes,
+    /// What every admin power asks of its caller.
+    pub admin_rule: AdminRule,
 }
 
 impl Auth {
@@ -90,7 +92,8 @@ impl Auth {
         let rate_limits = RateLimits::from_config(config);
         let mail = Arc::new(Mail::new(&config.email, keys)?);
         let changes = Changes::new(pool.clone(), cache.clone(), Some(mail.clone()));
-        Ok(Self { pool, tokens, hasher, sessions, rate_limits, mail, cache, changes })
+        let admin_rule = AdminRule { require_aal2: config.admin_require_aal2() };
+        Ok(Self { pool, tokens, hasher, sessions, rate_limits, mail, cache, changes, admin_rule })
     }
 }
 
@@ -104,10 +107,34 @@ pub struct Caller {
     pub assurance: Assurance,
 }
 
+/// What an admin power asks of its caller (`ADMIN_REQUIRE_AAL2`): the ADMIN role, and
+/// either a session at AAL2 (an account without a second factor must enrol one first)
+/// or, with the rule off, the assurance the account itself asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct AdminRule {
+    pub require_aal2: bool,
+}
+
 impl Caller {
-    /// An ADMIN whose session has all the assurance its account asks for.
-    pub fn is_admin(&self) -> bool {
-        self.user.role == db::models::Role::Admin && !self.needs_second_factor()
+    /// The one check of every admin power: `FORBIDDEN` for anyone but an ADMIN, then
+    /// `MFA_REQUIRED` (`ENROLL` without a second factor, `VERIFY` at AAL1) where the
+    /// rule asks for AAL2.
+    pub fn admin(&self, rule: AdminRule) -> AppResult<()> {
+        if self.user.role != db::models::Role::Admin {
+            return Err(AppError::Forbidden);
+        }
+        if rule.require_aal2 && !self.user.has_second_factor() {
+            return Err(AppError::MfaEnrollRequired);
+        }
+        if self.assurance < Assurance::Aal2 && (rule.require_aal2 || self.needs_second_factor()) {
+            return Err(AppError::MfaRequired);
+        }
+        Ok(())
+    }
+
+    /// Whether the caller passes the admin rule (for fields that answer null otherwise).
+    pub fn is_admin(&self, rule: AdminRule) -> bool {
+        self.admin(rule).is_ok()
     }
 
     /// The account has a second factor this session has not passed: only `me`,

@@ -103,6 +103,11 @@ pub struct Config {
     #[arg(long, env = "AUDIT_RETENTION", default_value = "400d", value_parser = values::parse_duration)]
     pub audit_retention: Duration,
 
+    /// Admin powers need an ADMIN at AAL2 (an ADMIN without a second factor must enrol
+    /// one). Default: on in production, off in development.
+    #[arg(long, env = "ADMIN_REQUIRE_AAL2", action = clap::ArgAction::Set)]
+    pub admin_require_aal2: Option<bool>,
+
     #[arg(long, env = "JWT_ISSUER", default_value = "authgraph")]
     pub jwt_issuer: String,
 
@@ -358,6 +363,11 @@ impl Config {
 
     pub fn is_production(&self) -> bool {
         self.app_env == AppEnv::Production
+    }
+
+    /// Whether admin powers need AAL2 (ADMIN_REQUIRE_AAL2; on in production by default).
+    pub fn admin_require_aal2(&self) -> bool {
+        self.admin_require_aal2.unwrap_or(self.is_production())
     }
 
     /// Introspection is for development unless switched on explicitly.

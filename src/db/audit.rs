@@ -196,3 +196,59 @@ pub async fn prune(conn: &mut AsyncPgConnection, cutoff: DateTime<Utc>) -> Query
     })
     .await
 }
+
+/// An event as the API lists it.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = super::schema::audit_events, check_for_backend(diesel::pg::Pg))]
+pub struct AuditEvent {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub kind: String,
+    pub actor_id: Option<uuid::Uuid>,
+    pub subject_id: Option<uuid::Uuid>,
+    pub session_id: Option<uuid::Uuid>,
+    pub network: Option<String>,
+    pub user_agent: Option<String>,
+    pub detail: serde_json::Value,
+}
+
+/// Which events to list.
+#[derive(Debug, Default, Clone)]
+pub struct Filter {
+    pub subject: Option<UserId>,
+    pub actor: Option<UserId>,
+    pub kinds: Option<Vec<String>>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// Up to `limit` events matching `filter`, newest first, before the event `before`
+/// (keyset on the id, so a page never skips or repeats one while events are added).
+pub async fn list(
+    conn: &mut AsyncPgConnection,
+    filter: &Filter,
+    before: Option<i64>,
+    limit: i64,
+) -> QueryResult<Vec<AuditEvent>> {
+    use super::schema::audit_events as a;
+    let mut query = a::table.select(AuditEvent::as_select()).order(a::id.desc()).limit(limit).into_boxed();
+    if let Some(subject) = filter.subject {
+        query = query.filter(a::subject_id.eq(subject.as_uuid()));
+    }
+    if let Some(actor) = filter.actor {
+        query = query.filter(a::actor_id.eq(actor.as_uuid()));
+    }
+    if let Some(kinds) = &filter.kinds {
+        query = query.filter(a::kind.eq_any(kinds.clone()));
+    }
+    if let Some(since) = filter.since {
+        query = query.filter(a::at.ge(since));
+    }
+    if let Some(until) = filter.until {
+        query = query.filter(a::at.lt(until));
+    }
+    if let Some(before) = before {
+        query = query.filter(a::id.lt(before));
+    }
+    query.load(conn).await
+}

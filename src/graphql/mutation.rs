@@ -80,8 +80,8 @@ impl CoreMutation {
     #[graphql(guard = "Protected")]
     async fn update_user(&self, ctx: &Context<'_>, id: ID, input: UpdateUserInput) -> AppResult<User> {
         let caller = caller(ctx).await?;
-        Ok(users::update(&auth_of(ctx).changes, &caller.user, &id, input.name.as_deref(), input.username.as_deref())
-            .await?)
+        let (auth, (name, username)) = (auth_of(ctx), (input.name.as_deref(), input.username.as_deref()));
+        Ok(users::update(&auth.changes, &caller.user, caller.admin(auth.admin_rule), &id, name, username).await?)
     }
 
     /// Protected. Needs the current password; ends every other session.
@@ -97,7 +97,8 @@ impl CoreMutation {
     #[graphql(guard = "Protected")]
     async fn delete_user(&self, ctx: &Context<'_>, id: ID) -> AppResult<bool> {
         let caller = caller(ctx).await?;
-        users::delete(&auth_of(ctx).changes, &caller.user, &id).await?;
+        let auth = auth_of(ctx);
+        users::delete(&auth.changes, &caller.user, caller.admin(auth.admin_rule), &id).await?;
         Ok(true)
     }
 

@@ -4,7 +4,8 @@
 //! unlinking, and `setPassword` for an account created without one.
 //!
 //! What an anonymous caller can make the server do: a start stores one row (the hash
-//! of its state, a nonce, a PKCE verifier, a redirect URI: about 300 bytes) for
+//! of its state, a nonce, a PKCE verifier, a redirect URI: about 250 bytes, and 120 of
+//! index entries) for
 //! `OIDC_STATE_TTL`, at most `OIDC_FLOWS_PER_IP` per client network (then
 //! `RATE_LIMITED`), and costs one small transaction, plus one discovery request to a
 //! provider not discovered yet (at most one per provider every few seconds). A finish

@@ -87,22 +87,24 @@ pub async fn get(pool: &DbPool, id: &str) -> AppResult<Option<User>> {
     db::read(pool, |conn| Box::pin(db::users::find(conn, id))).await
 }
 
-/// Only the account's owner or an admin may change or delete it. Checked before
-/// looking the id up, so a stranger cannot learn which ids exist.
-fn authorize(actor: &User, target: UserId) -> AppResult<()> {
-    if actor.id == target || actor.role == Role::Admin { Ok(()) } else { Err(AppError::Forbidden) }
+/// Only the account's owner, or an admin who passes the admin rule (`as_admin`: the
+/// caller's `auth::Caller::admin`, which the resolver checked), may change or delete
+/// it. Checked before looking the id up, so a stranger cannot learn which ids exist.
+fn authorize(actor: &User, as_admin: AppResult<()>, target: UserId) -> AppResult<()> {
+    if actor.id == target { Ok(()) } else { as_admin }
 }
 
 /// `updateUser`: name and username; the role is not editable here.
 pub async fn update(
     changes: &Changes,
     actor: &User,
+    as_admin: AppResult<()>,
     id: &str,
     name: Option<&str>,
     username: Option<&str>,
 ) -> AppResult<User> {
     let id = parse_id(id)?;
-    authorize(actor, id)?;
+    authorize(actor, as_admin, id)?;
     let name = name.map(validate::name).transpose()?;
     let username = username.map(validate::username).transpose()?;
     let updated = changes
@@ -122,9 +124,9 @@ pub async fn update(
 
 /// `deleteUser`: removes the account; its sessions end with it (cascade), so its
 /// access tokens stop working at once.
-pub async fn delete(changes: &Changes, actor: &User, id: &str) -> AppResult<()> {
+pub async fn delete(changes: &Changes, actor: &User, as_admin: AppResult<()>, id: &str) -> AppResult<()> {
     let id = parse_id(id)?;
-    authorize(actor, id)?;
+    authorize(actor, as_admin, id)?;
     let deleted = changes.run(async |c| Ok(db::users::delete(c, id).await?)).await?;
     if deleted { Ok(()) } else { Err(AppError::NotFound) }
 }

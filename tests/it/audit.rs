@@ -423,3 +423,101 @@ async fn the_command_line_verifies_and_names_the_first_broken_event() {
     assert_eq!(broken.status.code(), Some(1), "{out}");
     assert!(out.contains(&format!("event {second} does not verify")), "{out}");
 }
+
+const EVENTS: &str = "query($f: AuditFilter, $first: Int, $after: String) { auditEvents(filter: $f, first: $first, after: $after) { nodes { id kind actorId subjectId network detail } pageInfo { hasNextPage endCursor } } }";
+const MINE: &str = "{ mySecurityEvents { nodes { kind subjectId } } }";
+const CHAIN: &str = "{ auditChain { intact checked firstBrokenId } }";
+
+/// Signs up `username` as an ADMIN (the command line's way) and returns its session.
+async fn admin(app: &TestApp, username: &str) -> crate::support::Auth {
+    let who = app.signup(username).await;
+    app.make_admin(username).await;
+    who
+}
+
+/// Enrols TOTP for `who` and returns an AAL2 access token.
+async fn with_totp(app: &TestApp, who: &crate::support::Auth) -> String {
+    use authgraph::factors::totp;
+    const T0: u64 = 1_800_000_015;
+    app.state.factors.clock.pin(T0);
+    let enrolled = app.gql(Some(&who.access), "mutation { enrollTotp { secret } }", json!({})).await;
+    let secret = totp::from_base32(enrolled["data"]["enrollTotp"]["secret"].as_str().unwrap()).unwrap();
+    let confirm = "mutation($c: String!) { confirmTotp(code: $c) { accessToken } }";
+    let res = app.gql(Some(&who.access), confirm, json!({ "c": totp::code_at(&secret, T0 / totp::STEP) })).await;
+    res["data"]["confirmTotp"]["accessToken"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn the_admin_rule_guards_the_trail_and_the_core_powers() {
+    let app = TestApp::with_config(|c| c.admin_require_aal2 = Some(true)).await;
+    let user = app.signup("plainuser").await;
+    let root = admin(&app, "root").await;
+    let update = "mutation($id: ID!) { updateUser(id: $id, input: { name: \"X\" }) { id } }";
+    for (query, variables) in [(EVENTS, json!({})), (CHAIN, json!({})), (update, json!({ "id": user.user_id }))] {
+        // A USER: forbidden.
+        let res = app.gql(Some(&user.access), query, variables.clone()).await;
+        if query != update {
+            expect_error(&res, "FORBIDDEN");
+        }
+        // An ADMIN without a second factor: must enrol one.
+        let res = app.gql(Some(&root.access), query, variables.clone()).await;
+        assert_eq!(expect_error(&res, "MFA_REQUIRED")["extensions"]["reason"], "ENROLL", "{query}: {res}");
+    }
+    let aal2 = with_totp(&app, &root).await;
+    // An ADMIN at AAL1 (a password sign-in of an account with a factor): verify first.
+    let aal1 = app.signin("root", PASSWORD).await["data"]["signin"]["accessToken"].as_str().unwrap().to_owned();
+    let res = app.gql(Some(&aal1), EVENTS, json!({})).await;
+    assert_eq!(expect_error(&res, "MFA_REQUIRED")["extensions"]["reason"], "VERIFY", "{res}");
+    // At AAL2 every power answers.
+    let res = app.gql(Some(&aal2), EVENTS, json!({})).await;
+    assert!(res["data"]["auditEvents"]["nodes"].as_array().is_some_and(|n| !n.is_empty()), "{res}");
+    let res = app.gql(Some(&aal2), update, json!({ "id": user.user_id })).await;
+    assert!(res["data"]["updateUser"].is_object(), "{res}");
+    // The chain of everything so far verifies.
+    authgraph::audit::chain::chain_pending(&app.state.auth.pool, &app.state.audit).await.unwrap();
+    let res = app.gql(Some(&aal2), CHAIN, json!({})).await;
+    assert_eq!(res["data"]["auditChain"]["intact"], true, "{res}");
+    assert_eq!(res["data"]["auditChain"]["firstBrokenId"], Value::Null);
+    tamper(&app, &["UPDATE audit_events SET user_agent = 'forged' WHERE chain_seq = 2"]).await;
+    let second = id_at(&app, 2).await;
+    let res = app.gql(Some(&aal2), CHAIN, json!({})).await;
+    assert_eq!(res["data"]["auditChain"]["intact"], false, "{res}");
+    assert_eq!(res["data"]["auditChain"]["firstBrokenId"], second.to_string());
+}
+
+#[tokio::test]
+async fn events_are_filtered_and_paged_and_each_owner_sees_only_their_own() {
+    let app = TestApp::new().await;
+    let root = admin(&app, "root").await;
+    let ada = app.signup("ada").await;
+    let bob = app.signup("bob").await;
+    app.signin("ada", PASSWORD).await;
+    app.signin("ada", "wrong password").await;
+    // Newest first, filtered by subject and kind.
+    let f = json!({ "subjectId": ada.user_id, "kinds": ["SIGNIN", "SIGNIN_FAILED"] });
+    let res = app.gql(Some(&root.access), EVENTS, json!({ "f": f })).await;
+    let kinds: Vec<&str> =
+        res["data"]["auditEvents"]["nodes"].as_array().unwrap().iter().map(|n| n["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["SIGNIN_FAILED", "SIGNIN", "SIGNIN"], "{res}");
+    // Pages of one never skip or repeat.
+    let mut seen = Vec::new();
+    let mut after = Value::Null;
+    loop {
+        let res = app.gql(Some(&root.access), EVENTS, json!({ "f": f, "first": 1, "after": after })).await;
+        let page = &res["data"]["auditEvents"];
+        seen.push(page["nodes"][0]["id"].as_str().unwrap().to_owned());
+        if page["pageInfo"]["hasNextPage"] == false {
+            break;
+        }
+        after = page["pageInfo"]["endCursor"].clone();
+    }
+    assert_eq!(seen.len(), 3);
+    assert!(seen.windows(2).all(|w| w[0].parse::<i64>().unwrap() > w[1].parse::<i64>().unwrap()));
+    // Each owner sees their own events, nobody else's.
+    let mine = app.gql(Some(&bob.access), MINE, json!({})).await;
+    let nodes = mine["data"]["mySecurityEvents"]["nodes"].as_array().unwrap();
+    assert_eq!(nodes.iter().map(|n| n["kind"].as_str().unwrap()).collect::<Vec<_>>(), ["SIGNIN", "SIGNUP"]);
+    assert!(nodes.iter().all(|n| n["subjectId"] == json!(bob.user_id)), "{mine}");
+    let bad = app.gql(Some(&root.access), EVENTS, json!({ "after": "not-a-cursor" })).await;
+    assert_eq!(expect_error(&bad, "BAD_USER_INPUT")["extensions"]["field"], "after");
+}

@@ -471,6 +471,9 @@ fn protected_operations() -> BTreeMap<&'static str, (String, Value)> {
         ("finishIdentityLink", ("mutation { finishIdentityLink(state: \"s\", code: \"c\") { id } }".to_owned(), json!({}))),
         ("unlinkIdentity", ("mutation($id: ID!) { unlinkIdentity(id: $id) }".to_owned(), passkey_id)),
         ("setPassword", ("mutation { setPassword(newPassword: \"x\") }".to_owned(), json!({}))),
+        ("auditEvents", ("{ auditEvents { nodes { id } } }".to_owned(), json!({}))),
+        ("auditChain", ("{ auditChain { intact } }".to_owned(), json!({}))),
+        ("mySecurityEvents", ("{ mySecurityEvents { nodes { id } } }".to_owned(), json!({}))),
     ])
 }
 
