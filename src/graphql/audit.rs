@@ -132,10 +132,10 @@ impl AuditEventConnection {
 /// What a verification of the chain found.
 #[derive(SimpleObject)]
 pub struct AuditChainStatus {
-    /// True when every kept event's hash and link verify.
+    /// True when every kept event's HMAC and link verify.
     pub intact: bool,
     pub checked: i32,
-    /// The first event whose hash or link does not verify.
+    /// The first event whose HMAC or link does not verify.
     pub first_broken_id: Option<ID>,
 }
 
