@@ -9,7 +9,7 @@
 //! present or when there are several audiences), `exp` not past, `nonce` equal to the
 //! flow's. A token signed by a key the set does not hold makes one fetch of the set
 //! (the provider may have rotated); a second fetch within `KEYS_REFETCH_INTERVAL` is not
-//! made, so a stream of such tokens costs the provider nothing.
+//! made, so a stream of such tokens costs the provider at most one fetch a second.
 
 use std::{
     sync::{Arc, RwLock},
