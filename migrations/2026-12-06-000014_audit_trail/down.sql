@@ -8,6 +8,8 @@ DROP TRIGGER sessions_audited_start ON sessions;
 DROP FUNCTION sessions_audit();
 DROP TRIGGER users_audited ON users;
 DROP FUNCTION users_audit();
+DROP TRIGGER users_audited_insert ON users;
+DROP FUNCTION users_audit_inserted();
 DROP FUNCTION authgraph_audit(text, uuid, uuid, jsonb, boolean);
 DROP TABLE audit_events;
 DROP FUNCTION audit_events_guard();
