@@ -1,6 +1,6 @@
 DROP TRIGGER identities_removed ON identities;
 DROP TRIGGER identities_added ON identities;
-DROP FUNCTION identities_announce();
+ALTER FUNCTION account_row_announce() RENAME TO passkeys_announce;
 UPDATE sessions SET signed_in_with = 'PASSWORD' WHERE signed_in_with = 'PROVIDER';
 ALTER TABLE sessions
     DROP CONSTRAINT sessions_signed_in_with_check,

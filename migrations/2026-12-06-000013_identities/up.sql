@@ -53,18 +53,11 @@ ALTER TABLE sessions
     ADD CONSTRAINT sessions_signed_in_with_check CHECK (signed_in_with IN ('PASSWORD', 'PASSKEY', 'PROVIDER'));
 
 -- Linking or unlinking an identity is an account change, announced as the users
--- trigger announces the account's own columns. A sign-in's last use is not.
-CREATE FUNCTION identities_announce() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF TG_OP = 'DELETE' THEN
-        PERFORM authgraph_announce('ACCOUNT_UPDATED', OLD.user_id, NULL, NULL);
-    ELSE
-        PERFORM authgraph_announce('ACCOUNT_UPDATED', NEW.user_id, NULL, NULL);
-    END IF;
-    RETURN NULL;
-END
-$$;
+-- trigger announces the account's own columns. A sign-in's last use is not. The
+-- passkeys' function announces a row of any table with a `user_id`: it serves both,
+-- under a name that says so.
+ALTER FUNCTION passkeys_announce() RENAME TO account_row_announce;
 CREATE TRIGGER identities_added AFTER INSERT ON identities
-    FOR EACH ROW EXECUTE FUNCTION identities_announce();
+    FOR EACH ROW EXECUTE FUNCTION account_row_announce();
 CREATE TRIGGER identities_removed AFTER DELETE ON identities
-    FOR EACH ROW EXECUTE FUNCTION identities_announce();
+    FOR EACH ROW EXECUTE FUNCTION account_row_announce();
