@@ -49,6 +49,11 @@ impl Changes {
         Self { pool, cache, mail }
     }
 
+    /// The pool, for the reads that follow a change.
+    pub fn pool(&self) -> &DbPool {
+        &self.pool
+    }
+
     /// Runs `body` in one transaction, then carries out what it noted. The effects run
     /// whether the transaction committed or not: forgetting a cache entry or waking the
     /// sender is always safe, and a body that failed after ending sessions may still

@@ -69,6 +69,9 @@ pub mod code {
     pub const ACCOUNT_EXISTS: &str = "ACCOUNT_EXISTS";
     /// The identity is linked to another account.
     pub const IDENTITY_TAKEN: &str = "IDENTITY_TAKEN";
+    /// A banned account's credential verified, and the account is refused; only
+    /// someone who holds the credential learns it.
+    pub const ACCOUNT_BANNED: &str = "ACCOUNT_BANNED";
 }
 
 /// Why a refresh token was refused; sent as `extensions.reason`.
@@ -154,6 +157,11 @@ pub enum AppError {
     AccountExists,
     /// `IDENTITY_TAKEN`: the identity is linked to another account.
     IdentityTaken,
+    /// `ACCOUNT_BANNED` with `extensions.until` (absent: permanent): the account's
+    /// credential verified and the account is banned.
+    AccountBanned { until: Option<chrono::DateTime<chrono::Utc>> },
+    /// `FORBIDDEN`: the last ADMIN cannot be demoted, banned or deleted through the API.
+    LastAdmin,
     /// `INVALID_CREDENTIALS`: wrong username or password, one message for both.
     InvalidCredentials,
     /// `INVALID_REFRESH_TOKEN` with `extensions.reason`.
@@ -216,6 +224,8 @@ impl AppError {
             Self::OidcProviderError(_) => code::OIDC_PROVIDER_ERROR,
             Self::AccountExists => code::ACCOUNT_EXISTS,
             Self::IdentityTaken => code::IDENTITY_TAKEN,
+            Self::AccountBanned { .. } => code::ACCOUNT_BANNED,
+            Self::LastAdmin => code::FORBIDDEN,
             Self::InvalidRefreshToken(_) => code::INVALID_REFRESH_TOKEN,
             Self::Forbidden => code::FORBIDDEN,
             Self::BadUserInput { .. } => code::BAD_USER_INPUT,
@@ -260,6 +270,8 @@ impl AppError {
                 "An account already has this email address: sign in to it and link this identity".into()
             }
             Self::IdentityTaken => "This identity is linked to another account".into(),
+            Self::AccountBanned { .. } => "This account is banned".into(),
+            Self::LastAdmin => "This is the last ADMIN: make another account ADMIN first".into(),
             Self::InvalidRefreshToken(_) => "Invalid refresh token".into(),
             Self::Forbidden => "Not allowed to act on this account".into(),
             Self::BadUserInput { message, .. } => message.clone(),
@@ -316,6 +328,9 @@ impl From<AppError> for async_graphql::Error {
                 AppError::MfaRequired => ext.set("reason", "VERIFY"),
                 AppError::MfaEnrollRequired => ext.set("reason", "ENROLL"),
                 AppError::BadUserInput { field, .. } => ext.set("field", *field),
+                AppError::AccountBanned { until: Some(until) } => {
+                    ext.set("until", until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                }
                 _ => {}
             }
             if let Some(secs) = retry_after {

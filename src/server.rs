@@ -86,15 +86,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Migrate) => migrate(&database.url).await.map(|_| ()),
         Some(Command::Users(cmd)) => match admin_pool(&config, &database.url).await {
             // The operator's changes name them in the audit trail.
-            Ok(pool) => db::change::ORIGIN.scope(admin::operator(), admin::users_command(&pool, &config, cmd)).await,
+            Ok(pool) => {
+                db::change::ORIGIN.scope(admin::cli::operator(), admin::cli::users_command(&pool, &config, cmd)).await
+            }
             Err(err) => Err(err),
         },
         Some(Command::Audit(cmd)) => match admin_pool(&config, &database.url).await {
-            Ok(pool) => admin::audit_command(&pool, &config, cmd).await,
+            Ok(pool) => admin::cli::audit_command(&pool, &config, cmd).await,
             Err(err) => Err(err),
         },
         Some(Command::Sessions(cmd)) => match admin_pool(&config, &database.url).await {
-            Ok(pool) => admin::sessions_command(&pool, &config, cmd).await,
+            Ok(pool) => admin::cli::sessions_command(&pool, &config, cmd).await,
             Err(err) => Err(err),
         },
         Some(Command::Schema) => unreachable!("handled above"),

@@ -206,6 +206,7 @@ mod tests {
             email: None,
             email_verified_at: None,
             mfa_enabled_at: None,
+            banned_until: None,
         }
     }
 

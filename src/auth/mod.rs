@@ -105,6 +105,11 @@ pub struct Caller {
     /// The weaker of what the token claims and what its session has reached: a token
     /// issued before the session passed the second factor keeps working, as AAL1.
     pub assurance: Assurance,
+    /// The ADMIN acting through this session, when the token is an impersonation's
+    /// (its `act` claim, which only `admin::impersonate` signs, for a session opened by
+    /// it and never refreshed): such a caller passes no admin rule, and
+    /// `graphql::guard` holds its mutations to `IMPERSONATION_MAY`.
+    pub impersonator: Option<UserId>,
 }
 
 /// What an admin power asks of its caller (`ADMIN_REQUIRE_AAL2`): the ADMIN role, and
@@ -116,11 +121,12 @@ pub struct AdminRule {
 }
 
 impl Caller {
-    /// The one check of every admin power: `FORBIDDEN` for anyone but an ADMIN, then
+    /// The one check of every admin power: `FORBIDDEN` for anyone but an ADMIN (and
+    /// for an impersonation, whoever it impersonates), then
     /// `MFA_REQUIRED` (`ENROLL` without a second factor, `VERIFY` at AAL1) where the
     /// rule asks for AAL2.
     pub fn admin(&self, rule: AdminRule) -> AppResult<()> {
-        if self.user.role != db::models::Role::Admin {
+        if self.user.role != db::models::Role::Admin || self.impersonator.is_some() {
             return Err(AppError::Forbidden);
         }
         if rule.require_aal2 && !self.user.has_second_factor() {
@@ -248,6 +254,15 @@ impl RequestAuth {
         self.granted.get().copied()
     }
 
+    /// The ADMIN acting, when the request's valid token is an impersonation's (its
+    /// `act` claim): the door names it as the actor of the request's changes.
+    pub fn impersonator(&self) -> Option<UserId> {
+        match &self.token {
+            Some(Ok(claims)) => claims.act.map(|actor| actor.sub),
+            _ => None,
+        }
+    }
+
     /// Whether the request carried an access token at all (valid or not).
     pub fn has_token(&self) -> bool {
         self.token.is_some()
@@ -274,9 +289,10 @@ impl RequestAuth {
         self.caller
             .get_or_try_init(|| async {
                 let (user_id, session_id, claimed) = (claims.sub, claims.sid, claims.assurance());
+                let impersonator = claims.act.map(|actor| actor.sub);
                 let ticket = match auth.cache.get(user_id, session_id, claimed) {
                     Lookup::Hit { user, reached } => {
-                        return Ok(Caller { user, session_id, assurance: reached.min(claimed) });
+                        return Ok(Caller { user, session_id, assurance: reached.min(claimed), impersonator });
                     }
                     Lookup::Miss(ticket) => ticket,
                 };
@@ -288,7 +304,7 @@ impl RequestAuth {
                 };
                 let token_expires_at = chrono::DateTime::from_timestamp(claims.exp, 0).unwrap_or_default();
                 auth.cache.fill(ticket, session_id, &user, reached, session_expires_at.min(token_expires_at));
-                Ok(Caller { user, session_id, assurance: reached.min(claimed) })
+                Ok(Caller { user, session_id, assurance: reached.min(claimed), impersonator })
             })
             .await
     }

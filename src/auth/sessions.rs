@@ -28,7 +28,7 @@ use crate::{
     db::{
         self,
         ids::{SessionId, UserId},
-        models::{Methods, NewRefreshToken, NewSession, Session, User},
+        models::{Methods, NewRefreshToken, NewSession, Session, User, is_permanent_ban},
         sessions::EndReason,
     },
     error::{AppError, AppResult, RefreshFailure},
@@ -83,11 +83,39 @@ pub async fn open(
         signed_in_with: methods.first,
         mfa_at: methods.second.map(|_| now),
         mfa_method: methods.second,
+        impersonator_id: None,
     };
     let session = db::sessions::insert(conn, new).await?;
     let token = refresh_token::generate();
     store(conn, session.id, &token, None, expires_at).await?;
     Ok((session, token))
+}
+
+/// Opens an impersonation's session inside the caller's transaction: `impersonator`
+/// acts for `user_id` for `ttl`, with the methods (and so the assurance) of the
+/// impersonator's own session. It has no refresh token: it ends when `ttl` is over,
+/// or sooner by logout, a ban, or any ending of the account's sessions.
+pub async fn open_impersonation(
+    conn: &mut AsyncPgConnection,
+    user_id: UserId,
+    impersonator: UserId,
+    user_agent: Option<&str>,
+    methods: Methods,
+    ttl: Duration,
+) -> AppResult<Session> {
+    let now = Utc::now();
+    let ends = now + ttl;
+    let new = NewSession {
+        user_id,
+        expires_at: ends,
+        max_expires_at: ends,
+        user_agent: user_agent.map(|ua| truncate(ua, 512)),
+        signed_in_with: methods.first,
+        mfa_at: methods.second.map(|_| now),
+        mfa_method: methods.second,
+        impersonator_id: Some(impersonator),
+    };
+    Ok(db::sessions::insert(conn, new).await?)
 }
 
 /// Starts a new chain of refresh tokens for a live session inside the caller's
@@ -186,6 +214,11 @@ async fn rotate(conn: &mut AsyncPgConnection, policy: &SessionPolicy, presented:
         let Some((token, session, user, now)) = db::refresh_tokens::find_for_rotation(conn, &hash).await? else {
             return invalid(RefreshFailure::NotFound);
         };
+        // The token is the credential, and it is a real one: its holder may learn of
+        // the ban (a ban also ended the session, so no token of it would work anyway).
+        if let Some(until) = user.ban() {
+            return Err(AppError::AccountBanned { until: Some(until).filter(|u| !is_permanent_ban(*u)) });
+        }
         if session.revoked_at.is_some() {
             return invalid(RefreshFailure::Revoked);
         }

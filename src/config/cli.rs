@@ -59,16 +59,48 @@ pub enum UsersCommand {
     /// List accounts, oldest first, with their live sessions.
     List,
     /// End every session of an account: its access and refresh tokens stop working.
-    RevokeSessions { username: String },
-    /// Remove an account's second factor and recovery codes (a lost device) and end
-    /// every session; its verified address gets a notice. The owner signs in with the
-    /// password alone afterwards and may enrol again.
-    ResetMfa { username: String },
-    /// Give an account the USER or ADMIN role. There is no GraphQL way to do this.
+    RevokeSessions {
+        username: String,
+        /// Why, for the audit trail.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Remove an account's second factors, passkeys and recovery codes (lost devices)
+    /// and end every session; its verified address gets a notice. The owner signs in
+    /// with the password alone afterwards and may enrol again.
+    ResetMfa {
+        username: String,
+        /// Why, for the audit trail.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Give an account the USER or ADMIN role: the way to make the first ADMIN (after
+    /// that, an ADMIN may also use setUserRole). Unlike the API, this may demote the
+    /// last ADMIN.
     SetRole {
         username: String,
         #[arg(value_enum, ignore_case = true)]
         role: RoleArg,
+        /// Why, for the audit trail.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Ban an account: end every session now and refuse every sign-in (ACCOUNT_BANNED)
+    /// until --until (an RFC 3339 time), or for good.
+    Ban {
+        username: String,
+        #[arg(long)]
+        until: Option<chrono::DateTime<chrono::Utc>>,
+        /// Why, for the audit trail.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Lift an account's ban.
+    Unban {
+        username: String,
+        /// Why, for the audit trail.
+        #[arg(long)]
+        reason: Option<String>,
     },
     /// Set an account's email address, unverified (a verification message is not sent:
     /// the user asks for one) or, with --verified, verified at once. Refused when

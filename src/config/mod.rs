@@ -108,6 +108,11 @@ pub struct Config {
     #[arg(long, env = "ADMIN_REQUIRE_AAL2", action = clap::ArgAction::Set)]
     pub admin_require_aal2: Option<bool>,
 
+    /// How long an impersonation's token (and its session) lasts; it has no refresh
+    /// token, so this is the longest an ADMIN acts as a user without asking again.
+    #[arg(long, env = "IMPERSONATION_TTL", default_value = "1h", value_parser = values::parse_duration)]
+    pub impersonation_ttl: Duration,
+
     #[arg(long, env = "JWT_ISSUER", default_value = "authgraph")]
     pub jwt_issuer: String,
 

@@ -10,6 +10,9 @@ use crate::error::AppError;
 /// is made, because only there is it known what they mean.
 impl From<diesel::result::Error> for AppError {
     fn from(err: diesel::result::Error) -> Self {
+        if let Some(until) = banned(&err) {
+            return Self::AccountBanned { until };
+        }
         super::failover::note(&err);
         if is_connection_error(&err) { Self::unavailable(err) } else { Self::internal(err) }
     }
@@ -43,6 +46,24 @@ pub fn is_connection_error(err: &diesel::result::Error) -> bool {
         Error::BrokenTransactionManager => true,
         _ => false,
     }
+}
+
+/// A session refused because its account is banned (the `sessions_refuse_banned`
+/// trigger, which every sign-in path meets once its credential verified): the end of
+/// the ban, `None` when it is permanent.
+fn banned(err: &diesel::result::Error) -> Option<Option<chrono::DateTime<chrono::Utc>>> {
+    let diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::CheckViolation, info) = err else {
+        return None;
+    };
+    if info.constraint_name() != Some("users_banned") {
+        return None;
+    }
+    let until = info
+        .details()
+        .and_then(|secs| secs.parse::<f64>().ok())
+        .and_then(|secs| chrono::DateTime::from_timestamp(secs as i64, 0))
+        .filter(|until| !super::models::is_permanent_ban(*until));
+    Some(until)
 }
 
 /// The name of the unique constraint a Diesel error violated, if any.

@@ -64,6 +64,17 @@ impl FromSql<Text, Pg> for Role {
     }
 }
 
+/// The end of a ban without one: the last day of year 9999, which the audit rows and
+/// `ACCOUNT_BANNED` report as permanent (no `until`).
+pub fn permanent_ban() -> DateTime<Utc> {
+    DateTime::from_timestamp(253_402_300_799, 0).expect("9999-12-31T23:59:59Z is a valid time")
+}
+
+/// Whether a ban's end is the permanent one.
+pub fn is_permanent_ban(until: DateTime<Utc>) -> bool {
+    until >= permanent_ban() - chrono::Duration::days(365)
+}
+
 #[derive(Debug, Clone, Queryable, Selectable, Identifiable)]
 #[diesel(table_name = users, check_for_backend(Pg))]
 pub struct User {
@@ -79,9 +90,17 @@ pub struct User {
     pub email_verified_at: Option<DateTime<Utc>>,
     /// When the account's first second factor was turned on; `None` while none is.
     pub mfa_enabled_at: Option<DateTime<Utc>>,
+    /// Until when the account is banned (see `banned_until`); a past value is no ban.
+    pub banned_until: Option<DateTime<Utc>>,
 }
 
 impl User {
+    /// The end of the account's ban, if it is banned now. A permanent ban ends in the
+    /// far future (`permanent_ban`).
+    pub fn ban(&self) -> Option<DateTime<Utc>> {
+        self.banned_until.filter(|until| *until > Utc::now())
+    }
+
     /// Whether a second factor is on (a TOTP factor, a passkey, or both): its password
     /// sessions need it before anything but `graphql::BEFORE_SECOND_FACTOR`.
     pub fn has_second_factor(&self) -> bool {
@@ -145,6 +164,8 @@ pub struct Session {
     pub refresh_tokens_since: Option<DateTime<Utc>>,
     /// What opened the session: a password, or a passkey (both factors at once).
     pub signed_in_with: FirstFactor,
+    /// The ADMIN acting through this session, when it is an impersonation.
+    pub impersonator_id: Option<UserId>,
 }
 
 impl Session {
@@ -456,6 +477,8 @@ pub struct NewSession<'a> {
     /// Set (to the opening moment) for a session opened at AAL2: a passkey sign-in.
     pub mfa_at: Option<DateTime<Utc>>,
     pub mfa_method: Option<SecondFactor>,
+    /// The ADMIN acting, for an impersonation's session.
+    pub impersonator_id: Option<UserId>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Identifiable)]

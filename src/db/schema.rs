@@ -160,6 +160,7 @@ diesel::table! {
         mfa_method -> Nullable<Text>,
         refresh_tokens_since -> Nullable<Timestamptz>,
         signed_in_with -> Text,
+        impersonator_id -> Nullable<Uuid>,
     }
 }
 
@@ -203,6 +204,7 @@ diesel::table! {
         email_verified_at -> Nullable<Timestamptz>,
         mfa_enabled_at -> Nullable<Timestamptz>,
         email_key -> Nullable<Text>,
+        banned_until -> Nullable<Timestamptz>,
     }
 }
 

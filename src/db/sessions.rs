@@ -19,8 +19,10 @@ pub enum EndReason {
     PasswordChanged,
     /// `resetPassword` ended every session of the account.
     PasswordReset,
-    /// An operator's `authgraph users revoke-sessions`.
+    /// An admin's `endUserSessions`, or an operator's `authgraph users revoke-sessions`.
     Admin,
+    /// The account was banned.
+    Banned,
     /// `disableTotp` ended the account's other sessions.
     MfaDisabled,
     /// An operator's `authgraph users reset-mfa` ended every session.
@@ -35,6 +37,7 @@ impl EndReason {
             Self::PasswordChanged => "PASSWORD_CHANGED",
             Self::PasswordReset => "PASSWORD_RESET",
             Self::Admin => "ADMIN",
+            Self::Banned => "BANNED",
             Self::MfaDisabled => "MFA_DISABLED",
             Self::MfaReset => "MFA_RESET",
         }
@@ -59,6 +62,11 @@ pub async fn opened(
         .first(conn)
         .await
         .optional()
+}
+
+/// One session, live or not.
+pub async fn find(conn: &mut AsyncPgConnection, id: SessionId) -> QueryResult<Option<Session>> {
+    sessions::table.find(id).select(Session::as_select()).first(conn).await.optional()
 }
 
 pub async fn list_live(conn: &mut AsyncPgConnection, user_id: UserId) -> QueryResult<Vec<Session>> {
@@ -90,6 +98,23 @@ pub fn live() -> _ {
 /// whether it was live.
 pub async fn end(change: &mut Change<'_>, id: SessionId, reason: EndReason) -> QueryResult<bool> {
     Ok(end_many(change, &[id], reason).await? > 0)
+}
+
+/// Ends one session of `user_id` (nothing when `id` is another account's). Returns
+/// whether it was live.
+pub async fn end_of_user(
+    change: &mut Change<'_>,
+    user_id: UserId,
+    id: SessionId,
+    reason: EndReason,
+) -> QueryResult<bool> {
+    let ids: Vec<SessionId> = sessions::table
+        .filter(sessions::id.eq(id))
+        .filter(sessions::user_id.eq(user_id))
+        .select(sessions::id)
+        .load(&mut **change)
+        .await?;
+    Ok(end_many(change, &ids, reason).await? > 0)
 }
 
 /// Ends every live session of the user, except `keep` when given.

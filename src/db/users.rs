@@ -14,6 +14,14 @@ use super::{
 };
 
 diesel::define_sql_function!(fn lower(x: diesel::sql_types::Text) -> diesel::sql_types::Text);
+diesel::define_sql_function! {
+    /// The text `adminUsers` searches, as the trigram index `users_search` holds it.
+    fn users_search_text(
+        username: diesel::sql_types::Text,
+        name: diesel::sql_types::Text,
+        email: diesel::sql_types::Nullable<diesel::sql_types::Text>,
+    ) -> diesel::sql_types::Text
+}
 
 pub async fn insert(conn: &mut AsyncPgConnection, new: NewUser<'_>) -> QueryResult<User> {
     diesel::insert_into(users::table).values(new).returning(User::as_returning()).get_result(conn).await
@@ -173,6 +181,97 @@ pub async fn set_role(change: &mut Change<'_>, username: &str, role: Role) -> Qu
         change.touched(user.id);
     }
     Ok(user)
+}
+
+/// Sets the account's role by id (an admin's `setUserRole`).
+pub async fn set_role_of(change: &mut Change<'_>, id: UserId, role: Role) -> QueryResult<Option<User>> {
+    change.touched(id);
+    diesel::update(users::table.find(id))
+        .set((users::role.eq(role), users::updated_at.eq(now)))
+        .returning(User::as_returning())
+        .get_result(&mut **change)
+        .await
+        .optional()
+}
+
+/// Bans the account until `until`, or lifts its ban (`None`). Its sessions are the
+/// caller's to end; new ones are refused from the commit on (`sessions_refuse_banned`).
+pub async fn set_ban(change: &mut Change<'_>, id: UserId, until: Option<DateTime<Utc>>) -> QueryResult<Option<User>> {
+    change.touched(id);
+    diesel::update(users::table.find(id))
+        .set((users::banned_until.eq(until), users::updated_at.eq(now)))
+        .returning(User::as_returning())
+        .get_result(&mut **change)
+        .await
+        .optional()
+}
+
+/// Whether `id` is an ADMIN in good standing (not banned), and how many others are.
+/// Taken under one transaction-wide advisory lock, so two admins demoting, banning or
+/// deleting each other at once are judged one after the other: the second sees the
+/// first's commit, and the last ADMIN is never removed by a race.
+pub async fn admins_besides(conn: &mut AsyncPgConnection, id: UserId) -> QueryResult<(bool, i64)> {
+    diesel::sql_query("SELECT pg_advisory_xact_lock(hashtext('authgraph.admins'))").execute(conn).await?;
+    let admins: Vec<UserId> = users::table
+        .filter(users::role.eq(Role::Admin))
+        .filter(users::banned_until.is_null().or(users::banned_until.le(now)))
+        .select(users::id)
+        .load(conn)
+        .await?;
+    let is_admin = admins.contains(&id);
+    Ok((is_admin, admins.len() as i64 - i64::from(is_admin)))
+}
+
+/// What `adminUsers` filters on.
+#[derive(Debug, Default, Clone)]
+pub struct Search {
+    /// Lowercase text every match contains in its username, name or address.
+    pub text: Option<String>,
+    pub role: Option<Role>,
+    /// Banned now (true), or not (false).
+    pub banned: Option<bool>,
+}
+
+/// The accounts matching `search`, as a query to order, page or count. The text is
+/// matched by the trigram index `users_search`; the ban by its partial index.
+fn matching(search: &Search) -> users::BoxedQuery<'static, diesel::pg::Pg> {
+    let mut query = users::table.into_boxed();
+    if let Some(text) = &search.text {
+        let escaped = text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+        query =
+            query.filter(users_search_text(users::username, users::name, users::email).like(format!("%{escaped}%")));
+    }
+    if let Some(role) = search.role {
+        query = query.filter(users::role.eq(role));
+    }
+    match search.banned {
+        Some(true) => query = query.filter(users::banned_until.gt(now)),
+        Some(false) => query = query.filter(users::banned_until.is_null().or(users::banned_until.le(now))),
+        None => {}
+    }
+    query
+}
+
+/// Up to `limit` accounts matching `search` after the keyset position `after`, oldest
+/// first.
+pub async fn search(
+    conn: &mut AsyncPgConnection,
+    search: &Search,
+    after: Option<(DateTime<Utc>, UserId)>,
+    limit: i64,
+) -> QueryResult<Vec<User>> {
+    let mut query =
+        matching(search).select(User::as_select()).order((users::created_at.asc(), users::id.asc())).limit(limit);
+    if let Some((created_at, id)) = after {
+        query =
+            query.filter(users::created_at.gt(created_at).or(users::created_at.eq(created_at).and(users::id.gt(id))));
+    }
+    query.load(conn).await
+}
+
+/// How many accounts match `search`.
+pub async fn search_count(conn: &mut AsyncPgConnection, search: &Search) -> QueryResult<i64> {
+    matching(search).count().get_result(conn).await
 }
 
 /// Deletes the account; its sessions and refresh tokens go with it (ON DELETE CASCADE).

@@ -217,6 +217,14 @@ pub async fn reset_by_operator(changes: &Changes, mail: &Mail, username: &str) -
     Ok((user, ended))
 }
 
+/// An admin's `resetUserMfa`: as the operator's reset, for an account by id.
+pub async fn reset(changes: &Changes, mail: &Mail, id: UserId) -> AppResult<(User, usize)> {
+    let user = changes.run(async |c| db::users::find(c, id).await.map_err(Into::into)).await?;
+    let user = user.ok_or(AppError::NotFound)?;
+    let ended = remove_factor(changes, mail, &user).await?;
+    Ok((user, ended))
+}
+
 /// Removes every factor and the codes, ends every session of the account, and sends
 /// the notice, in one transaction. Returns how many sessions ended.
 async fn remove_factor(changes: &Changes, mail: &Mail, user: &User) -> AppResult<usize> {

@@ -12,8 +12,8 @@
 //! can answer, as for an HTTP request.
 //!
 //! The same door names where each operation comes from (`db::change::Origin`: the
-//! client's network and user agent) for the audit rows of the changes it makes, on
-//! both transports.
+//! client's network and user agent, and the ADMIN acting in an impersonation) for
+//! the audit rows of the changes it makes, on both transports.
 
 use std::sync::Arc;
 
@@ -64,6 +64,7 @@ impl Extension for Admission {
             (Some(auth), Some(state)) => Origin {
                 network: state.auth.rate_limits.network(auth.client.ip).map(|n| n.to_string()),
                 user_agent: auth.client.user_agent.clone(),
+                actor: auth.impersonator(),
                 ..Origin::default()
             },
             _ => Origin::default(),

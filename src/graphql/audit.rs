@@ -95,8 +95,8 @@ impl AuditEvent {
         self.0.user_agent.as_deref()
     }
     /// Kind-specific detail as JSON text (never a secret, token or password).
-    async fn detail(&self) -> String {
-        self.0.detail.to_string()
+    async fn detail(&self) -> Option<String> {
+        Some(self.0.detail.to_string())
     }
 }
 

@@ -18,6 +18,13 @@ use crate::{
 pub const BEFORE_SECOND_FACTOR: &[&str] =
     &["me", "sessions", "logout", "verifyMfa", "startPasskeyVerification", "verifyPasskey"];
 
+/// The mutations an impersonation may call (queries and subscriptions it may all):
+/// the user's own name (`updateUser`, which refuses a username there) and ending the
+/// impersonation (`logout`, which refuses any scope but CURRENT). Everything else —
+/// credentials, email, factors, passkeys, identities, deletion, other sessions — stays
+/// the user's: an allow-list, so a mutation added later is refused until named here.
+pub const IMPERSONATION_MAY: &[&str] = &["updateUser", "logout"];
+
 /// Lets a field resolve only for a caller with a valid access token of a live session
 /// that has the assurance the field needs (see `BEFORE_SECOND_FACTOR`); others get
 /// `UNAUTHENTICATED` (or `MFA_REQUIRED`) on that field alone, so public fields in the
@@ -36,6 +43,15 @@ impl Guard for Protected {
 pub fn second_factor_rule(caller: &Caller, field: &str) -> AppResult<()> {
     if caller.needs_second_factor() && !BEFORE_SECOND_FACTOR.contains(&field) {
         return Err(AppError::MfaRequired);
+    }
+    Ok(())
+}
+
+/// The impersonation rule for one field: `FORBIDDEN` for a mutation not in
+/// `IMPERSONATION_MAY` when the caller is an impersonation.
+pub fn impersonation_rule(caller: &Caller, mutation: bool, field: &str) -> AppResult<()> {
+    if caller.impersonator.is_some() && mutation && !IMPERSONATION_MAY.contains(&field) {
+        return Err(AppError::Forbidden);
     }
     Ok(())
 }

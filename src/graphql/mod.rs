@@ -6,6 +6,7 @@
 //! in `schema.graphql` at the repository root and compared by a test, so every
 //! change to the API shows up as a reviewed diff.
 
+mod admin;
 mod admission;
 mod audit;
 mod guard;
@@ -29,7 +30,7 @@ use crate::{
     error::AppResult,
 };
 
-pub use guard::{BEFORE_SECOND_FACTOR, Protected};
+pub use guard::{BEFORE_SECOND_FACTOR, IMPERSONATION_MAY, Protected};
 pub use mutation::MutationRoot;
 pub use query::QueryRoot;
 pub use subscription::SubscriptionRoot;
@@ -109,6 +110,15 @@ async fn may_see_private(ctx: &Context<'_>, owner: crate::db::ids::UserId) -> bo
     }
 }
 
+/// Whether the caller passes the admin rule, for fields that answer null otherwise.
+async fn caller_is_admin(ctx: &Context<'_>) -> bool {
+    let auth = request_auth(ctx);
+    if !auth.has_token() {
+        return false;
+    }
+    auth.caller(auth_of(ctx)).await.is_ok_and(|caller| caller.is_admin(auth_of(ctx).admin_rule))
+}
+
 /// The admitted caller of a protected field (see `RequestAuth::caller`), with the
 /// assurance the field needs: `MFA_REQUIRED` for a session that has not passed the
 /// account's second factor, unless the field is one of `BEFORE_SECOND_FACTOR`. On a
@@ -119,7 +129,10 @@ async fn caller<'a>(ctx: &Context<'a>) -> AppResult<&'a Caller> {
         socket.refused(state(ctx), err);
     }
     let caller = admitted?;
-    guard::second_factor_rule(caller, ctx.item.node.name.node.as_str())?;
+    let field = ctx.item.node.name.node.as_str();
+    guard::second_factor_rule(caller, field)?;
+    let mutation = ctx.query_env.operation.node.ty == async_graphql::parser::types::OperationType::Mutation;
+    guard::impersonation_rule(caller, mutation, field)?;
     Ok(caller)
 }
 

@@ -20,7 +20,12 @@ use crate::{
 /// The mutations: the core's, then each capability's own, merged into one type.
 #[derive(MergedObject, Default)]
 #[graphql(name = "Mutation")]
-pub struct MutationRoot(CoreMutation, super::passkeys::PasskeyMutation, super::social::SocialMutation);
+pub struct MutationRoot(
+    CoreMutation,
+    super::passkeys::PasskeyMutation,
+    super::social::SocialMutation,
+    super::admin::AdminMutation,
+);
 
 #[derive(Default)]
 pub struct CoreMutation;
@@ -69,6 +74,10 @@ impl CoreMutation {
     ) -> AppResult<bool> {
         let caller = caller(ctx).await?;
         let scope: LogoutScope = scope.unwrap_or(LogoutScopeValue::Current).into();
+        // An impersonation ends itself, never the user's own sessions.
+        if caller.impersonator.is_some() && scope != LogoutScope::Current {
+            return Err(crate::error::AppError::Forbidden);
+        }
         auth::sessions::logout(auth_of(ctx), caller, scope).await?;
         if scope != LogoutScope::Others {
             request_auth(ctx).end_refresh();
@@ -81,6 +90,10 @@ impl CoreMutation {
     async fn update_user(&self, ctx: &Context<'_>, id: ID, input: UpdateUserInput) -> AppResult<User> {
         let caller = caller(ctx).await?;
         let (auth, (name, username)) = (auth_of(ctx), (input.name.as_deref(), input.username.as_deref()));
+        // An impersonation may change the user's name, not the name they sign in with.
+        if caller.impersonator.is_some() && username.is_some() {
+            return Err(crate::error::AppError::Forbidden);
+        }
         Ok(users::update(&auth.changes, &caller.user, caller.admin(auth.admin_rule), &id, name, username).await?)
     }
 

@@ -10,7 +10,13 @@ use crate::{auth, db::models::User, error::AppResult, users};
 /// The queries: the core's, then each capability's own, merged into one type.
 #[derive(MergedObject, Default)]
 #[graphql(name = "Query")]
-pub struct QueryRoot(CoreQuery, super::passkeys::PasskeyQuery, super::social::SocialQuery, super::audit::AuditQuery);
+pub struct QueryRoot(
+    CoreQuery,
+    super::passkeys::PasskeyQuery,
+    super::social::SocialQuery,
+    super::audit::AuditQuery,
+    super::admin::AdminQuery,
+);
 
 #[derive(Default)]
 pub struct CoreQuery;

@@ -18,7 +18,8 @@ use secrecy::{ExposeSecret, SecretString};
 // here so the database and service layers know no GraphQL. Their doc comments are the
 // schema's descriptions.
 
-/// What an account may do. Only an operator's CLI can make an account ADMIN.
+/// What an account may do. The first ADMIN is made by an operator's CLI; after that an
+/// ADMIN may change roles (setUserRole).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
 #[graphql(name = "Role", remote = "crate::db::models::Role")]
 pub enum RoleValue {
@@ -127,6 +128,12 @@ impl User {
         }
         crate::social::flows::has_password(super::auth_of(ctx), self.id).await.map(Some)
     }
+    /// When the ban ends (far future for a permanent ban). Null unless the caller is an
+    /// ADMIN (who passes the admin rule), and null when the account is not banned.
+    async fn banned_until(&self, ctx: &Context<'_>) -> Option<DateTimeUtc> {
+        let until = self.ban()?;
+        super::caller_is_admin(ctx).await.then_some(DateTimeUtc(until))
+    }
 }
 
 #[derive(SimpleObject)]
@@ -166,6 +173,21 @@ impl AuthPayload {
             user: grant.user,
         }
     }
+
+    /// An impersonation's payload: no refresh token, ever.
+    pub fn impersonation(acted: crate::admin::Impersonation) -> Self {
+        let assurance = acted.methods.assurance();
+        Self {
+            access_token: acted.access_token,
+            refresh_token: None,
+            token_type: "Bearer".to_owned(),
+            expires_in: i32::try_from(acted.expires_in).unwrap_or(i32::MAX),
+            mfa_required: acted.user.needs_second_factor(assurance),
+            assurance: assurance.into(),
+            recovery_codes_left: None,
+            user: acted.user,
+        }
+    }
 }
 
 /// A signed-in device.
@@ -181,6 +203,8 @@ pub struct SessionInfo {
     pub current: bool,
     /// Whether this session passed the second factor (AAL2) or only the password.
     pub assurance: AssuranceValue,
+    /// The ADMIN acting through this session, when it is an impersonation.
+    pub impersonator_id: Option<ID>,
 }
 
 impl SessionInfo {
@@ -194,6 +218,7 @@ impl SessionInfo {
             user_agent: row.user_agent,
             current: row.id == current_session,
             assurance,
+            impersonator_id: row.impersonator_id.map(Into::into),
         }
     }
 }

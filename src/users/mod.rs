@@ -9,6 +9,7 @@ use crate::{
     change::Changes,
     db::{
         self, DbPool,
+        change::{ORIGIN, Origin},
         ids::UserId,
         models::{Role, User, UserChanges},
     },
@@ -34,10 +35,7 @@ pub struct UserPage {
 /// the end, which has no row to carry it, reads it on its own, and only when the
 /// client asks for it (`with_total`); otherwise it is reported as 0 there.
 pub async fn page(pool: &DbPool, first: Option<i32>, after: Option<&str>, with_total: bool) -> AppResult<UserPage> {
-    let first = first.unwrap_or(DEFAULT_PAGE_SIZE);
-    if !(1..=MAX_PAGE_SIZE).contains(&first) {
-        return Err(AppError::bad_input("first", format!("first must be between 1 and {MAX_PAGE_SIZE}")));
-    }
+    let first = page_size(first)?;
     let position = after.map(decode_cursor).transpose()?;
     let (mut users, total_count) = db::read(pool, |conn| {
         Box::pin(async move {
@@ -57,12 +55,22 @@ pub async fn page(pool: &DbPool, first: Option<i32>, after: Option<&str>, with_t
     Ok(UserPage { users, has_next_page, has_previous_page: position.is_some(), total_count })
 }
 
-/// The opaque cursor of a user in `users`.
+/// A page's size: `first`, 1 to `MAX_PAGE_SIZE`, by default `DEFAULT_PAGE_SIZE`.
+pub fn page_size(first: Option<i32>) -> AppResult<i32> {
+    let first = first.unwrap_or(DEFAULT_PAGE_SIZE);
+    if !(1..=MAX_PAGE_SIZE).contains(&first) {
+        return Err(AppError::bad_input("first", format!("first must be between 1 and {MAX_PAGE_SIZE}")));
+    }
+    Ok(first)
+}
+
+/// The opaque cursor of a user in `users` (and `adminUsers`).
 pub fn cursor(user: &User) -> String {
     URL_SAFE_NO_PAD.encode(format!("v1:{}:{}", user.created_at.timestamp_micros(), user.id))
 }
 
-fn decode_cursor(cursor: &str) -> AppResult<(DateTime<Utc>, UserId)> {
+/// The keyset position of a cursor from `cursor`.
+pub fn decode_cursor(cursor: &str) -> AppResult<(DateTime<Utc>, UserId)> {
     let bad = || AppError::bad_input("after", "after is not a cursor from this API");
     let text = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
     let text = std::str::from_utf8(&text).map_err(|_| bad())?;
@@ -94,6 +102,16 @@ fn authorize(actor: &User, as_admin: AppResult<()>, target: UserId) -> AppResult
     if actor.id == target { Ok(()) } else { as_admin }
 }
 
+/// The origin of a change `actor` makes to `target`: the door's, naming the actor when
+/// it is an admin acting on another account (its audit rows say who).
+fn acting_on(actor: &User, target: UserId) -> Origin {
+    let mut origin = Origin::current().unwrap_or_default();
+    if actor.id != target {
+        origin.actor = Some(actor.id);
+    }
+    origin
+}
+
 /// `updateUser`: name and username; the role is not editable here.
 pub async fn update(
     changes: &Changes,
@@ -107,27 +125,41 @@ pub async fn update(
     authorize(actor, as_admin, id)?;
     let name = name.map(validate::name).transpose()?;
     let username = username.map(validate::username).transpose()?;
-    let updated = changes
-        .run(async |c| {
-            let edits = UserChanges { name: name.as_deref(), username };
-            if edits.name.is_none() && edits.username.is_none() {
-                return Ok(db::users::find(c, id).await?);
-            }
-            db::users::update(c, id, edits).await.map_err(|e| match db::unique_violation(&e) {
-                Some("users_username_lower_key") => AppError::UsernameTaken,
-                _ => e.into(),
-            })
-        })
+    let updated = ORIGIN
+        .scope(
+            acting_on(actor, id),
+            changes.run(async |c| {
+                let edits = UserChanges { name: name.as_deref(), username };
+                if edits.name.is_none() && edits.username.is_none() {
+                    return Ok(db::users::find(c, id).await?);
+                }
+                db::users::update(c, id, edits).await.map_err(|e| match db::unique_violation(&e) {
+                    Some("users_username_lower_key") => AppError::UsernameTaken,
+                    _ => e.into(),
+                })
+            }),
+        )
         .await?;
     updated.ok_or(AppError::NotFound)
 }
 
 /// `deleteUser`: removes the account; its sessions end with it (cascade), so its
-/// access tokens stop working at once.
+/// access tokens stop working at once. The last ADMIN in good standing is not removed
+/// (see `db::users::admins_besides`), not even by itself.
 pub async fn delete(changes: &Changes, actor: &User, as_admin: AppResult<()>, id: &str) -> AppResult<()> {
     let id = parse_id(id)?;
     authorize(actor, as_admin, id)?;
-    let deleted = changes.run(async |c| Ok(db::users::delete(c, id).await?)).await?;
+    let deleted = ORIGIN
+        .scope(
+            acting_on(actor, id),
+            changes.run(async |c| {
+                if db::users::admins_besides(c, id).await? == (true, 0) {
+                    return Err(AppError::LastAdmin);
+                }
+                Ok(db::users::delete(c, id).await?)
+            }),
+        )
+        .await?;
     if deleted { Ok(()) } else { Err(AppError::NotFound) }
 }
 

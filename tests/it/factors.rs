@@ -417,7 +417,7 @@ async fn an_admin_at_aal1_sees_no_private_fields_of_others() {
 
 /// Every protected field of the schema, with an operation that reaches it. A field
 /// added later and not listed here fails the test until it is.
-fn protected_operations() -> BTreeMap<&'static str, (String, Value)> {
+pub(crate) fn protected_operations() -> BTreeMap<&'static str, (String, Value)> {
     // Another account's id, which no one has: nothing is changed by the calls that pass.
     let id = json!({ "id": authgraph::db::ids::UserId::random().to_string() });
     let passkey = json!({ "c": authgraph::db::ids::UserId::random().to_string() });
@@ -469,11 +469,25 @@ fn protected_operations() -> BTreeMap<&'static str, (String, Value)> {
             ("mutation { startIdentityLink(provider: \"none\", redirectUri: \"https://x.example\") { state } }".to_owned(), json!({})),
         ),
         ("finishIdentityLink", ("mutation { finishIdentityLink(state: \"s\", code: \"c\") { id } }".to_owned(), json!({}))),
-        ("unlinkIdentity", ("mutation($id: ID!) { unlinkIdentity(id: $id) }".to_owned(), passkey_id)),
+        ("unlinkIdentity", ("mutation($id: ID!) { unlinkIdentity(id: $id) }".to_owned(), passkey_id.clone())),
         ("setPassword", ("mutation { setPassword(newPassword: \"x\") }".to_owned(), json!({}))),
         ("auditEvents", ("{ auditEvents { nodes { id } } }".to_owned(), json!({}))),
         ("auditChain", ("{ auditChain { intact } }".to_owned(), json!({}))),
         ("mySecurityEvents", ("{ mySecurityEvents { nodes { id } } }".to_owned(), json!({}))),
+        ("adminUsers", ("{ adminUsers { nodes { id } } }".to_owned(), json!({}))),
+        ("userSessions", ("query($id: ID!) { userSessions(userId: $id) { id } }".to_owned(), passkey_id.clone())),
+        (
+            "setUserRole",
+            ("mutation($id: ID!) { setUserRole(userId: $id, role: USER, reason: \"r\") { id } }".to_owned(), passkey_id.clone()),
+        ),
+        ("banUser", ("mutation($id: ID!) { banUser(userId: $id, reason: \"r\") { id } }".to_owned(), passkey_id.clone())),
+        ("unbanUser", ("mutation($id: ID!) { unbanUser(userId: $id, reason: \"r\") { id } }".to_owned(), passkey_id.clone())),
+        ("endUserSessions", ("mutation($id: ID!) { endUserSessions(userId: $id, reason: \"r\") }".to_owned(), passkey_id.clone())),
+        ("resetUserMfa", ("mutation($id: ID!) { resetUserMfa(userId: $id, reason: \"r\") { id } }".to_owned(), passkey_id.clone())),
+        (
+            "impersonate",
+            ("mutation($id: ID!) { impersonate(userId: $id, reason: \"r\") { accessToken } }".to_owned(), passkey_id.clone()),
+        ),
     ])
 }
 

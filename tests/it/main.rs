@@ -4,6 +4,7 @@
 mod support;
 
 mod accounts;
+mod admin;
 mod audit;
 mod auth_flow;
 mod brute_force;

@@ -88,7 +88,8 @@ async fn the_binary_serves_restarts_with_its_data_and_leaves_no_postgres_behind(
     let out = command(&data_dir).args(["users", "reset-mfa", "ada"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("removed the second factor of ada and ended 0 sessions"),
+        String::from_utf8_lossy(&out.stdout)
+            .contains("removed the second factors and passkeys of ada and ended 0 sessions"),
         "{out:?}"
     );
     let out = command(&data_dir).args(["users", "reset-mfa", "nobody"]).output().unwrap();

@@ -57,7 +57,7 @@ use self::{
 /// `tests/it/schema.rs` derives the same set from the schema (a secret among a
 /// mutation's arguments, tokens or recovery codes in its answer) and fails when the two
 /// differ, so a new such mutation cannot be left out.
-pub const AUTH_MUTATIONS: [&str; 16] = [
+pub const AUTH_MUTATIONS: [&str; 17] = [
     "signup",
     "signin",
     "refresh",
@@ -70,6 +70,7 @@ pub const AUTH_MUTATIONS: [&str; 16] = [
     "disableTotp",
     "regenerateRecoveryCodes",
     "finishPasskeySignIn",
+    "impersonate",
     "verifyPasskey",
     "finishSocialSignIn",
     "finishIdentityLink",

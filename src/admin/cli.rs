@@ -1,14 +1,13 @@
-//! The operator's commands (`authgraph users …`, `authgraph sessions prune`). They use
+//! The operator's commands, on the same powers as the admin API (`super`) (`authgraph users …`, `authgraph sessions prune`). They use
 //! the same configuration and database as the server.
 
 use std::{collections::HashMap, sync::Arc};
 
-use anyhow::Context;
-
+use super as admin;
 use crate::{
     change::Changes,
     config::{Config, RoleArg, SessionsCommand, UsersCommand},
-    db::{self, DbPool, models::Role, sessions::EndReason},
+    db::{self, DbPool, models::Role},
     session_cache::SessionCache,
     users,
 };
@@ -37,12 +36,13 @@ pub async fn users_command(pool: &DbPool, config: &Config, cmd: UsersCommand) ->
             }
             println!("{} accounts", accounts.len());
         }
-        UsersCommand::SetRole { username, role } => {
+        UsersCommand::SetRole { username, role, reason } => {
             let role = match role {
                 RoleArg::User => Role::User,
                 RoleArg::Admin => Role::Admin,
             };
-            let user = users::set_role(&changes, &username, role).await?;
+            let (user, acting) = (admin::find_by_username(pool, &username).await?, acting(reason.as_deref())?);
+            let user = admin::set_role(&changes, &acting, user.id, role).await.map_err(cli_error)?;
             println!("{} is now {}", user.username, user.role.as_str());
         }
         UsersCommand::SetEmail { username, address, verified } => {
@@ -50,32 +50,46 @@ pub async fn users_command(pool: &DbPool, config: &Config, cmd: UsersCommand) ->
             let state = if user.email_verified_at.is_some() { "verified" } else { "not verified" };
             println!("{} now has {} ({state})", user.username, user.email.as_deref().unwrap_or_default());
         }
-        UsersCommand::RevokeSessions { username } => {
-            let user = {
-                let mut conn = pool.get().await?;
-                db::users::find_by_username(&mut conn, &username)
-                    .await?
-                    .with_context(|| format!("no user named {username:?}"))?
-            };
-            let ended = changes
-                .run(async |c| Ok(db::sessions::end_all(c, user.id, None, EndReason::Admin).await?))
-                .await
-                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        UsersCommand::RevokeSessions { username, reason } => {
+            let (user, acting) = (admin::find_by_username(pool, &username).await?, acting(reason.as_deref())?);
+            let ended = admin::end_sessions(&changes, &acting, user.id, None).await.map_err(cli_error)?;
             println!("ended {ended} sessions of {}", user.username);
         }
-        UsersCommand::ResetMfa { username } => {
+        UsersCommand::ResetMfa { username, reason } => {
+            let (user, acting) = (admin::find_by_username(pool, &username).await?, acting(reason.as_deref())?);
             let keys = crate::secret::resolve(config)?;
             let mail = crate::mail::Mail::new(&config.email, &keys)?;
-            let (user, ended) = crate::factors::flows::reset_by_operator(&changes, &mail, &username).await.map_err(
-                |err| match err {
-                    crate::error::AppError::NotFound => anyhow::anyhow!("no user named {username:?}"),
-                    other => anyhow::anyhow!("{other:?}"),
-                },
-            )?;
-            println!("removed the second factor of {} and ended {ended} sessions", user.username);
+            let (user, ended) = admin::reset_mfa(&changes, &mail, &acting, user.id).await.map_err(cli_error)?;
+            println!("removed the second factors and passkeys of {} and ended {ended} sessions", user.username);
+        }
+        UsersCommand::Ban { username, until, reason } => {
+            let (user, acting) = (admin::find_by_username(pool, &username).await?, acting(reason.as_deref())?);
+            let user = admin::ban(&changes, &acting, user.id, until).await.map_err(cli_error)?;
+            match until {
+                Some(until) => println!("{} is banned until {until} and signed out everywhere", user.username),
+                None => println!("{} is banned for good and signed out everywhere", user.username),
+            }
+        }
+        UsersCommand::Unban { username, reason } => {
+            let (user, acting) = (admin::find_by_username(pool, &username).await?, acting(reason.as_deref())?);
+            let user = admin::unban(&changes, &acting, user.id).await.map_err(cli_error)?;
+            println!("{} may sign in again", user.username);
         }
     }
     Ok(())
+}
+
+/// The command line's actor: the operator (named by the door), with the reason given.
+fn acting(reason: Option<&str>) -> anyhow::Result<admin::Acting> {
+    admin::Acting::operator(reason).map_err(cli_error)
+}
+
+/// The command line's form of an error: what the log would say.
+fn cli_error(err: crate::error::AppError) -> anyhow::Error {
+    match err {
+        crate::error::AppError::NotFound => anyhow::anyhow!("no such user"),
+        other => anyhow::anyhow!("{other:?}"),
+    }
 }
 
 /// The origin of the command line's changes: the operator, by their OS user.
