@@ -77,6 +77,11 @@ struct Args {
     /// Scenarios rerun on the large database.
     #[arg(long, value_delimiter = ',', default_value = "me,user,users,refresh,signin")]
     large_scenarios: Vec<String>,
+    /// Scenarios run again with the audit trail's triggers switched off and on, two
+    /// rounds each way, alternating, to report their rates with and without the trail
+    /// (e.g. `signin,refresh`); empty skips it. Needs the server this harness starts.
+    #[arg(long, value_delimiter = ',', default_value = "")]
+    trail_comparison: Vec<String>,
     /// Session events made (with SQL) to measure the server's CPU per event, alone and
     /// beside `--event-subscriptions` subscriptions of other accounts; 0 skips it.
     /// Needs the server this harness starts (not `--url`).
@@ -628,6 +633,53 @@ fn seed_large(data_dir: &std::path::Path, n: u64) -> anyhow::Result<Duration> {
     Ok(started.elapsed())
 }
 
+/// Switches the audit trail's triggers on or off (the rows of sign-ins, session ends
+/// and account changes), for `--trail-comparison`.
+fn set_trail(data_dir: &std::path::Path, on: bool) -> anyhow::Result<()> {
+    let psql = authgraph::embedded_postgres::find_bin_dir()?.join("psql");
+    let url = authgraph::embedded_postgres::EmbeddedPostgres::running_url(data_dir, "authgraph")?;
+    let verb = if on { "ENABLE" } else { "DISABLE" };
+    let sql = format!(
+        "ALTER TABLE sessions {verb} TRIGGER sessions_audited_start, {verb} TRIGGER sessions_audited_end;
+         ALTER TABLE users {verb} TRIGGER users_audited, {verb} TRIGGER users_audited_insert;"
+    );
+    let out = Command::new(psql).args(["-v", "ON_ERROR_STOP=1", "-q", &url, "-c", &sql]).output()?;
+    anyhow::ensure!(out.status.success(), "switching the trail: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(())
+}
+
+/// Each compared scenario's rate with and without the trail (the mean of its rounds).
+fn print_trail(rows: &[(bool, Row)]) {
+    println!(
+        "\n| scenario | request | req/s with the trail | req/s without | with / without | p50 ms with | p50 ms without |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|");
+    let mut seen: Vec<(&str, &str)> = Vec::new();
+    for (_, row) in rows {
+        let key = (row.name.as_str(), row.kind);
+        if seen.contains(&key) {
+            continue;
+        }
+        seen.push(key);
+        let of = |on: bool| -> Vec<&Row> {
+            rows.iter().filter(|(o, r)| *o == on && (r.name.as_str(), r.kind) == key).map(|(_, r)| r).collect()
+        };
+        let mean = |rs: &[&Row], f: fn(&Row) -> f64| rs.iter().map(|r| f(r)).sum::<f64>() / rs.len().max(1) as f64;
+        let (with, without) = (of(true), of(false));
+        let (rps_with, rps_without) = (mean(&with, |r| r.rps), mean(&without, |r| r.rps));
+        println!(
+            "| {} | {} | {:.0} | {:.0} | {:.1}% | {:.2} | {:.2} |",
+            key.0,
+            key.1,
+            rps_with,
+            rps_without,
+            100.0 * rps_with / rps_without,
+            mean(&with, |r| r.p50),
+            mean(&without, |r| r.p50)
+        );
+    }
+}
+
 /// One argon2id hash and verification with the server's default parameters, on one
 /// core (the server runs one per core at a time).
 fn argon2_reference() -> anyhow::Result<(f64, f64)> {
@@ -717,6 +769,22 @@ fn main() -> anyhow::Result<()> {
             anyhow::Ok(())
         })?;
     }
+    // With and without the trail: on, off, on, off, each scenario in each.
+    let mut trail_rows: Vec<(bool, Row)> = Vec::new();
+    let compared: Vec<String> = bench.args.trail_comparison.iter().filter(|s| !s.is_empty()).cloned().collect();
+    if let Some(server) = server.as_ref().filter(|_| !compared.is_empty()) {
+        for on in [true, false, true, false] {
+            set_trail(server.data_dir.path(), on)?;
+            runtime.block_on(async {
+                for name in &compared {
+                    eprintln!("running {name} with the trail {}", if on { "on" } else { "off" });
+                    trail_rows.extend(bench.run(name).await?.into_iter().map(|row| (on, row)));
+                }
+                anyhow::Ok(())
+            })?;
+        }
+        set_trail(server.data_dir.path(), true)?;
+    }
     let mut event_rows = Vec::new();
     if let Some(server) = server.as_ref().filter(|_| bench.args.events > 0) {
         let (count, subscriptions) = (bench.args.events, bench.args.event_subscriptions);
@@ -792,6 +860,9 @@ fn main() -> anyhow::Result<()> {
     }
     if !large_rows.is_empty() {
         print_large(&rows, &large_rows, large);
+    }
+    if !trail_rows.is_empty() {
+        print_trail(&trail_rows);
     }
     if let [alone, beside, ..] = &event_rows[..] {
         println!("\n| session events | subscriptions of other accounts | server CPU ms/event | ratio to alone |");

@@ -510,3 +510,97 @@ async fn a_new_device_is_marked_in_the_owners_events() {
     // Newest first: Laptop new, Phone seen, Phone new, and the signup's own session.
     assert_eq!(fresh, [true, false, true, true], "{res}");
 }
+
+/// At a million accounts and two million audit events: `adminUsers` searches, the
+/// chainer's rate, `auditChain` over the whole trail and over its newest thousand, and
+/// the trail's size per million sign-ins. Run by hand with
+/// `cargo test --release --test it admin::measure -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, run by hand"]
+async fn measure_search_and_the_chain_at_a_million() {
+    use std::time::Instant;
+
+    use diesel_async::RunQueryDsl;
+    let app = TestApp::new().await;
+    let (_, root) = admin_at_aal2(&app, "root").await;
+    let pool = &app.state.auth.pool;
+    let mut conn = pool.get().await.unwrap();
+    let size = async |conn: &mut diesel_async::AsyncPgConnection| {
+        crate::support::count(conn, "SELECT pg_total_relation_size('audit_events') AS n").await
+    };
+    let started = Instant::now();
+    // A million accounts in one statement (their SIGNUP rows in one more, by the trigger).
+    diesel::sql_query(
+        "INSERT INTO users (name, username, password_hash, email, email_key, created_at, updated_at) \
+         SELECT 'Person ' || i, 'member_' || i, NULL, 'member' || i || '@example.com', 'member' || i || '@example.com', \
+                now() - interval '400 days' + i * interval '10 ms', now() \
+         FROM generate_series(1, 1000000) AS i",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    println!("1,000,000 accounts inserted in {:.1?}", started.elapsed());
+    let before = size(&mut conn).await;
+    // A million sign-ins' rows, shaped as the trigger writes them.
+    diesel::sql_query(
+        "INSERT INTO audit_events (kind, actor_id, subject_id, session_id, network, user_agent, detail) \
+         SELECT 'SIGNIN', id, id, gen_random_uuid(), '203.0.113.7', \
+                'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36', \
+                jsonb_build_object('method', 'PASSWORD', 'newDevice', false, 'userAgent', \
+                  'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36') \
+         FROM users WHERE username LIKE 'member\\_%'",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let linked = authgraph::audit::chain::chain_pending(pool, &app.state.audit).await.unwrap();
+    let took = started.elapsed();
+    println!("chained {linked} events in {took:.1?} ({:.0} events/s)", linked as f64 / took.as_secs_f64());
+    for table in ["users", "audit_events"] {
+        diesel::sql_query(format!("VACUUM ANALYZE {table}")).execute(&mut conn).await.unwrap();
+    }
+    let grown = size(&mut conn).await - before;
+    println!(
+        "the trail per 1,000,000 sign-ins (rows, indexes, TOAST; chained): {:.0} MiB ({:.0} bytes an event)",
+        grown as f64 / 1048576.0,
+        grown as f64 / 1e6
+    );
+
+    let chain = "query($last: Int) { auditChain(last: $last) { intact checked } }";
+    for last in [Value::Null, json!(1000)] {
+        let started = Instant::now();
+        let res = app.gql(Some(&root), chain, json!({ "last": last })).await;
+        assert_eq!(res["data"]["auditChain"]["intact"], true, "{res}");
+        println!(
+            "auditChain(last: {last}): {} events verified in {:.1?}",
+            res["data"]["auditChain"]["checked"],
+            started.elapsed()
+        );
+    }
+
+    let query =
+        "query($f: AdminUserFilter) { adminUsers(filter: $f, first: 20) { nodes { id } pageInfo { hasNextPage } } }";
+    let counted = "query($f: AdminUserFilter) { adminUsers(filter: $f, first: 20) { nodes { id } totalCount } }";
+    for (what, q, filter) in [
+        ("no filter", query, json!({})),
+        ("one account by username", query, json!({ "search": "member_654321" })),
+        ("one account by address", query, json!({ "search": "member654321@example" })),
+        ("no match", query, json!({ "search": "nobody-here" })),
+        ("11,111 matches (\"r_99\"), first page", query, json!({ "search": "r_99" })),
+        ("11,111 matches, with totalCount", counted, json!({ "search": "r_99" })),
+        ("two letters (\"zq\", no trigram to use)", query, json!({ "search": "zq" })),
+        ("the ADMINs", query, json!({ "role": "ADMIN" })),
+        ("the banned", query, json!({ "banned": true })),
+    ] {
+        let mut times = Vec::new();
+        for _ in 0..20 {
+            let started = Instant::now();
+            let res = app.gql(Some(&root), q, json!({ "f": filter })).await;
+            assert!(res["data"]["adminUsers"].is_object(), "{res}");
+            times.push(started.elapsed().as_secs_f64() * 1e3);
+        }
+        times.sort_by(f64::total_cmp);
+        println!("adminUsers, {what}: p50 {:.2} ms, max {:.2} ms", times[10], times[19]);
+    }
+}
