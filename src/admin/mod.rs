@@ -124,11 +124,7 @@ pub async fn search(
     let search = Search { text, role: filter.role, banned: filter.banned };
     let (mut found, total) = db::read(pool, |conn| {
         let search = search.clone();
-        Box::pin(async move {
-            let found = db::users::search(conn, &search, position, i64::from(first) + 1).await?;
-            let total = if with_total { db::users::search_count(conn, &search).await? } else { 0 };
-            Ok((found, total))
-        })
+        Box::pin(async move { db::users::search(conn, &search, position, i64::from(first) + 1, with_total).await })
     })
     .await?;
     let has_next_page = found.len() > first as usize;
@@ -170,7 +166,7 @@ pub async fn set_role(changes: &Changes, acting: &Acting, id: UserId, role: Role
             if role != Role::Admin {
                 keep_an_admin(c, acting, id).await?;
             }
-            db::users::set_role_of(c, id, role).await?.ok_or(AppError::NotFound)
+            db::users::set_role(c, id, role).await?.ok_or(AppError::NotFound)
         }))
         .await
 }

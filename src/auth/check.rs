@@ -15,9 +15,23 @@ use crate::{
     error::{AppError, AppResult},
 };
 
+/// What stands for the current password of an account that has none.
+#[derive(Debug, Clone, Copy)]
+pub enum WithoutPassword {
+    /// A recent sign-in through its provider or a passkey, shown by an empty password.
+    RecentSignIn,
+    /// Nothing: the change needs a password (`BAD_USER_INPUT` on this field, saying this).
+    Refused(&'static str, &'static str),
+}
+
 /// Checks the caller's current password, counted against the account's limit (a
 /// stolen access token must not buy unlimited guesses) and forgiven when right.
-pub async fn verify_current_password(auth: &Auth, caller: &Caller, current: &SecretString) -> AppResult<()> {
+pub async fn verify_current_password(
+    auth: &Auth,
+    caller: &Caller,
+    current: &SecretString,
+    without: WithoutPassword,
+) -> AppResult<()> {
     let user_id = caller.user.id;
     let (stored, attempt) = {
         let mut conn = auth.pool.get().await?;
@@ -25,6 +39,11 @@ pub async fn verify_current_password(auth: &Auth, caller: &Caller, current: &Sec
         (db::users::password_hash(&mut conn, user_id).await?, attempt)
     };
     let Some(stored) = stored else {
+        if let WithoutPassword::Refused(field, message) = without {
+            let mut conn = auth.pool.get().await?;
+            auth.rate_limits.forgive(&mut conn, &attempt).await?;
+            return Err(AppError::bad_input(field, message));
+        }
         // No password to give: an empty one stands for it within REAUTH_WINDOW of a
         // sign-in through the account's provider or a passkey.
         if current.expose_secret().is_empty() && recently_signed_in(auth, caller).await? {

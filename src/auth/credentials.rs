@@ -4,7 +4,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::{
     Auth, Caller, Client, Grant,
-    check::{forgiven, verify_current_password},
+    check::{WithoutPassword, forgiven, verify_current_password},
     password::{Lane, Requester, Ticket},
     sessions,
 };
@@ -150,11 +150,8 @@ pub async fn change_password(
     new: &SecretString,
 ) -> AppResult<()> {
     let user_id = caller.user.id;
-    let has_password = db::read(&auth.pool, |conn| Box::pin(db::users::has_password(conn, user_id))).await?;
-    if has_password == Some(false) {
-        return Err(AppError::bad_input("currentPassword", "This account has no password yet: use setPassword"));
-    }
-    verify_current_password(auth, caller, current).await?;
+    let without = WithoutPassword::Refused("currentPassword", "This account has no password yet: use setPassword");
+    verify_current_password(auth, caller, current, without).await?;
     validate::password("newPassword", new)?;
     if new.expose_secret() == current.expose_secret() {
         return Err(AppError::bad_input("newPassword", "The new password must differ from the current one"));

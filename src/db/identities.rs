@@ -1,19 +1,17 @@
 //! Queries on `identities` and `provider_flows`.
 //!
-//! A flow is opened under an advisory lock per client network, so the bound on open
-//! flows per network holds under concurrent starts, and taken by one
+//! A flow is opened within its network's bound (`network_slots`), and taken by one
 //! `DELETE … RETURNING` on the hash of its state: of two concurrent finishes of one
 //! state, exactly one gets the row.
 
-use chrono::{DateTime, Utc};
-use diesel::{dsl::now, prelude::*, sql_query, sql_types::Text};
+use diesel::{dsl::now, prelude::*};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
 use super::{
     change::Change,
     ids::{IdentityId, UserId},
     models::{IdentityRow, NewIdentity, NewProviderFlow, ProviderFlow},
-    passkeys::Refused,
+    network_slots::{Refused, Slots, make_room},
     schema::{identities, passkeys, provider_flows, users},
 };
 
@@ -25,26 +23,8 @@ pub async fn open_flow(
     per_network: u32,
 ) -> QueryResult<Result<(), Refused>> {
     conn.transaction::<_, diesel::result::Error, _>(async |conn| {
-        sql_query("SELECT pg_advisory_xact_lock(hashtextextended('provider_flow\n' || $1, 0))")
-            .bind::<Text, _>(new.network)
-            .execute(conn)
-            .await?;
-        diesel::delete(
-            provider_flows::table
-                .filter(provider_flows::network.eq(new.network))
-                .filter(provider_flows::expires_at.le(now)),
-        )
-        .execute(conn)
-        .await?;
-        let open: Vec<DateTime<Utc>> = provider_flows::table
-            .filter(provider_flows::network.eq(new.network))
-            .order(provider_flows::expires_at.asc())
-            .select(provider_flows::expires_at)
-            .limit(i64::from(per_network))
-            .load(conn)
-            .await?;
-        if open.len() >= per_network as usize {
-            return Ok(Err(Refused::NetworkFull { frees_at: open[0] }));
+        if let Err(refused) = make_room(conn, Slots::ProviderFlows, new.network, per_network).await? {
+            return Ok(Err(refused));
         }
         diesel::insert_into(provider_flows::table).values(new).execute(conn).await?;
         Ok(Ok(()))

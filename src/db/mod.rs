@@ -15,6 +15,7 @@ pub mod identities;
 pub mod ids;
 mod migrate;
 pub mod models;
+pub mod network_slots;
 pub mod outbox;
 pub mod passkeys;
 pub mod rate_limit_events;

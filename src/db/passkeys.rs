@@ -1,27 +1,21 @@
 //! Queries on `passkeys` and `passkey_ceremonies`.
 //!
-//! A ceremony is opened under an advisory lock per client network, so the bound on
-//! open ceremonies per network holds under concurrent starts, and finished by one
+//! A ceremony is opened within its network's bound (`network_slots`), and finished by one
 //! `DELETE … RETURNING`: of two concurrent finishes of one challenge, exactly one gets
 //! the row. An assertion is accepted by one conditional UPDATE that moves the counter
 //! forward, so two uses of one counter value cannot both pass.
 
-use chrono::{DateTime, Utc};
-use diesel::{IntoSql, dsl::now, prelude::*, sql_query, sql_types::Text};
+use diesel::{IntoSql, dsl::now, prelude::*};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
+pub use super::network_slots::Refused;
 use super::{
     change::Change,
     ids::{CeremonyId, PasskeyId, UserId},
     models::{Ceremony, NewCeremony, NewPasskey, PasskeyRow},
+    network_slots::{Slots, make_room},
     schema::{passkey_ceremonies, passkeys, users},
 };
-
-/// Why a ceremony could not be opened.
-pub enum Refused {
-    /// The network has this many open already; the oldest expires then.
-    NetworkFull { frees_at: DateTime<Utc> },
-}
 
 /// Opens a ceremony, keeping at most `per_network` open for its network (refused
 /// beyond) and at most `per_account` for its account (the oldest replaced). Expired
@@ -33,26 +27,8 @@ pub async fn open_ceremony(
     per_account: u32,
 ) -> QueryResult<Result<CeremonyId, Refused>> {
     conn.transaction::<_, diesel::result::Error, _>(async |conn| {
-        sql_query("SELECT pg_advisory_xact_lock(hashtextextended('passkey_ceremony\n' || $1, 0))")
-            .bind::<Text, _>(new.network)
-            .execute(conn)
-            .await?;
-        diesel::delete(
-            passkey_ceremonies::table
-                .filter(passkey_ceremonies::network.eq(new.network))
-                .filter(passkey_ceremonies::expires_at.le(now)),
-        )
-        .execute(conn)
-        .await?;
-        let open: Vec<DateTime<Utc>> = passkey_ceremonies::table
-            .filter(passkey_ceremonies::network.eq(new.network))
-            .order(passkey_ceremonies::expires_at.asc())
-            .select(passkey_ceremonies::expires_at)
-            .limit(i64::from(per_network))
-            .load(conn)
-            .await?;
-        if open.len() >= per_network as usize {
-            return Ok(Err(Refused::NetworkFull { frees_at: open[0] }));
+        if let Err(refused) = make_room(conn, Slots::PasskeyCeremonies, new.network, per_network).await? {
+            return Ok(Err(refused));
         }
         if let Some(user_id) = new.user_id {
             // Keep the newest `per_account - 1`, so this one makes `per_account`.

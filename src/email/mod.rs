@@ -14,7 +14,7 @@ use secrecy::SecretString;
 use crate::{
     auth::{
         Auth, Caller, Client, Grant,
-        check::verify_current_password,
+        check::{WithoutPassword, verify_current_password},
         password::{Lane, Requester, Ticket},
         rate_limit, sessions,
     },
@@ -312,7 +312,7 @@ pub async fn change_email(
         let mut conn = auth.pool.get().await?;
         auth.rate_limits.take_email(&mut conn, &new_email, client.ip).await?;
     }
-    verify_current_password(auth, caller, current_password).await?;
+    verify_current_password(auth, caller, current_password, WithoutPassword::RecentSignIn).await?;
     {
         let mut conn = auth.pool.get().await?;
         if db::users::find_by_verified_email(&mut conn, &new_email).await?.is_some_and(|other| other.id != user.id) {

@@ -207,17 +207,9 @@ pub async fn regenerate(auth: &Auth, factors: &Factors, caller: &Caller) -> AppR
     Ok(codes)
 }
 
-/// `authgraph users reset-mfa`: the operator removes a lost factor; every session of
-/// the account ends, and its verified address gets a notice. Returns the account and
-/// how many sessions ended.
-pub async fn reset_by_operator(changes: &Changes, mail: &Mail, username: &str) -> AppResult<(User, usize)> {
-    let user = changes.run(async |c| db::users::find_by_username(c, username).await.map_err(Into::into)).await?;
-    let user = user.ok_or(AppError::NotFound)?;
-    let ended = remove_factor(changes, mail, &user).await?;
-    Ok((user, ended))
-}
-
-/// An admin's `resetUserMfa`: as the operator's reset, for an account by id.
+/// `resetUserMfa` and `authgraph users reset-mfa`: removes every factor of the
+/// account (lost devices); every session ends, and its verified address gets a notice.
+/// Returns the account and how many sessions ended.
 pub async fn reset(changes: &Changes, mail: &Mail, id: UserId) -> AppResult<(User, usize)> {
     let user = changes.run(async |c| db::users::find(c, id).await.map_err(Into::into)).await?;
     let user = user.ok_or(AppError::NotFound)?;

@@ -11,7 +11,7 @@ use crate::{
         self, DbPool,
         change::{ORIGIN, Origin},
         ids::UserId,
-        models::{Role, User, UserChanges},
+        models::{User, UserChanges},
     },
     error::{AppError, AppResult},
 };
@@ -161,12 +161,6 @@ pub async fn delete(changes: &Changes, actor: &User, as_admin: AppResult<()>, id
         )
         .await?;
     if deleted { Ok(()) } else { Err(AppError::NotFound) }
-}
-
-/// The admin CLI's `users set-role`: the only way to grant or remove ADMIN.
-pub async fn set_role(changes: &Changes, username: &str, role: Role) -> anyhow::Result<User> {
-    let user = changes.run(async |c| Ok(db::users::set_role(c, username, role).await?)).await.map_err(cli_error)?;
-    user.ok_or_else(|| anyhow::anyhow!("no user named {username:?}"))
 }
 
 /// The admin CLI's `users set-email`: the address, verified at once or not.

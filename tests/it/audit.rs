@@ -151,12 +151,11 @@ async fn factors_roles_and_deletion_are_recorded_with_the_operator() {
     // The command line names its operator.
     let operator = authgraph::db::change::Origin { operator: Some("root".into()), ..Default::default() };
     authgraph::db::change::ORIGIN
-        .scope(operator, authgraph::users::set_role(&app.state.auth.changes, "ada", authgraph::db::models::Role::Admin))
-        .await
-        .unwrap();
+        .scope(operator, crate::support::set_role(&app.state.auth.changes, "ada", authgraph::db::models::Role::Admin))
+        .await;
     let role = rows(&app).await.pop().unwrap();
     assert_eq!(role.kind, "ROLE_CHANGED");
-    assert_eq!(role.detail(), json!({ "from": "USER", "to": "ADMIN", "operator": "root" }));
+    assert_eq!(role.detail(), json!({ "from": "USER", "to": "ADMIN", "operator": "root", "reason": "command line" }));
 
     // Deleting the account is one event: its sessions and factors go with it. (Another
     // ADMIN first: the last one cannot delete itself.)

@@ -336,7 +336,8 @@ async fn the_operator_reset_removes_the_factor_and_ends_every_session() {
     let mail =
         authgraph::mail::Mail::new(&app.state.config.email, &authgraph::secret::resolve(&app.state.config).unwrap())
             .unwrap();
-    let (user, ended) = authgraph::factors::flows::reset_by_operator(&app.operator(), &mail, "ADA").await.unwrap();
+    let (acting, id) = (authgraph::admin::Acting::operator(None).unwrap(), ada.signup.user_id.parse().unwrap());
+    let (user, ended) = authgraph::admin::reset_mfa(&app.operator(), &mail, &acting, id).await.unwrap();
     assert_eq!((user.username.as_str(), ended), ("ada", 2));
     for token in [&ada.aal2, &aal1] {
         expect_error(&app.gql(Some(token), ME, json!({})).await, "UNAUTHENTICATED");

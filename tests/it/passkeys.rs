@@ -103,6 +103,12 @@ async fn a_passkey_signs_in_with_and_without_a_username_and_is_a_second_factor()
     // With the username: the same options whether or not the account exists.
     let (id, credential) = assertion(&app, &mut device, Some("ada")).await;
     assert!(finish_sign_in(&app, &id, &credential).await["data"]["finishPasskeySignIn"].is_object());
+    // A banned account's passkey verifies, and the sign-in is refused.
+    let (acting, ada_id) = (authgraph::admin::Acting::operator(Some("test")).unwrap(), ada.user_id.parse().unwrap());
+    authgraph::admin::ban(&app.operator(), &acting, ada_id, None).await.unwrap();
+    let (id, credential) = assertion(&app, &mut device, None).await;
+    expect_error(&finish_sign_in(&app, &id, &credential).await, "ACCOUNT_BANNED");
+    authgraph::admin::unban(&app.operator(), &acting, ada_id).await.unwrap();
     let (_, for_ada) = start(&app, None, START_SIGN_IN, json!({ "u": "ada" })).await;
     let (_, for_nobody) = start(&app, None, START_SIGN_IN, json!({ "u": "nobody" })).await;
     let shape = |o: &str| {

@@ -94,6 +94,23 @@ async fn the_binary_serves_restarts_with_its_data_and_leaves_no_postgres_behind(
     );
     let out = command(&data_dir).args(["users", "reset-mfa", "nobody"]).output().unwrap();
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no user named"), "{out:?}");
+    // A ban from the command line refuses the right password; the unban lifts it.
+    let signin_code = async || {
+        let res = server
+            .gql(
+                None,
+                "mutation($i: SigninInput!) { signin(input: $i) { accessToken } }",
+                json!({ "i": { "username": "ada", "password": PASSWORD } }),
+            )
+            .await;
+        res["errors"][0]["extensions"]["code"].as_str().unwrap_or("OK").to_owned()
+    };
+    let out = command(&data_dir).args(["users", "ban", "ada", "--reason", "abuse report 7"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ada is banned for good"), "{out:?}");
+    assert_eq!(signin_code().await, "ACCOUNT_BANNED");
+    let out = command(&data_dir).args(["users", "unban", "ada", "--reason", "appeal granted"]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(signin_code().await, "OK");
     let (status, _) = server.terminate();
     assert!(status.success());
 }

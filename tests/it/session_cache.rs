@@ -244,7 +244,7 @@ async fn another_instance_forgets_when_the_notification_arrives() {
 
     // An operator's change, made by no instance at all.
     warm(&b, &ada.access).await;
-    authgraph::users::set_role(&a.operator(), "ada", authgraph::db::models::Role::Admin).await.unwrap();
+    crate::support::set_role(&a.operator(), "ada", authgraph::db::models::Role::Admin).await;
     let role = "{ me { role } }";
     eventually("B shows the new role", async || {
         b.gql(Some(&ada.access), role, json!({})).await["data"]["me"]["role"] == "ADMIN"

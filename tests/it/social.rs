@@ -119,6 +119,11 @@ async fn a_first_sign_in_creates_the_account_and_the_next_finds_it() {
     let username = user["username"].as_str().unwrap();
     assert!(username.starts_with("ada-") && username.len() > 4, "{other}");
     assert_eq!(user["email"], Value::Null, "an unverified address is not taken: {other}");
+
+    // A banned account: the provider vouches, the sign-in is refused.
+    let (acting, ada_id) = (authgraph::admin::Acting::operator(Some("test")).unwrap(), ada.user_id.parse().unwrap());
+    authgraph::admin::ban(&app.operator(), &acting, ada_id, None).await.unwrap();
+    expect_error(&sign_in(&app, ADA).await, "ACCOUNT_BANNED");
 }
 
 #[tokio::test]

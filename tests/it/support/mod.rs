@@ -371,10 +371,16 @@ impl TestApp {
 
     /// Makes `username` an admin, as the CLI does.
     pub async fn make_admin(&self, username: &str) {
-        authgraph::users::set_role(&self.state.auth.changes, username, authgraph::db::models::Role::Admin)
-            .await
-            .unwrap();
+        set_role(&self.state.auth.changes, username, authgraph::db::models::Role::Admin).await;
     }
+}
+
+/// Gives `username` a role as the command line does (`users set-role`): through the
+/// same power as the API's, by the operator in scope.
+pub async fn set_role(changes: &authgraph::change::Changes, username: &str, role: authgraph::db::models::Role) {
+    let user = authgraph::admin::find_by_username(changes.pool(), username).await.unwrap();
+    let acting = authgraph::admin::Acting::operator(None).unwrap();
+    authgraph::admin::set_role(changes, &acting, user.id, role).await.unwrap();
 }
 
 pub const SIGNUP: &str = "mutation($input: SignupInput!) { signup(input: $input) { accessToken refreshToken tokenType expiresIn user { id name username role } } }";
