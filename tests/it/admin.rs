@@ -609,3 +609,27 @@ async fn measure_search_and_the_chain_at_a_million() {
         println!("adminUsers, {what}: p50 {:.2} ms, max {:.2} ms", times[10], times[19]);
     }
 }
+
+/// Every protected mutation of the schema but the allow-list is refused to an
+/// impersonation: a mutation added later is refused until it is named there.
+#[tokio::test]
+async fn an_impersonation_is_refused_every_mutation_off_its_allow_list() {
+    assert_eq!(authgraph::graphql::IMPERSONATION_MAY, ["updateUser", "logout"]);
+    let app = TestApp::new().await;
+    let (_, root) = admin_at_aal2(&app, "root").await;
+    let ada = app.signup("ada").await;
+    let res = app.gql(Some(&root), IMPERSONATE, json!({ "id": ada.user_id })).await;
+    let acting = res["data"]["impersonate"]["accessToken"].as_str().expect("impersonate").to_owned();
+    let table = crate::factors::protected_operations();
+    let mutations: Vec<_> = table.iter().filter(|(_, (query, _))| query.starts_with("mutation")).collect();
+    assert!(mutations.len() > 20, "the table has the schema's protected mutations");
+    for (field, (query, variables)) in mutations {
+        if authgraph::graphql::IMPERSONATION_MAY.contains(field) {
+            continue;
+        }
+        let res = app.gql(Some(&acting), query, variables.clone()).await;
+        assert_eq!(error_code(&res), "FORBIDDEN", "{field}: {res}");
+    }
+    // The impersonation is still live: nothing above ended it.
+    assert!(app.gql(Some(&acting), "{ me { id } }", json!({})).await["data"]["me"].is_object());
+}

@@ -248,6 +248,15 @@ async fn a_counter_that_goes_backwards_flags_the_passkey() {
     let token = aal2["data"]["refresh"]["accessToken"].as_str().unwrap();
     let listed = app.gql(Some(token), "{ passkeys { flaggedAt } }", json!({})).await;
     assert!(listed["data"]["passkeys"][0]["flaggedAt"].is_string(), "{listed}");
+    // The clone's assertion is a failed sign-in in the owner's events.
+    let events = app.gql(Some(token), "{ mySecurityEvents { nodes { kind detail } } }", json!({})).await;
+    let failed = events["data"]["mySecurityEvents"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "SIGNIN_FAILED" && e["detail"].as_str().unwrap().contains("PASSKEY_NOT_VERIFIED"))
+        .count();
+    assert!(failed >= 1, "{events}");
 }
 
 #[tokio::test]
