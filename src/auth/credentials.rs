@@ -112,7 +112,8 @@ pub async fn signin(auth: &Auth, username: &str, password: &SecretString, client
         let network = auth.rate_limits.network(client.ip).map(|n| n.to_string());
         let failed = db::audit::FailedSignin {
             subject: found.as_ref().map(|(user, _)| user.id),
-            username,
+            username: Some(username),
+            provider: None,
             network: network.as_deref(),
             user_agent: client.user_agent.as_deref(),
             reason: if found.is_some() { "WRONG_PASSWORD" } else { "UNKNOWN_ACCOUNT" },

@@ -152,19 +152,30 @@ pub async fn pending(conn: &mut AsyncPgConnection) -> QueryResult<i64> {
     audit_events::table.filter(audit_events::chain_seq.is_null()).count().get_result(conn).await
 }
 
-/// A sign-in whose password was checked and wrong (or named no account, after the same
-/// hash): the one kind no row change makes. Bounded by the brute-force limits, which
-/// refuse attempts before the hash; those refused are counted by the limits, not here.
+/// A sign-in whose credential was checked and refused: a password that was wrong (or
+/// named no account, after the same hash), a passkey assertion that did not verify, a
+/// provider's answer that did not. The one kind no row change makes. Bounded by the
+/// brute-force limits (and, for providers, the open flows per network), which refuse
+/// attempts before the check; those refused are counted by the limits, not here.
 pub struct FailedSignin<'a> {
     pub subject: Option<UserId>,
-    pub username: &'a str,
+    /// As typed, for a password; the account's, for a passkey; none for a provider.
+    pub username: Option<&'a str>,
+    /// The provider, for a sign-in through one.
+    pub provider: Option<&'a str>,
     pub network: Option<&'a str>,
     pub user_agent: Option<&'a str>,
     pub reason: &'a str,
 }
 
 pub async fn signin_failed(conn: &mut AsyncPgConnection, failed: FailedSignin<'_>) -> QueryResult<()> {
-    let detail = serde_json::json!({ "username": failed.username.chars().take(64).collect::<String>(), "reason": failed.reason });
+    let mut detail = serde_json::json!({ "reason": failed.reason });
+    if let Some(username) = failed.username {
+        detail["username"] = username.chars().take(64).collect::<String>().into();
+    }
+    if let Some(provider) = failed.provider {
+        detail["provider"] = provider.into();
+    }
     sql_query(
         "INSERT INTO audit_events (kind, subject_id, network, user_agent, detail) \
          VALUES ('SIGNIN_FAILED', $1, $2, left($3, 512), $4)",

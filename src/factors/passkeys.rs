@@ -262,7 +262,8 @@ pub async fn finish_sign_in(
             let network = auth.rate_limits.network(client.ip).map(|n| n.to_string());
             let failed = db::audit::FailedSignin {
                 subject: Some(user.id),
-                username: &user.username,
+                username: Some(&user.username),
+                provider: None,
                 network: network.as_deref(),
                 user_agent: client.user_agent.as_deref(),
                 reason: "PASSKEY_NOT_VERIFIED",

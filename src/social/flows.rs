@@ -179,7 +179,27 @@ pub async fn finish_sign_in(
         let mut conn = auth.pool.get().await?;
         auth.rate_limits.take_network_signin(&mut conn, client.ip).await?
     };
-    let (_, profile) = exchange(social, &flow, code).await?;
+    let profile = match exchange(social, &flow, code).await {
+        Ok((_, profile)) => profile,
+        Err(err @ AppError::OidcProviderError(_)) => {
+            // The provider refused the code, or its answer did not verify: a failed
+            // sign-in in the trail (a state was used up for it, and states are
+            // bounded per network).
+            let network = auth.rate_limits.network(client.ip).map(|n| n.to_string());
+            let failed = db::audit::FailedSignin {
+                subject: None,
+                username: None,
+                provider: Some(&flow.provider),
+                network: network.as_deref(),
+                user_agent: client.user_agent.as_deref(),
+                reason: "PROVIDER_REFUSED",
+            };
+            let mut conn = auth.pool.get().await?;
+            db::audit::signin_failed(&mut conn, failed).await?;
+            return Err(err);
+        }
+        Err(err) => return Err(err),
+    };
     let user_agent = client.user_agent.as_deref();
     // A first sign-in races its twin (a double click) or a taken username: the loser's
     // transaction is rolled back, and it tries again and finds what the winner made.

@@ -4,7 +4,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use async_graphql_parser::{parse_schema, types::TypeSystemDefinition};
 use serde_json::{Value, json};
 
 use crate::support::{
@@ -31,22 +30,7 @@ async fn admin_at_aal2(app: &TestApp, username: &str) -> (Auth, String) {
 
 /// The root fields the schema marks as passing the admin rule.
 fn admin_fields_of_the_schema() -> BTreeSet<String> {
-    let doc = parse_schema(authgraph::graphql::sdl()).unwrap();
-    let mut fields = BTreeSet::new();
-    for def in doc.definitions {
-        let TypeSystemDefinition::Type(ty) = def else { continue };
-        if !["Query", "Mutation"].contains(&ty.node.name.node.as_str()) {
-            continue;
-        }
-        let async_graphql_parser::types::TypeKind::Object(object) = &ty.node.kind else { continue };
-        for field in &object.fields {
-            let described = field.node.description.as_ref().map(|d| d.node.clone()).unwrap_or_default();
-            if described.contains("passes the admin rule") {
-                fields.insert(field.node.name.node.to_string());
-            }
-        }
-    }
-    fields
+    crate::factors::root_fields_described("passes the admin rule")
 }
 
 /// Every admin power with an operation that reaches it: the schema's admin fields (from

@@ -514,8 +514,10 @@ fn the_fields_an_aal1_session_may_call_are_one_list_and_say_so() {
     assert_eq!(saying, AAL1_FIELDS.iter().map(|f| f.to_string()).collect::<BTreeSet<_>>());
 }
 
-/// The root fields whose description says they are protected.
-fn protected_fields_of_the_schema() -> BTreeSet<String> {
+/// The root fields (of Query and Mutation) whose description says `needle`, in any
+/// case: "protected", or "passes the admin rule".
+pub(crate) fn root_fields_described(needle: &str) -> BTreeSet<String> {
+    let needle = needle.to_lowercase();
     let doc = parse_schema(authgraph::graphql::sdl()).unwrap();
     let mut fields = BTreeSet::new();
     for def in doc.definitions {
@@ -526,7 +528,7 @@ fn protected_fields_of_the_schema() -> BTreeSet<String> {
         let async_graphql_parser::types::TypeKind::Object(object) = &ty.node.kind else { continue };
         for field in &object.fields {
             let described = field.node.description.as_ref().map(|d| d.node.to_lowercase()).unwrap_or_default();
-            if described.contains("protected") {
+            if described.contains(&needle) {
                 fields.insert(field.node.name.node.to_string());
             }
         }
@@ -540,7 +542,7 @@ async fn an_aal1_session_reaches_only_me_sessions_logout_and_verify_mfa() {
     enrolled(&app, "ada").await;
     let table = protected_operations();
     let listed: BTreeSet<String> = table.keys().map(|k| k.to_string()).collect();
-    assert_eq!(protected_fields_of_the_schema(), listed, "every protected field is in the table");
+    assert_eq!(root_fields_described("protected"), listed, "every protected field is in the table");
 
     let aal1 = text(&signin(&app, "ada").await, "accessToken").to_owned();
     // logout last: it ends the session.

@@ -310,6 +310,15 @@ async fn id_tokens_that_do_not_verify_are_refused() {
     let ok = attempt(Defect::None).await;
     assert_eq!(ok["data"]["finishSocialSignIn"]["user"]["email"], "mallory@example.com", "{ok}");
     assert_eq!(interposer.token_requests(), 10);
+    // Each refusal is a failed sign-in in the trail, naming the provider.
+    let mut conn = app.state.auth.pool.get().await.unwrap();
+    let failed = count(
+        &mut conn,
+        "SELECT count(*) AS n FROM audit_events WHERE kind = 'SIGNIN_FAILED' \
+         AND detail->>'reason' = 'PROVIDER_REFUSED' AND detail->>'provider' = 'acme'",
+    )
+    .await;
+    assert_eq!(failed, 9);
 }
 
 #[tokio::test]
