@@ -69,10 +69,7 @@ impl Acting {
 
     /// The door's origin with this actor and reason, for the audit rows.
     fn origin(&self) -> Origin {
-        let mut origin = Origin::current().unwrap_or_default();
-        origin.actor = self.admin.or(origin.actor);
-        origin.reason = Some(self.reason.clone());
-        origin
+        Origin { reason: Some(self.reason.clone()), ..Origin::acting(self.admin) }
     }
 
     /// Runs `work` with this actor and reason in scope for every change it makes.

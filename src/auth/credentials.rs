@@ -109,17 +109,9 @@ pub async fn signin(auth: &Auth, username: &str, password: &SecretString, client
     let (Some((user, Some(stored_hash))), true) = (found.clone(), verified) else {
         // A guess that reached the hash is in the audit trail (the limits bound how
         // many); one the limits refused before it is only counted by them.
-        let network = auth.rate_limits.network(client.ip).map(|n| n.to_string());
-        let failed = db::audit::FailedSignin {
-            subject: found.as_ref().map(|(user, _)| user.id),
-            username: Some(username),
-            provider: None,
-            network: network.as_deref(),
-            user_agent: client.user_agent.as_deref(),
-            reason: if found.is_some() { "WRONG_PASSWORD" } else { "UNKNOWN_ACCOUNT" },
-        };
-        let mut conn = auth.pool.get().await?;
-        db::audit::signin_failed(&mut conn, failed).await?;
+        let subject = found.as_ref().map(|(user, _)| user.id);
+        let reason = if found.is_some() { "WRONG_PASSWORD" } else { "UNKNOWN_ACCOUNT" };
+        auth.record_failed_signin(client, subject, Some(username), None, reason).await?;
         return Err(AppError::InvalidCredentials);
     };
 

@@ -97,6 +97,34 @@ impl Auth {
     }
 }
 
+impl Auth {
+    /// Records a sign-in whose credential was checked and refused (`SIGNIN_FAILED`:
+    /// a wrong password, a passkey assertion or a provider's answer that did not
+    /// verify), from the client's network and user agent. Only attempts that reached
+    /// the check are recorded; the limits bound how many, and count those they refuse
+    /// before it.
+    pub async fn record_failed_signin(
+        &self,
+        client: &Client,
+        subject: Option<UserId>,
+        username: Option<&str>,
+        provider: Option<&str>,
+        reason: &str,
+    ) -> AppResult<()> {
+        let network = self.rate_limits.network(client.ip).map(|n| n.to_string());
+        let failed = db::audit::FailedSignin {
+            subject,
+            username,
+            provider,
+            network: network.as_deref(),
+            user_agent: client.user_agent.as_deref(),
+            reason,
+        };
+        let mut conn = self.pool.get().await?;
+        Ok(db::audit::signin_failed(&mut conn, failed).await?)
+    }
+}
+
 /// The authenticated caller: the account and the session its access token names.
 #[derive(Debug, Clone)]
 pub struct Caller {

@@ -51,6 +51,14 @@ impl Origin {
         ORIGIN.try_with(Clone::clone).ok()
     }
 
+    /// The origin in scope (the default outside any), with `actor` named as the
+    /// account acting when one is given: an admin acting on another's account.
+    pub fn acting(actor: Option<UserId>) -> Self {
+        let mut origin = Self::current().unwrap_or_default();
+        origin.actor = actor.or(origin.actor);
+        origin
+    }
+
     /// Names this origin to the current transaction, for its audit rows.
     pub async fn apply(&self, conn: &mut AsyncPgConnection) -> QueryResult<()> {
         sql_query(

@@ -259,17 +259,8 @@ pub async fn finish_sign_in(
         Err(err @ AppError::InvalidPasskey(_)) => {
             // An assertion of the account's passkey that did not verify is a failed
             // sign-in in the trail, as a wrong password is (the limits bound how many).
-            let network = auth.rate_limits.network(client.ip).map(|n| n.to_string());
-            let failed = db::audit::FailedSignin {
-                subject: Some(user.id),
-                username: Some(&user.username),
-                provider: None,
-                network: network.as_deref(),
-                user_agent: client.user_agent.as_deref(),
-                reason: "PASSKEY_NOT_VERIFIED",
-            };
-            let mut conn = auth.pool.get().await?;
-            db::audit::signin_failed(&mut conn, failed).await?;
+            auth.record_failed_signin(client, Some(user.id), Some(&user.username), None, "PASSKEY_NOT_VERIFIED")
+                .await?;
             return Err(err);
         }
         Err(err) => return Err(forgiven(auth, attempt, err).await),

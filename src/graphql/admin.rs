@@ -148,5 +148,5 @@ async fn acting(ctx: &Context<'_>, reason: &str) -> AppResult<Acting> {
 }
 
 fn parse_user(id: &ID) -> AppResult<crate::db::ids::UserId> {
-    id.parse().map_err(|_| AppError::bad_input("userId", "userId is not a valid user id"))
+    crate::users::parse_id_of("userId", id)
 }

@@ -185,17 +185,7 @@ pub async fn finish_sign_in(
             // The provider refused the code, or its answer did not verify: a failed
             // sign-in in the trail (a state was used up for it, and states are
             // bounded per network).
-            let network = auth.rate_limits.network(client.ip).map(|n| n.to_string());
-            let failed = db::audit::FailedSignin {
-                subject: None,
-                username: None,
-                provider: Some(&flow.provider),
-                network: network.as_deref(),
-                user_agent: client.user_agent.as_deref(),
-                reason: "PROVIDER_REFUSED",
-            };
-            let mut conn = auth.pool.get().await?;
-            db::audit::signin_failed(&mut conn, failed).await?;
+            auth.record_failed_signin(client, None, None, Some(&flow.provider), "PROVIDER_REFUSED").await?;
             return Err(err);
         }
         Err(err) => return Err(err),

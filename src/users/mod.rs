@@ -86,7 +86,12 @@ pub fn decode_cursor(cursor: &str) -> AppResult<(DateTime<Utc>, UserId)> {
 
 /// Parses a GraphQL `ID` argument as a user id.
 pub fn parse_id(id: &str) -> AppResult<UserId> {
-    id.parse().map_err(|_| AppError::bad_input("id", "id is not a valid user id"))
+    parse_id_of("id", id)
+}
+
+/// Parses the GraphQL `ID` argument `field` as a user id.
+pub fn parse_id_of(field: &'static str, id: &str) -> AppResult<UserId> {
+    id.parse().map_err(|_| AppError::bad_input(field, format!("{field} is not a valid user id")))
 }
 
 /// `user(id)`: public.
@@ -105,11 +110,7 @@ fn authorize(actor: &User, as_admin: AppResult<()>, target: UserId) -> AppResult
 /// The origin of a change `actor` makes to `target`: the door's, naming the actor when
 /// it is an admin acting on another account (its audit rows say who).
 fn acting_on(actor: &User, target: UserId) -> Origin {
-    let mut origin = Origin::current().unwrap_or_default();
-    if actor.id != target {
-        origin.actor = Some(actor.id);
-    }
-    origin
+    Origin::acting(Some(actor.id).filter(|id| *id != target))
 }
 
 /// `updateUser`: name and username; the role is not editable here.

@@ -397,19 +397,13 @@ async fn wrong_codes_are_limited_per_session_and_per_account_under_concurrency()
 async fn an_admin_at_aal1_sees_no_private_fields_of_others() {
     let app = app_with(|_| {}).await;
     let address = "bob@example.com";
-    app.signup("bob").await;
+    let bob = app.signup("bob").await.user_id;
     authgraph::users::set_email(&app.operator(), "bob", address, true).await.unwrap();
     let root = enrolled(&app, "root").await;
     app.make_admin("root").await;
     let aal1 = text(&signin(&app, "root").await, "accessToken").to_owned();
     let query = "query($id: ID!) { user(id: $id) { email mfaEnabled } }";
-    let bob = app.gql(None, "{ users { nodes { id username } } }", json!({})).await["data"]["users"]["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|u| u["username"] == "bob")
-        .unwrap()["id"]
-        .clone();
+
     let res = app.gql(Some(&aal1), query, json!({ "id": bob })).await;
     assert_eq!(res["data"]["user"], json!({ "email": null, "mfaEnabled": null }), "{res}");
     let res = app.gql(Some(&root.aal2), query, json!({ "id": bob })).await;
