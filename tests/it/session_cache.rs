@@ -11,7 +11,9 @@ use authgraph::factors::totp;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use serde_json::{Value, json};
 
-use crate::support::{Auth, PASSWORD, TestApp, error_code, expect_error, mail_to, smtp::SmtpServer, statements_of};
+use crate::support::{
+    Auth, PASSWORD, TestApp, error_code, eventually, expect_error, mail_to, smtp::SmtpServer, statements_of,
+};
 
 const ME: &str = "{ me { id name username mfaEnabled emailVerified } }";
 
@@ -218,15 +220,6 @@ async fn email_verification_and_reset_are_seen_at_once_by_the_instance_that_made
     let input = json!({ "token": message.token(), "newPassword": "a brand new passphrase" });
     assert!(app.gql(None, reset, json!({ "input": input })).await["data"]["resetPassword"].is_object());
     expect_error(&me(&app, &ada.access).await, "UNAUTHENTICATED");
-}
-
-/// Waits until `check` holds (at most 10 s): for a notification to arrive.
-async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let start = Instant::now();
-    while !check().await {
-        assert!(start.elapsed() < Duration::from_secs(10), "never: {what}");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -375,6 +375,16 @@ impl TestApp {
     }
 }
 
+/// Waits until `check` holds (at most 10 s): for a notification to arrive, or a
+/// background worker to finish.
+pub async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < std::time::Duration::from_secs(10), "never: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+}
+
 /// Gives `username` a role as the command line does (`users set-role`): through the
 /// same power as the API's, by the operator in scope.
 pub async fn set_role(changes: &authgraph::change::Changes, username: &str, role: authgraph::db::models::Role) {
